@@ -1,0 +1,59 @@
+# The two commands a newcomer needs are `make run` and `make test`; both bootstrap .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.12 2>/dev/null || echo /root/.pyenv/versions/3.12.1/bin/python3.12)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# sam needs python3.12 on PATH for the functions' runtime check: the venv provides it.
+export PATH := $(BIN):$(PATH)
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.PHONY: venv run test unit integration lint build validate bench deploy models clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x "$(PYTHON)" || { echo "python3.12 not found: set PYTHON=/path/to/python3.12" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: the whole stack locally (demo model, embedded AWS services) at http://127.0.0.1:3000
+run: venv
+	$(BIN)/modelrun-local
+
+## test: lint, template checks, sam build, then every test
+test: lint build
+	$(BIN)/pytest -n 2 tests
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	$(BIN)/pytest tests/integration
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/sam validate --lint --region $(AWS_DEFAULT_REGION)
+
+## build: sam build without a container (layers use BuildMethod makefile, Lambda wheels from PyPI)
+build: venv
+	$(BIN)/sam build --region $(AWS_DEFAULT_REGION) --parallel
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+## models: regenerate the demo model and its sample images (committed), and the benchmark model (not committed)
+models: venv
+	$(BIN)/python scripts/train_demo_model.py
+	$(BIN)/python scripts/build_bench_model.py
+
+deploy: build
+	$(BIN)/sam deploy --guided
+
+clean:
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache
