@@ -1,6 +1,8 @@
 # The two commands a newcomer needs are `make run` and `make test`; both bootstrap .venv first.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.12 2>/dev/null || echo /root/.pyenv/versions/3.12.1/bin/python3.12)
+# The first python3.12 that really runs (a pyenv shim may exist without a selected version).
+PYTHON ?= $(shell for p in "$$(command -v python3.12)" /root/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+	  [ -x "$$p" ] && "$$p" -c 'import sys' 2>/dev/null && { echo "$$p"; break; }; done)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp

@@ -1,0 +1,79 @@
+"""Domain errors: every error a user can cause has a stable code, an HTTP status and an actionable message.
+
+Handlers map these to HTTP responses in one place (``modelrun.api``) and the state machine matches them by
+name (``ErrorEquals``), never by message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelrunError(Exception):
+    """Base class. ``code`` is stable and machine-readable; ``status`` is the HTTP status it maps to."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(ModelrunError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidJson(InvalidRequest):
+    code = "invalid_json"
+
+
+class InvalidImage(ModelrunError):
+    """The bytes are not an image we can decode (corrupt, truncated, empty, not an image at all)."""
+
+    code = "invalid_image"
+    status = 400
+
+
+class UnsupportedMediaType(ModelrunError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class ImageTooLarge(ModelrunError):
+    """Too many bytes, or too many pixels once decoded (decompression-bomb guard)."""
+
+    code = "image_too_large"
+    status = 413
+
+
+class UnknownModel(ModelrunError):
+    code = "unknown_model"
+    status = 404
+
+
+class ImageNotFound(ModelrunError):
+    """An S3 reference that points at no object."""
+
+    code = "image_not_found"
+    status = 404
+
+
+class NotFound(ModelrunError):
+    code = "not_found"
+    status = 404
+
+
+class ModelConfigError(ModelrunError):
+    """A model folder whose model.json or ONNX graph is wrong. Raised at load, names the offending field."""
+
+    code = "invalid_model_config"
+    status = 500
