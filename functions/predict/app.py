@@ -1,0 +1,75 @@
+"""POST /predictions, GET /models, GET /models/{name}: single-image prediction and the model catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from modelrun.api import create_resolver, parse_image_request
+from modelrun.config import require_env
+from modelrun.errors import UnknownModel
+from modelrun.predictions import Predictor
+from modelrun.preprocess import Limits
+from modelrun.registry import ModelRegistry
+from modelrun.storage import ImageStore
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = create_resolver()
+
+# Cold start: validate every model description and load the default model once, so a broken model or a
+# missing setting fails the first request with a clear message instead of half-working.
+registry = ModelRegistry(Path(require_env("MODEL_ROOT")))
+catalogue = registry.list_models()
+predictor = Predictor(registry, Limits.from_env(), require_env("DEFAULT_MODEL"))
+registry.get(predictor.default_model)
+images = ImageStore(boto3.client("s3"), {require_env("IMAGES_BUCKET")})
+
+
+@app.post("/predictions")
+@tracer.capture_method
+def create_prediction() -> tuple[dict[str, Any], int]:
+    event = app.current_event
+    request = parse_image_request(
+        event.body,
+        is_base64=event.is_base64_encoded,
+        headers=dict(event.headers or {}),
+        query=dict(event.query_string_parameters or {}),
+    )
+    if request.image is None:
+        assert request.bucket is not None and request.key is not None
+        image = images.read(request.bucket, request.key, max_bytes=predictor.limits.max_bytes)
+    else:
+        image = request.image
+    result = predictor.predict(image, model=request.model, version=request.version)
+    metrics.add_dimension(name="model", value=result["model"])
+    metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+    logger.info("prediction made", model=result["model"], version=result["version"], label=result["label"])
+    return result, 200
+
+
+@app.get("/models")
+def list_models() -> dict[str, Any]:
+    return {"default_model": predictor.default_model, "models": [spec.to_dict() for spec in catalogue]}
+
+
+@app.get("/models/<name>")
+def get_model(name: str) -> dict[str, Any]:
+    versions = [spec.to_dict() for spec in catalogue if spec.name == name]
+    if not versions:
+        known = sorted({spec.name for spec in catalogue})
+        raise UnknownModel(f"no model named {name!r}; available: {', '.join(known)}")
+    return {"name": name, "latest": versions[-1]["version"], "versions": versions}
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

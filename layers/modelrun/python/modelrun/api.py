@@ -1,0 +1,163 @@
+"""HTTP adapter: the one place where domain errors become API responses, and request bodies become inputs.
+
+Every error body has the same shape: ``{"error": {"code": "<stable code>", "message": "<what to do>"}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+
+from modelrun.errors import InvalidJson, InvalidRequest, ModelrunError, UnsupportedMediaType
+
+logger = Logger(child=True)
+
+IMAGE_CONTENT_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/jpg",
+        "image/gif",
+        "image/bmp",
+        "image/x-ms-bmp",
+        "image/tiff",
+        "image/webp",
+        "application/octet-stream",
+    }
+)
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body=json.dumps({"error": error}),
+    )
+
+
+def create_resolver() -> APIGatewayRestResolver:
+    """A REST resolver with the project's error mapping installed."""
+    app = APIGatewayRestResolver()
+
+    @app.exception_handler(ModelrunError)
+    def _domain_error(exc: ModelrunError) -> Response:
+        log = logger.error if exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.info
+        log("request failed", code=exc.code, status=exc.status, reason=exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.details or None)
+
+    @app.not_found
+    def _no_route(_exc: Exception) -> Response:
+        event = app.current_event
+        return error_response(
+            HTTPStatus.NOT_FOUND,
+            "route_not_found",
+            f"no route for {event.http_method} {event.path}: see the README for the API",
+        )
+
+    return app
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """What a prediction request asks for: the image bytes or an S3 reference, and which model."""
+
+    model: str | None
+    version: str | None
+    image: bytes | None = None
+    bucket: str | None = None
+    key: str | None = None
+
+
+def _media_type(headers: dict[str, str]) -> str:
+    for name, value in headers.items():
+        if name.lower() == "content-type" and value:
+            return value.split(";", 1)[0].strip().lower()
+    return ""
+
+
+def _optional_str(body: dict[str, Any], field: str) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f'"{field}" must be a non-empty string')
+    return value.strip()
+
+
+def parse_image_request(
+    body: str | None,
+    *,
+    is_base64: bool,
+    headers: dict[str, str],
+    query: dict[str, str],
+) -> ImageRequest:
+    """Read one of the three request forms.
+
+    - JSON ``{"model", "version"?, "image": "<base64>"}``
+    - JSON ``{"model", "version"?, "image_s3": {"bucket", "key"}}``
+    - a raw image body with an image content type; model and version as query parameters.
+    """
+    media_type = _media_type(headers)
+    if media_type in IMAGE_CONTENT_TYPES:
+        raw = _decode_body(body, is_base64=is_base64)
+        return ImageRequest(model=query.get("model") or None, version=query.get("version") or None, image=raw)
+    if media_type not in ("application/json", ""):
+        raise UnsupportedMediaType(
+            f"content type {media_type!r} is not accepted: send application/json or an image type "
+            f"({', '.join(sorted(IMAGE_CONTENT_TYPES))})"
+        )
+    text = _decode_body(body, is_base64=is_base64).decode("utf-8", errors="replace")
+    if not text.strip():
+        raise InvalidJson('the request body is empty: send {"model": ..., "image": "<base64>"}')
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidJson("the request body must be a JSON object")
+    return _image_request_from_json(parsed, query)
+
+
+def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> ImageRequest:
+    model = _optional_str(body, "model") or query.get("model") or None
+    version = _optional_str(body, "version") or query.get("version") or None
+    has_image, has_ref = "image" in body, "image_s3" in body
+    if has_image == has_ref:
+        raise InvalidRequest('send exactly one of "image" (base64) or "image_s3" ({"bucket", "key"})')
+    if has_image:
+        encoded = body["image"]
+        if not isinstance(encoded, str):
+            raise InvalidRequest('"image" must be a base64 string')
+        return ImageRequest(model=model, version=version, image=_b64decode(encoded, '"image"'))
+    ref = body["image_s3"]
+    if not isinstance(ref, dict) or not all(isinstance(ref.get(f), str) and ref.get(f) for f in ("bucket", "key")):
+        raise InvalidRequest('"image_s3" must be an object with string "bucket" and "key"')
+    return ImageRequest(model=model, version=version, bucket=ref["bucket"], key=ref["key"])
+
+
+def _decode_body(body: str | None, *, is_base64: bool) -> bytes:
+    if body is None:
+        return b""
+    if is_base64:
+        return _b64decode(body, "the request body")
+    return body.encode("utf-8", errors="surrogateescape")
+
+
+def _b64decode(value: str, what: str) -> bytes:
+    """Strict base64, tolerating line breaks (``base64`` wraps at 76) and a ``data:...;base64,`` prefix."""
+    if value.startswith("data:") and "," in value:
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{what} is not valid base64") from exc
