@@ -1,0 +1,288 @@
+"""Untrusted image bytes to the model's input tensor.
+
+Decoding is defensive: the format is sniffed from the bytes (a client's content type is not trusted), the
+byte count and the pixel count (read from the header, before any pixel is decoded) are checked against
+:class:`Limits`, and the image is fully decoded inside a ``try`` so that a truncated or corrupt file becomes
+:class:`~modelrun.errors.InvalidImage` instead of a half-black picture.
+
+No Pillow global is changed: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False and ``Image.MAX_IMAGE_PIXELS``
+keeps its value. Our own pixel limit is checked first; Pillow's decompression-bomb guard stays in place
+behind it, and its error (or its warning, when a warnings filter turns it into one) becomes ImageTooLarge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from modelrun.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from modelrun.spec import InputSpec, ModelSpec
+
+DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
+DEFAULT_MAX_PIXELS: Final = 50_000_000
+
+SUPPORTED_FORMATS: Final = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+_SUPPORTED_TEXT: Final = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+
+_RESAMPLING: Final = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+# Everything Pillow's decoders raise on hostile or damaged input; to the caller they all mean "invalid image".
+_DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
+
+_SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_WHITE: Final = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits for one uploaded image."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """Read ``MAX_IMAGE_BYTES`` and ``MAX_IMAGE_PIXELS`` (positive integers; unset means the default).
+
+        Raises:
+            ValueError: a variable is set but is not a positive integer (fails the cold start).
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            max_bytes=_positive_int(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
+            max_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
+        )
+
+
+def sniff_format(data: bytes) -> tuple[str | None, bool]:
+    """Recognise an image format from its leading bytes.
+
+    Returns:
+        ``(format, supported)``: a Pillow format name and True for the accepted formats, a name and False for
+        a recognised format we do not accept, ``(None, False)`` for anything else.
+    """
+    for name, matches in _SUPPORTED_SIGNATURES:
+        if matches(data):
+            return name, True
+    for name, matches in _OTHER_SIGNATURES:
+        if matches(data):
+            return name, False
+    return None, False
+
+
+def decode_image(data: bytes, limits: Limits) -> Image.Image:
+    """Decode untrusted bytes into an upright, fully loaded image (first frame of an animation).
+
+    Raises:
+        InvalidImage: empty, not an image, corrupt or truncated.
+        UnsupportedMediaType: a recognised image (or document) format other than PNG/JPEG/GIF/BMP/TIFF/WebP.
+        ImageTooLarge: more than ``limits.max_bytes`` bytes or ``limits.max_pixels`` pixels.
+    """
+    if not data:
+        raise InvalidImage("the image is empty")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(
+            f"the image is {len(data)} bytes, over the limit of {limits.max_bytes} bytes; send a smaller image",
+            size_bytes=len(data),
+            max_bytes=limits.max_bytes,
+        )
+    fmt, supported = sniff_format(data)
+    if fmt is None:
+        raise InvalidImage(f"the data is not a recognised image; send {_SUPPORTED_TEXT}")
+    if not supported:
+        raise UnsupportedMediaType(
+            f"the {fmt} format is not supported; send {_SUPPORTED_TEXT}", format=fmt, supported=list(SUPPORTED_FORMATS)
+        )
+
+    try:
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+        _check_pixels(image.size, limits)
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(
+            f"the image has too many pixels to decode safely ({exc}); send a smaller image",
+            max_pixels=limits.max_pixels,
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidImage(
+            f"the {_format_label(fmt)} image is corrupt or truncated and cannot be decoded", format=fmt
+        ) from exc
+    return _upright(image)
+
+
+def to_tensor(img: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Resize, normalise and lay out one image as the model's input, without the batch dimension.
+
+    Steps: convert to the model's colour mode (transparency composited onto white, 16-bit scaled to 0..255),
+    resize to ``spec.size`` with ``spec.resample``, then ``(pixel * scale - mean) / std`` per channel (skipped
+    for ``uint8``, which gets raw rounded pixels), then CHW or HWC, then the dtype.
+
+    Returns:
+        Array of shape ``spec.image_shape`` and dtype ``spec.dtype``.
+    """
+    plane = _to_color_mode(img, spec.color_mode)
+    target = (spec.width, spec.height)
+    if plane.size != target:
+        plane = plane.resize(target, _RESAMPLING[spec.resample])
+    pixels = np.asarray(plane, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if spec.channels == 3 and pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    if spec.color_mode == "BGR":
+        pixels = pixels[:, :, ::-1]
+
+    if spec.dtype == "uint8":
+        tensor = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    else:
+        mean = np.asarray(spec.mean, dtype=np.float32)
+        std = np.asarray(spec.std, dtype=np.float32)
+        tensor = ((pixels * np.float32(spec.scale) - mean) / std).astype(spec.dtype)
+    if spec.layout == "NCHW":
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor)
+
+
+def preprocess(data: bytes, spec: ModelSpec, limits: Limits) -> np.ndarray:
+    """Decode untrusted image bytes and turn them into the model's input tensor (see :func:`to_tensor`)."""
+    return to_tensor(decode_image(data, limits), spec.input)
+
+
+def _check_pixels(size: tuple[int, int], limits: Limits) -> None:
+    """Reject an image by its header size, before its pixels are decoded."""
+    width, height = size
+    pixels = width * height
+    if pixels > limits.max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {pixels} pixels, over the limit of {limits.max_pixels} pixels; "
+            "send a smaller image",
+            width=width,
+            height=height,
+            pixels=pixels,
+            max_pixels=limits.max_pixels,
+        )
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a damaged EXIF block leaves the image as stored rather than rejecting it."""
+    with contextlib.suppress(*_DECODE_ERRORS):
+        ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def _to_color_mode(img: Image.Image, color_mode: str) -> Image.Image:
+    """The image as ``L`` (or ``F`` for high bit depths) for a grey model, ``RGB`` (or grey) for a colour one.
+
+    A grey image is kept single-channel for a colour model and repeated to 3 channels after resizing (cheaper).
+    """
+    plane = _flatten(img)
+    if color_mode == "L" and plane.mode == "RGB":
+        return plane.convert("L")
+    return plane
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to ``L``, ``F`` (grey, 0..255 as floats) or ``RGB``, transparency on white."""
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return img
+    if mode == "1":
+        return img.convert("L")
+    if mode in _SIXTEEN_BIT_MODES:
+        # 0..65535 -> 0..255: 65535 / 255 == 257 exactly, so full white stays full white.
+        values = np.asarray(img).astype(np.float32) / np.float32(257.0)
+        return Image.fromarray(np.clip(values, 0.0, 255.0).astype(np.float32))
+    if mode == "F":
+        values = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        return Image.fromarray(np.clip(values, 0.0, 255.0).astype(np.float32))
+    if mode in ("LA", "La"):
+        grey = img.convert("LA") if mode == "La" else img
+        background = Image.new("L", grey.size, _WHITE)
+        background.paste(grey.getchannel("L"), mask=grey.getchannel("A"))
+        return background
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "RGBa", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (_WHITE, _WHITE, _WHITE, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError as exc:
+        raise UnsupportedMediaType(
+            f"images in colour mode {mode} are not supported; send an RGB or greyscale image", mode=mode
+        ) from exc
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _format_label(fmt: str) -> str:
+    return "WebP" if fmt == "WEBP" else fmt
+
+
+def _starts(*prefixes: bytes) -> Callable[[bytes], bool]:
+    return lambda data: data.startswith(prefixes)
+
+
+def _is_webp(data: bytes) -> bool:
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+def _is_iso_media(data: bytes) -> bool:
+    """HEIC/HEIF/AVIF: an ISO base media ``ftyp`` box with an image brand."""
+    return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def _is_svg(data: bytes) -> bool:
+    head = data[:1024].lstrip().lower()
+    return head.startswith((b"<svg", b"<?xml")) and b"<svg" in head
+
+
+_SUPPORTED_SIGNATURES: Final[tuple[tuple[str, Callable[[bytes], bool]], ...]] = (
+    ("PNG", _starts(b"\x89PNG\r\n\x1a\n")),
+    ("JPEG", _starts(b"\xff\xd8\xff")),
+    ("GIF", _starts(b"GIF87a", b"GIF89a")),
+    ("BMP", _starts(b"BM")),
+    ("TIFF", _starts(b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),
+    ("WEBP", _is_webp),
+)
+
+_OTHER_SIGNATURES: Final[tuple[tuple[str, Callable[[bytes], bool]], ...]] = (
+    ("PDF", _starts(b"%PDF-")),
+    ("PostScript", _starts(b"%!PS", b"\xc5\xd0\xd3\xc6")),
+    ("ICO", _starts(b"\x00\x00\x01\x00")),
+    ("CUR", _starts(b"\x00\x00\x02\x00")),
+    ("PSD", _starts(b"8BPS")),
+    ("ICNS", _starts(b"icns")),
+    ("DDS", _starts(b"DDS ")),
+    ("JPEG 2000", _starts(b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xffO\xffQ")),
+    ("JPEG XL", _starts(b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")),
+    ("HEIF/AVIF", _is_iso_media),
+    ("QOI", _starts(b"qoif")),
+    ("XCF", _starts(b"gimp xcf")),
+    ("SVG", _is_svg),
+)
