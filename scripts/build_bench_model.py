@@ -191,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     size_mb = model_path.stat().st_size / 1e6
     print(f"wrote {model_path} ({size_mb:.1f} MB) and model.json in {build_seconds:.1f} s")
     print(f"parameters: {parameters:,}")
-    print(
-        f"inference, batch 1, onnxruntime CPU: first run {first_ms:.1f} ms, median of {TIMED_RUNS} more {median_ms:.1f} ms"
-    )
+    print(f"batch-1 inference (onnxruntime): 1st run {first_ms:.1f} ms, median of {TIMED_RUNS} more {median_ms:.1f} ms")
     return 0
 
 
