@@ -1,0 +1,55 @@
+"""``modelrun-local``: run the whole stack on this machine (``make run``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from modelrun_local.runtime import STATE_FILE, LocalRuntime
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="modelrun-local", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--api-key", help="use this API key instead of a fresh random one")
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameters, as for sam deploy (e.g. DefaultModel=digits)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
+    runtime = LocalRuntime(host=args.host, port=args.port, parameter_overrides=overrides)
+    if args.api_key:
+        runtime.api_key = args.api_key
+    runtime.start()
+    state = runtime.write_state()
+    print(f"modelrun local stack is up: {runtime.url}", flush=True)
+    print(f"API key: {runtime.api_key}", flush=True)
+    print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.stop()
+        STATE_FILE.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The template's ``Api`` events served over HTTP as API Gateway REST proxy events.
+
+Routes, binary media types and the API key rule come from template.yaml. What API Gateway does in front of the
+function is reproduced: API key check (403), 10 MB request limit (413), base64 for binary media types, proxy
+result to HTTP response, a function error as 502 and an integration timeout (29 s) as 504. Paths are served with
+and without the stage prefix (``/v1/predictions`` and ``/predictions``).
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from modelrun_local.lambdas import Dispatcher
+from modelrun_local.template import ApiRoute
+
+log = logging.getLogger("modelrun.local")
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway REST payload limit
+MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda synchronous invocation payload limit
+INTEGRATION_TIMEOUT_S = 29.0
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    route: ApiRoute
+    pattern: re.Pattern[str]
+
+    @classmethod
+    def compile(cls, route: ApiRoute) -> CompiledRoute:
+        regex = ""
+        for part in re.split(r"(\{[^}]+\})", route.path):
+            if part.startswith("{") and part.endswith("+}"):
+                regex += f"(?P<{part[1:-2]}>.+)"
+            elif part.startswith("{"):
+                regex += f"(?P<{part[1:-1]}>[^/]+)"
+            else:
+                regex += re.escape(part)
+        return cls(route, re.compile(f"^{regex}/?$"))
+
+
+def _gateway_error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return status, {"Content-Type": "application/json"}, body
+
+
+class Gateway:
+    """The routing and API Gateway behaviour, independent of the HTTP server that feeds it."""
+
+    def __init__(
+        self,
+        routes: list[ApiRoute],
+        dispatcher: Dispatcher,
+        *,
+        stage: str,
+        api_key: str,
+        binary_media_types: list[str],
+        function_names: dict[str, str],
+    ) -> None:
+        self.routes = [CompiledRoute.compile(route) for route in routes]
+        self.dispatcher = dispatcher
+        self.stage = stage
+        self.api_key = api_key
+        self.binary_media_types = binary_media_types
+        self.function_names = function_names
+
+    def is_binary(self, content_type: str) -> bool:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        return bool(media_type) and any(fnmatch.fnmatch(media_type, pattern) for pattern in self.binary_media_types)
+
+    def match(self, method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
+        for compiled in self.routes:
+            found = compiled.pattern.match(path)
+            if found and compiled.route.method in (method, "ANY"):
+                return compiled, {key: unquote(value) for key, value in found.groupdict().items()}
+        return None
+
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        url = urlsplit(raw_path)
+        path = url.path
+        if path == f"/{self.stage}" or path.startswith(f"/{self.stage}/"):
+            path = path[len(self.stage) + 1 :] or "/"
+        lowered = {key.lower(): value for key, value in headers.items()}
+        found = self.match(method, path)
+        if found is None:
+            return _gateway_error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
+        compiled, path_parameters = found
+        if compiled.route.api_key_required and lowered.get("x-api-key") != self.api_key:
+            return _gateway_error(
+                HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header"
+            )
+        if len(body) > MAX_REQUEST_BYTES:
+            return _gateway_error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "request_too_large",
+                "the request is larger than API Gateway's 10 MB limit: upload the image to S3 and send image_s3",
+            )
+        event = self.event(compiled.route, method, path, url.query, headers, body, path_parameters, source_ip)
+        encoded = json.dumps(event)
+        if len(encoded) > MAX_EVENT_BYTES:
+            # On AWS, Lambda refuses an event over 6 MB and API Gateway answers 500; locally we say why.
+            return _gateway_error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "request_too_large",
+                "the request exceeds Lambda's 6 MB event limit (about 4.5 MB of image once base64-encoded): "
+                "upload the image to S3 and send image_s3",
+            )
+        function = self.dispatcher.functions[self.function_names[compiled.route.function]]
+        invocation = function.invoke(json.loads(encoded))
+        if invocation.failed:
+            if invocation.error_type == "Sandbox.Timedout" or invocation.duration_ms > INTEGRATION_TIMEOUT_S * 1000:
+                return HTTPStatus.GATEWAY_TIMEOUT, {"Content-Type": "application/json"}, b'{"message": "Endpoint request timed out"}'
+            return HTTPStatus.BAD_GATEWAY, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+        return self.response(invocation.payload)
+
+    def event(
+        self,
+        route: ApiRoute,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        path_parameters: dict[str, str],
+        source_ip: str,
+    ) -> dict[str, Any]:
+        multi_query = parse_qs(query, keep_blank_values=True)
+        content_type = next((value for key, value in headers.items() if key.lower() == "content-type"), "")
+        binary = self.is_binary(content_type)
+        if not body:
+            event_body: str | None = None
+        elif binary:
+            event_body = base64.b64encode(body).decode("ascii")
+        else:
+            event_body = body.decode("utf-8", errors="replace")
+        now = time.time()
+        request_id = str(uuid.uuid4())
+        api_key = next((value for key, value in headers.items() if key.lower() == "x-api-key"), None)
+        return {
+            "resource": route.path,
+            "path": path,
+            "httpMethod": method,
+            "headers": dict(headers),
+            "multiValueHeaders": {key: [value] for key, value in headers.items()},
+            "queryStringParameters": {key: values[-1] for key, values in multi_query.items()} or None,
+            "multiValueQueryStringParameters": multi_query or None,
+            "pathParameters": path_parameters or None,
+            "stageVariables": None,
+            "requestContext": {
+                "resourceId": "local",
+                "resourcePath": route.path,
+                "httpMethod": method,
+                "path": f"/{self.stage}{path}",
+                "stage": self.stage,
+                "requestId": request_id,
+                "extendedRequestId": request_id,
+                "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                "requestTimeEpoch": int(now * 1000),
+                "accountId": "123456789012",
+                "apiId": "local",
+                "domainName": "127.0.0.1",
+                "protocol": "HTTP/1.1",
+                "identity": {"sourceIp": source_ip, "apiKey": api_key, "userAgent": headers.get("User-Agent")},
+            },
+            "body": event_body,
+            "isBase64Encoded": binary and bool(body),
+        }
+
+    @staticmethod
+    def response(payload: Any) -> tuple[int, dict[str, str], bytes]:
+        if not isinstance(payload, dict) or "statusCode" not in payload:
+            log.error("malformed Lambda proxy response: %r", payload)
+            return HTTPStatus.BAD_GATEWAY, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+        headers = {str(key): str(value) for key, value in (payload.get("headers") or {}).items()}
+        for key, values in (payload.get("multiValueHeaders") or {}).items():
+            headers[str(key)] = ", ".join(str(value) for value in values)
+        body = payload.get("body") or ""
+        data = base64.b64decode(body) if payload.get("isBase64Encoded") else str(body).encode()
+        return int(payload["statusCode"]), headers, data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    gateway: Gateway
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES + 1:
+            # Read and discard in bounded pieces so the connection stays usable, then refuse.
+            remaining = length
+            while remaining > 0:
+                piece = self.rfile.read(min(remaining, 1 << 20))
+                if not piece:
+                    break
+                remaining -= len(piece)
+            body = b"\0" * (MAX_REQUEST_BYTES + 1)
+        else:
+            body = self.rfile.read(length) if length else b""
+        try:
+            status, headers, data = self.gateway.handle(
+                self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
+            )
+        except Exception:
+            log.exception("local gateway failed on %s %s", self.command, self.path)
+            status, headers, data = 500, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() not in ("content-length", "connection"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class GatewayServer:
+    """A threaded HTTP server on localhost around a ``Gateway``."""
+
+    def __init__(self, gateway: Gateway, host: str = "127.0.0.1", port: int = 3000) -> None:
+        handler = type("GatewayHandler", (_Handler,), {"gateway": gateway})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="local-gateway", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> GatewayServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

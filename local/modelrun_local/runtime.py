@@ -1,0 +1,85 @@
+"""The whole local stack in one object: moto started, template deployed, gateway serving."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto import mock_aws
+
+from modelrun_local import environ
+from modelrun_local.gateway import Gateway, GatewayServer
+from modelrun_local.stack import LOCAL_CREDENTIALS, LocalStack
+from modelrun_local.template import DEFAULT_TEMPLATE, Template
+
+log = logging.getLogger("modelrun.local")
+
+STATE_FILE = DEFAULT_TEMPLATE.parent / ".modelrun" / "local.json"
+MOTO_CONFIG: Any = {
+    "stepfunctions": {"execute_state_machine": True},
+    "lambda": {"use_docker": True},  # the Docker path is the one modelrun_local.lambdas patches
+    "core": {"mock_credentials": True, "reset_boto3_session": True},
+}
+
+
+@dataclass
+class LocalRuntime:
+    template_path: Path = DEFAULT_TEMPLATE
+    host: str = "127.0.0.1"
+    port: int = 3000
+    api_key: str = field(default_factory=lambda: "local-" + secrets.token_urlsafe(18))
+    parameter_overrides: Mapping[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+    stack: LocalStack | None = None
+    server: GatewayServer | None = None
+    _mock: Any = None
+
+    def start(self) -> LocalRuntime:
+        environ.install()
+        for key, value in {**LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": self.region}.items():
+            os.environ.setdefault(key, value)
+        self._mock = mock_aws(config=MOTO_CONFIG)
+        self._mock.start()
+        template = Template.load(self.template_path, self.parameter_overrides)
+        self.stack = LocalStack(template, region=self.region).deploy()
+        api = next((route.api for route in template.api_routes()), "RestApi")
+        gateway = Gateway(
+            template.api_routes(),
+            self.stack.dispatcher,
+            stage=str(template.parameters.get("StageName", "v1")),
+            api_key=self.api_key,
+            binary_media_types=template.binary_media_types(api),
+            function_names={name: self.stack.ref(name) for name in template.functions()},
+        )
+        self.server = GatewayServer(gateway, self.host, self.port).start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "start() first"
+        return self.server.url
+
+    def outputs(self) -> dict[str, str]:
+        """What a client needs, as the deployed stack's Outputs give it."""
+        assert self.stack is not None
+        return {"ApiUrl": self.url + "/", "ApiKey": self.api_key, "Region": self.region}
+
+    def write_state(self, path: Path = STATE_FILE) -> Path:
+        """Let clients on this machine find the running stack (the CLI reads this file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**self.outputs(), "pid": os.getpid()}, indent=2))
+        return path
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None

@@ -1,0 +1,230 @@
+"""Creating the template's resources on moto and wiring the functions to run in-process.
+
+Why not moto's CloudFormation: after the SAM transform it drops Layers, ignores DefinitionSubstitutions, does not
+really create API Gateway resources and needs every CodeUri uploaded first. Reading the template directly and
+creating each resource with the ordinary boto3 call is shorter than patching all of that, and it keeps the
+template the single source of truth: table keys, queue settings and routes all come from it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from modelrun_local.lambdas import Dispatcher, LocalFunction, lambda_runtime_environment
+from modelrun_local.template import Resolver, Template
+
+log = logging.getLogger("modelrun.local")
+
+ACCOUNT_ID = "123456789012"
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fake credentials
+    "AWS_SESSION_TOKEN": "testing",
+}
+# Settings every local function gets on top of its template environment: X-Ray and CloudWatch metrics have no
+# local backend (Powertools disables its tracer under AWS_SAM_LOCAL, as under `sam local`).
+LOCAL_FUNCTION_SETTINGS = {"AWS_SAM_LOCAL": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+def _physical_name(stack: str, logical_id: str, limit: int = 63) -> str:
+    name = f"{stack}-{re.sub(r'(?<!^)(?=[A-Z])', '-', logical_id).lower()}"
+    return name[:limit]
+
+
+def _stub_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "served in-process by modelrun_local; see local/modelrun_local/lambdas.py\n")
+    return buffer.getvalue()
+
+
+@dataclass
+class LocalStack:
+    """The template's resources, created on moto. Call ``deploy()`` inside an active moto mock."""
+
+    template: Template
+    region: str = "us-east-1"
+    stack_name: str = "modelrun-local"
+    # Where layer mount points are on this machine: the models layer mounts models/ at /opt/models on Lambda.
+    mounts: dict[str, Path] = field(default_factory=dict)
+    environment_overrides: dict[str, str] = field(default_factory=dict)
+    dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    resolver: Resolver = field(init=False)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.resolver = Resolver(
+            parameters=dict(self.template.parameters),
+            region=self.region,
+            account_id=ACCOUNT_ID,
+            stack_name=self.stack_name,
+        )
+        self.mounts.setdefault("/opt/models", self.template.root / "models")
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
+
+    # -- deployment -----------------------------------------------------------------------------------------
+    def deploy(self) -> LocalStack:
+        for name, expression in self.template.data.get("Conditions", {}).items():
+            self.resolver.conditions[name] = self.resolver.condition(expression)
+        creators: dict[str, Callable[[str, dict[str, Any]], None]] = {
+            "AWS::S3::Bucket": self._bucket,
+            "AWS::DynamoDB::Table": self._table,
+            "AWS::SQS::Queue": self._queue,
+            "AWS::Serverless::LayerVersion": self._layer,
+            "AWS::Serverless::Api": self._api,
+        }
+        deferred = {"AWS::Serverless::Function", "AWS::Serverless::StateMachine"}
+        for logical_id, resource in self.template.resources.items():
+            if not self._wanted(resource):
+                continue
+            kind = resource["Type"]
+            if kind in creators:
+                creators[kind](logical_id, resource.get("Properties", {}))
+            elif kind not in deferred:
+                self.skipped.append(f"{logical_id} ({kind})")
+        self._role()
+        for logical_id in self.template.of_type("AWS::Serverless::Function"):
+            if self._wanted(self.template.resources[logical_id]):
+                self._function(logical_id)
+        self.dispatcher.install()
+        if self.skipped:
+            log.debug("not created locally (no local behaviour needed): %s", ", ".join(self.skipped))
+        return self
+
+    def _wanted(self, resource: Mapping[str, Any]) -> bool:
+        condition = resource.get("Condition")
+        return condition is None or self.resolver.conditions.get(condition, False)
+
+    def _bucket(self, logical_id: str, props: dict[str, Any]) -> None:
+        name = self.resolver.resolve(props.get("BucketName")) or _physical_name(self.stack_name, logical_id)
+        s3 = self.client("s3")
+        if self.region == "us-east-1":
+            s3.create_bucket(Bucket=name)
+        else:
+            s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        self.resolver.refs[logical_id] = name
+        self.resolver.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
+        self.resolver.attributes[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"
+
+    def _table(self, logical_id: str, props: dict[str, Any]) -> None:
+        props = self.resolver.resolve(props)
+        name = props.get("TableName") or _physical_name(self.stack_name, logical_id, 255)
+        request: dict[str, Any] = {
+            "TableName": name,
+            "KeySchema": props["KeySchema"],
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "BillingMode": props.get("BillingMode", "PROVISIONED"),
+        }
+        if request["BillingMode"] == "PROVISIONED":
+            request["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+        for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "StreamSpecification"):
+            if key in props:
+                request[key] = props[key]
+        ddb = self.client("dynamodb")
+        description = ddb.create_table(**request)["TableDescription"]
+        ttl = props.get("TimeToLiveSpecification")
+        if ttl:
+            ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+        self.resolver.refs[logical_id] = name
+        self.resolver.attributes[(logical_id, "Arn")] = description["TableArn"]
+        if "LatestStreamArn" in description:
+            self.resolver.attributes[(logical_id, "StreamArn")] = description["LatestStreamArn"]
+
+    def _queue(self, logical_id: str, props: dict[str, Any]) -> None:
+        props = self.resolver.resolve(props)
+        name = props.pop("QueueName", None) or _physical_name(self.stack_name, logical_id, 80)
+        if props.get("FifoQueue") and not name.endswith(".fifo"):
+            name += ".fifo"
+        attributes = {key: json.dumps(value) if isinstance(value, dict) else str(value) for key, value in props.items()}
+        attributes.pop("Tags", None)
+        url = self.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        arn = f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}"
+        self.resolver.refs[logical_id] = url
+        self.resolver.attributes.update({(logical_id, "Arn"): arn, (logical_id, "QueueName"): name})
+        self.resolver.attributes[(logical_id, "QueueUrl")] = url
+
+    def _layer(self, logical_id: str, props: dict[str, Any]) -> None:
+        self.resolver.refs[logical_id] = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:layer:{logical_id}:1"
+
+    def _api(self, logical_id: str, props: dict[str, Any]) -> None:
+        self.resolver.refs[logical_id] = "local"
+
+    def _role(self) -> None:
+        iam = self.client("iam")
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        role = iam.create_role(RoleName=f"{self.stack_name}-lambda", AssumeRolePolicyDocument=json.dumps(trust))
+        self._role_arn = role["Role"]["Arn"]
+
+    def _function(self, logical_id: str) -> None:
+        props = self.template.function_properties(logical_id)
+        name = self.resolver.resolve(props.get("FunctionName")) or _physical_name(self.stack_name, logical_id, 64)
+        arn = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+        # Refs first: a function's environment may name itself or a sibling (resolved after all are known).
+        self.resolver.refs[logical_id] = name
+        self.resolver.attributes[(logical_id, "Arn")] = arn
+        variables = {key: str(self.resolver.resolve(value)) for key, value in self._variables(props).items()}
+        variables = {key: self._mounted(value) for key, value in variables.items()}
+        environment = {
+            **lambda_runtime_environment(props, name=name, region=self.region, credentials=LOCAL_CREDENTIALS),
+            **LOCAL_FUNCTION_SETTINGS,
+            **variables,
+            **self.environment_overrides,
+        }
+        code_dir = (self.template.root / str(props["CodeUri"])).resolve()
+        self.client("lambda").create_function(
+            FunctionName=name,
+            Runtime=props.get("Runtime", "python3.12"),
+            Role=self._role_arn,
+            Handler=props["Handler"],
+            Code={"ZipFile": _stub_zip()},
+            Timeout=int(props.get("Timeout", 3)),
+            MemorySize=int(props.get("MemorySize", 128)),
+            Environment={"Variables": variables},
+        )
+        self.dispatcher.register(
+            LocalFunction(
+                logical_id=logical_id,
+                name=name,
+                arn=arn,
+                code_dir=code_dir,
+                handler=props["Handler"],
+                environment=environment,
+                timeout=float(props.get("Timeout", 3)),
+                memory_mb=int(props.get("MemorySize", 128)),
+            )
+        )
+
+    @staticmethod
+    def _variables(props: Mapping[str, Any]) -> dict[str, Any]:
+        variables: dict[str, Any] = props.get("Environment", {}).get("Variables", {})
+        return variables
+
+    def _mounted(self, value: str) -> str:
+        for mount, local in self.mounts.items():
+            if value == mount or value.startswith(mount + "/"):
+                return str(local) + value[len(mount) :]
+        return value
+
+    # -- lookups --------------------------------------------------------------------------------------------
+    def ref(self, logical_id: str) -> str:
+        return str(self.resolver.ref(logical_id))
+
+    def function(self, logical_id: str) -> LocalFunction:
+        return self.dispatcher.by_logical_id(logical_id)
