@@ -9,7 +9,6 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from modelrun.api import create_resolver, parse_image_request
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
@@ -42,11 +41,9 @@ def create_prediction() -> tuple[dict[str, Any], int]:
         headers=dict(event.headers or {}),
         query=dict(event.query_string_parameters or {}),
     )
-    if request.image is None:
-        assert request.bucket is not None and request.key is not None
-        image = images.read(request.bucket, request.key, max_bytes=predictor.limits.max_bytes)
-    else:
-        image = request.image
+    image = request.image
+    if request.ref is not None:
+        image = images.read(request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes)
     result = predictor.predict(image, model=request.model, version=request.version)
     metrics.add_dimension(name="model", value=result["model"])
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)

@@ -62,9 +62,10 @@ _real_environ: MutableMapping[str, str] = os.environ
 
 
 def install() -> None:
-    """Replace ``os.environ`` (idempotent). Code that looks it up at call time, as boto3 and Powertools do, is scoped."""
+    """Replace ``os.environ`` (idempotent): code that looks it up at call time (boto3, Powertools) is scoped."""
     if not isinstance(os.environ, ScopedEnviron):
-        os.environ = ScopedEnviron(_real_environ)  # type: ignore[assignment]
+        # Deliberately a replacement, not a clear: the real environment stays underneath as the process scope.
+        os.environ = ScopedEnviron(_real_environ)  # type: ignore[assignment]  # noqa: B003
 
 
 def process_environ() -> Mapping[str, str]:

@@ -122,7 +122,11 @@ class Gateway:
         invocation = function.invoke(json.loads(encoded))
         if invocation.failed:
             if invocation.error_type == "Sandbox.Timedout" or invocation.duration_ms > INTEGRATION_TIMEOUT_S * 1000:
-                return HTTPStatus.GATEWAY_TIMEOUT, {"Content-Type": "application/json"}, b'{"message": "Endpoint request timed out"}'
+                return (
+                    HTTPStatus.GATEWAY_TIMEOUT,
+                    {"Content-Type": "application/json"},
+                    b'{"message": "Endpoint request timed out"}',
+                )
             return HTTPStatus.BAD_GATEWAY, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
         return self.response(invocation.payload)
 
@@ -243,7 +247,7 @@ class GatewayServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> GatewayServer:
         self.thread.start()

@@ -28,7 +28,7 @@ log = logging.getLogger("modelrun.local")
 ACCOUNT_ID = "123456789012"
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fake credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
 # Settings every local function gets on top of its template environment: X-Ray and CloudWatch metrics have no

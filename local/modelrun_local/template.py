@@ -55,7 +55,7 @@ def _construct(tag: str, full: str) -> Any:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+            value = loader.construct_mapping(node, deep=True)
         return {full: value}
 
     return construct
@@ -139,7 +139,7 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(arg)
             if key == "Fn::GetAtt":
@@ -165,7 +165,7 @@ class Resolver:
     def condition(self, value: Any) -> bool:
         """Evaluate a Conditions entry (Equals/Not/And/Or/Condition)."""
         if isinstance(value, dict) and len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Fn::Equals":
                 left, right = (self.resolve(item) for item in arg)
                 return str(left) == str(right)

@@ -68,14 +68,19 @@ def create_resolver() -> APIGatewayRestResolver:
 
 
 @dataclass(frozen=True)
+class S3Ref:
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     """What a prediction request asks for: the image bytes or an S3 reference, and which model."""
 
     model: str | None
     version: str | None
-    image: bytes | None = None
-    bucket: str | None = None
-    key: str | None = None
+    image: bytes = b""
+    ref: S3Ref | None = None
 
 
 def _media_type(headers: dict[str, str]) -> str:
@@ -122,7 +127,9 @@ def parse_image_request(
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise InvalidJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
     if not isinstance(parsed, dict):
         raise InvalidJson("the request body must be a JSON object")
     return _image_request_from_json(parsed, query)
@@ -142,7 +149,7 @@ def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> Ima
     ref = body["image_s3"]
     if not isinstance(ref, dict) or not all(isinstance(ref.get(f), str) and ref.get(f) for f in ("bucket", "key")):
         raise InvalidRequest('"image_s3" must be an object with string "bucket" and "key"')
-    return ImageRequest(model=model, version=version, bucket=ref["bucket"], key=ref["key"])
+    return ImageRequest(model=model, version=version, ref=S3Ref(ref["bucket"], ref["key"]))
 
 
 def _decode_body(body: str | None, *, is_base64: bool) -> bytes:

@@ -13,7 +13,9 @@ def require_env(name: str) -> str:
     """The value of a required variable; fails fast, naming it, when it is missing or empty."""
     value = os.environ.get(name, "").strip()
     if not value:
-        raise ConfigurationError(f"environment variable {name} is not set: define it in template.yaml for this function")
+        raise ConfigurationError(
+            f"environment variable {name} is not set: define it in template.yaml for this function"
+        )
     return value
 
 
