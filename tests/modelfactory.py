@@ -111,7 +111,7 @@ def make_model(
         output_type=output_type,
         dtype=dtype,
     )
-    (folder / "model.json").write_text(json.dumps(_merge(spec, spec_overrides), indent=2), encoding="utf-8")
+    (folder / "model.json").write_text(json.dumps(merge(spec, spec_overrides), indent=2), encoding="utf-8")
     return folder
 
 
@@ -120,7 +120,7 @@ def write_spec(folder: Path, **changes: Any) -> Path:
     removes a key. Returns the model.json path."""
     path = folder / "model.json"
     spec = json.loads(path.read_text(encoding="utf-8"))
-    path.write_text(json.dumps(_merge(spec, changes), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(merge(spec, changes), indent=2), encoding="utf-8")
     return path
 
 
@@ -194,13 +194,14 @@ def _output_name(output_type: str) -> str:
     return "logits" if output_type == "logits" else "probabilities"
 
 
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes``: dict values merge into dict sections, :data:`DELETE` removes a key."""
     merged = dict(base)
     for key, value in changes.items():
         if value is DELETE:
             merged.pop(key, None)
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
