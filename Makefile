@@ -27,7 +27,8 @@ run: venv
 
 ## test: lint, template checks, sam build, then every test
 test: lint build
-	$(BIN)/pytest -n 2 tests
+	$(BIN)/pytest -n 2 tests/unit
+	$(BIN)/pytest tests/integration
 
 unit: venv
 	$(BIN)/pytest tests/unit

@@ -7,8 +7,9 @@ from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from modelrun.api import create_resolver, parse_image_request
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
@@ -45,8 +46,9 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     if request.ref is not None:
         image = images.read(request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes)
     result = predictor.predict(image, model=request.model, version=request.version)
-    metrics.add_dimension(name="model", value=result["model"])
-    metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+    # A per-model dimension must not stick to the shared metric set of a warm container: one metric on its own.
+    with single_metric(name="Predictions", unit=MetricUnit.Count, value=1) as metric:
+        metric.add_dimension(name="model", value=result["model"])
     logger.info("prediction made", model=result["model"], version=result["version"], label=result["label"])
     return result, 200
 

@@ -1,0 +1,85 @@
+"""The whole stack in local mode, once per test session, on a free port.
+
+Integration tests run in their own pytest process (see the Makefile): moto keeps its state per process, and a
+unit test's ``mock_aws`` would reset the backends under the running stack.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from modelrun_local.runtime import LocalRuntime
+from tests.modelfactory import make_model
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples" / "digits"
+API_KEY = "integration-test-key"
+# Small limits so the oversized-image tests send little data; the defaults are tested in unit tests.
+MAX_IMAGE_BYTES = 512 * 1024
+MAX_IMAGE_PIXELS = 4_000_000
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repo's models plus two a user could bring: NHWC RGB, and a fixed batch of 1."""
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(REPO / "models" / "digits", root / "digits")
+    make_model(root, name="colours-nhwc", layout="NHWC", color_mode="RGB", size=(12, 12))
+    make_model(root, name="quadrants-b1", layout="NCHW", color_mode="L", size=(16, 16), batch=1, classes=4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stack(models_dir: Path) -> Iterator[LocalRuntime]:
+    runtime = LocalRuntime(
+        port=0,
+        api_key=API_KEY,
+        models_dir=models_dir,
+        parameter_overrides={"MaxImageBytes": str(MAX_IMAGE_BYTES), "MaxImagePixels": str(MAX_IMAGE_PIXELS)},
+    ).start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+class Api:
+    """A tiny client for the local REST API, with the API key set."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.session = requests.Session()
+        self.session.headers["x-api-key"] = API_KEY
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.base + path, timeout=60, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base + path, timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalRuntime) -> Api:
+    return Api(stack.url)
+
+
+@pytest.fixture(scope="session")
+def images_bucket(stack: LocalRuntime) -> str:
+    assert stack.stack is not None
+    return stack.stack.ref("ImagesBucket")
+
+
+@pytest.fixture(scope="session")
+def s3(stack: LocalRuntime) -> Any:
+    return boto3.client("s3", region_name=stack.region)
+
+
+def sample(label: int, nth: int = 0) -> Path:
+    return sorted(SAMPLES.glob(f"digit-{label}-*.png"))[nth]
