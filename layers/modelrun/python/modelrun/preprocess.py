@@ -6,8 +6,10 @@ byte count and the pixel count (read from the header, before any pixel is decode
 :class:`~modelrun.errors.InvalidImage` instead of a half-black picture.
 
 No Pillow global is changed: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False and ``Image.MAX_IMAGE_PIXELS``
-keeps its value. Our own pixel limit is checked first; Pillow's decompression-bomb guard stays in place
-behind it, and its error (or its warning, when a warnings filter turns it into one) becomes ImageTooLarge.
+keeps its value (both are process-wide). Instead our own pixel limit is checked on the header size right after
+``Image.open``; Pillow's decompression-bomb guard stays in place too (it fires inside ``Image.open`` for more
+than twice ``Image.MAX_IMAGE_PIXELS``, also before any pixel is decoded), and its error, or its warning when a
+warnings filter turns it into an exception, becomes ImageTooLarge.
 """
 
 from __future__ import annotations
