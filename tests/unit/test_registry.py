@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from modelrun import registry as registry_module
 from modelrun.errors import ModelConfigError, UnknownModel
 from modelrun.inference import predict_arrays
 from modelrun.preprocess import Limits, preprocess
 from modelrun.registry import LoadedModel, ModelRegistry, default_threads, version_key
-from PIL import Image
-
 from tests.modelfactory import DELETE, make_model, write_spec
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)
