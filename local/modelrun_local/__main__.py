@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
 
@@ -23,6 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="template parameters, as for sam deploy (e.g. DefaultModel=digits)",
     )
+    parser.add_argument("--models", type=Path, help="folder of models/<name>/<version>/ to serve (default: models/)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
-    runtime = LocalRuntime(host=args.host, port=args.port, parameter_overrides=overrides)
+    runtime = LocalRuntime(host=args.host, port=args.port, parameter_overrides=overrides, models_dir=args.models)
     if args.api_key:
         runtime.api_key = args.api_key
     runtime.start()

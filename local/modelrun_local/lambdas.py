@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelrun_local import patches
 from modelrun_local.environ import function_environment
 
 log = logging.getLogger("modelrun.local")
@@ -193,6 +194,7 @@ class Dispatcher:
     def install(self) -> None:
         from moto.awslambda.models import LambdaFunction
 
+        patches.install()
         dispatcher = self
         original = getattr(LambdaFunction, "_modelrun_original_invoke", LambdaFunction._invoke_lambda)
 

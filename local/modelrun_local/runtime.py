@@ -36,6 +36,8 @@ class LocalRuntime:
     api_key: str = field(default_factory=lambda: "local-" + secrets.token_urlsafe(18))
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
+    # What the models layer (mounted at /opt/models on Lambda) holds locally; the repo's models/ by default.
+    models_dir: Path | None = None
     stack: LocalStack | None = None
     server: GatewayServer | None = None
     _mock: Any = None
@@ -47,7 +49,8 @@ class LocalRuntime:
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
         template = Template.load(self.template_path, self.parameter_overrides)
-        self.stack = LocalStack(template, region=self.region).deploy()
+        mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
+        self.stack = LocalStack(template, region=self.region, mounts=mounts).deploy()
         api = next((route.api for route in template.api_routes()), "RestApi")
         gateway = Gateway(
             template.api_routes(),
