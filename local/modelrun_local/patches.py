@@ -50,4 +50,4 @@ def install() -> None:
         # Instance reads (``self.current_event``) find this descriptor on the class ...
         setattr(BaseRouter, name, _PerContext(name))
     # ... and class-level writes and reads (``BaseRouter.current_event = ...``) find the metaclass's.
-    BaseRouter.__class__ = _PerContextRouterMeta
+    BaseRouter.__class__ = _PerContextRouterMeta  # type: ignore[method-assign,assignment]
