@@ -191,6 +191,10 @@ class ModelRegistry:
             UnknownModel: no such name or version (the message lists what exists).
             ModelConfigError: model.json or model.onnx is invalid or they disagree.
         """
+        if version is not None:
+            cached = self._loaded.get((name, version))
+            if cached is not None:
+                return cached
         available = self.versions(name)
         if version is None:
             version = available[-1]
