@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+
 from modelrun.inference import predict_arrays
 from modelrun.preprocess import Limits, preprocess
 from modelrun.registry import LoadedModel, ModelRegistry
-from sklearn.datasets import load_digits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_ROOT = REPO_ROOT / "models"
