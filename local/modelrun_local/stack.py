@@ -95,13 +95,25 @@ class LocalStack:
             elif kind not in deferred:
                 self.skipped.append(f"{logical_id} ({kind})")
         self._role()
-        for logical_id in self.template.of_type("AWS::Serverless::Function"):
-            if self._wanted(self.template.resources[logical_id]):
-                self._function(logical_id)
+        # Names first: functions and state machines refer to each other (a function starts executions, a state
+        # machine invokes functions), and both names are known before either exists, as in CloudFormation.
+        functions = [name for name in self.template.of_type("AWS::Serverless::Function") if self._wanted_id(name)]
+        machines = [name for name in self.template.of_type("AWS::Serverless::StateMachine") if self._wanted_id(name)]
+        for logical_id in functions:
+            self._name_function(logical_id)
+        for logical_id in machines:
+            self._name_state_machine(logical_id)
+        for logical_id in functions:
+            self._function(logical_id)
+        for logical_id in machines:
+            self._state_machine(logical_id)
         self.dispatcher.install()
         if self.skipped:
             log.debug("not created locally (no local behaviour needed): %s", ", ".join(self.skipped))
         return self
+
+    def _wanted_id(self, logical_id: str) -> bool:
+        return self._wanted(self.template.resources[logical_id])
 
     def _wanted(self, resource: Mapping[str, Any]) -> bool:
         condition = resource.get("Condition")
@@ -172,13 +184,49 @@ class LocalStack:
         role = iam.create_role(RoleName=f"{self.stack_name}-lambda", AssumeRolePolicyDocument=json.dumps(trust))
         self._role_arn = role["Role"]["Arn"]
 
-    def _function(self, logical_id: str) -> None:
+    def _name_function(self, logical_id: str) -> None:
         props = self.template.function_properties(logical_id)
         name = self.resolver.resolve(props.get("FunctionName")) or _physical_name(self.stack_name, logical_id, 64)
-        arn = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
-        # Refs first: a function's environment may name itself or a sibling (resolved after all are known).
         self.resolver.refs[logical_id] = name
-        self.resolver.attributes[(logical_id, "Arn")] = arn
+        self.resolver.attributes[(logical_id, "Arn")] = f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
+
+    def _name_state_machine(self, logical_id: str) -> None:
+        props = self.template.resources[logical_id].get("Properties", {})
+        name = self.resolver.resolve(props.get("Name")) or _physical_name(self.stack_name, logical_id, 80)
+        arn = f"arn:aws:states:{self.region}:{ACCOUNT_ID}:stateMachine:{name}"
+        self.resolver.refs[logical_id] = arn
+        self.resolver.attributes.update({(logical_id, "Arn"): arn, (logical_id, "Name"): name})
+
+    def _state_machine(self, logical_id: str) -> None:
+        """The definition file with its DefinitionSubstitutions applied, as SAM does before deploying it."""
+        props = self.template.resources[logical_id].get("Properties", {})
+        if "DefinitionUri" in props:
+            definition = (self.template.root / str(props["DefinitionUri"])).read_text(encoding="utf-8")
+        else:
+            definition = json.dumps(props["Definition"])
+        substitutions = {
+            key: str(self.resolver.resolve(value)) for key, value in props.get("DefinitionSubstitutions", {}).items()
+        }
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in substitutions:
+                raise KeyError(f"{logical_id}: ${{{name}}} has no DefinitionSubstitutions entry in the template")
+            return substitutions[name]
+
+        definition = re.sub(r"\$\{([A-Za-z0-9_]+)\}", substitute, definition)
+        json.loads(definition)  # a broken definition fails here, naming nothing else
+        self.client("stepfunctions").create_state_machine(
+            name=self.resolver.attributes[(logical_id, "Name")],
+            definition=definition,
+            roleArn=self._role_arn,
+            type=props.get("Type", "STANDARD"),
+        )
+
+    def _function(self, logical_id: str) -> None:
+        props = self.template.function_properties(logical_id)
+        name = self.resolver.refs[logical_id]
+        arn = self.resolver.attributes[(logical_id, "Arn")]
         variables = {key: str(self.resolver.resolve(value)) for key, value in self._variables(props).items()}
         variables = {key: self._mounted(value) for key, value in variables.items()}
         environment = {

@@ -9,11 +9,13 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from modelrun.errors import InvalidJson, InvalidRequest, ModelrunError, UnsupportedMediaType
 
@@ -83,11 +85,72 @@ class ImageRequest:
     ref: S3Ref | None = None
 
 
+def header(headers: dict[str, str], name: str) -> str | None:
+    """A header's value, whatever the case the client or API Gateway gave its name."""
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted and value), None)
+
+
 def _media_type(headers: dict[str, str]) -> str:
-    for name, value in headers.items():
-        if name.lower() == "content-type" and value:
-            return value.split(";", 1)[0].strip().lower()
-    return ""
+    value = header(headers, "content-type") or ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+def json_body(body: str | None, is_base64: bool, *, expected: str = "a JSON object") -> Any:
+    """The request body parsed as JSON, or ``invalid_json`` saying what is wrong and what to send."""
+    text = _decode_body(body, is_base64=is_base64).decode("utf-8", errors="replace")
+    if not text.strip():
+        raise InvalidJson(f"the request body is empty: send {expected}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+
+
+def query_int(query: dict[str, str], name: str, *, default: int, maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise InvalidRequest(f'query parameter "{name}" must be an integer from 1 to {maximum}, got {raw!r}')
+    return int(raw)
+
+
+def encode_token(last_key: dict[str, Any] | None) -> str | None:
+    """An opaque paging token for a DynamoDB LastEvaluatedKey (None when there is no next page)."""
+    if not last_key:
+        return None
+    plain = {key: int(value) if isinstance(value, Decimal) else value for key, value in last_key.items()}
+    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str | None) -> dict[str, Any] | None:
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidRequest('"next_token" is not a token this API returned: start again without it') from exc
+    if not isinstance(decoded, dict):
+        raise InvalidRequest('"next_token" is not a token this API returned: start again without it')
+    return decoded
+
+
+def api_base(event: APIGatewayProxyEvent) -> str:
+    """The base URL the client called (scheme, host, stage), for links in responses."""
+    headers = dict(event.headers or {})
+    proto = header(headers, "X-Forwarded-Proto") or "https"
+    host = header(headers, "Host") or "localhost"
+    full_path = str(event.request_context.path or event.path)
+    prefix = full_path[: len(full_path) - len(event.path)] if full_path.endswith(event.path) else ""
+    return f"{proto}://{host}{prefix}"
+
+
+def batch_links(event: APIGatewayProxyEvent, batch_id: str) -> dict[str, str]:
+    base = f"{api_base(event)}/batches/{batch_id}"
+    return {"self": base, "results": f"{base}/results", "errors": f"{base}/results?status=failed"}
 
 
 def _optional_str(body: dict[str, Any], field: str) -> str | None:
@@ -121,15 +184,7 @@ def parse_image_request(
             f"content type {media_type!r} is not accepted: send application/json or an image type "
             f"({', '.join(sorted(IMAGE_CONTENT_TYPES))})"
         )
-    text = _decode_body(body, is_base64=is_base64).decode("utf-8", errors="replace")
-    if not text.strip():
-        raise InvalidJson('the request body is empty: send {"model": ..., "image": "<base64>"}')
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidJson(
-            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
+    parsed = json_body(body, is_base64, expected='{"model": ..., "image": "<base64>"}')
     if not isinstance(parsed, dict):
         raise InvalidJson("the request body must be a JSON object")
     return _image_request_from_json(parsed, query)

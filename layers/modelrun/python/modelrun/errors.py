@@ -77,3 +77,13 @@ class ModelConfigError(ModelrunError):
 
     code = "invalid_model_config"
     status = 500
+
+
+class TransientFailure(ModelrunError):
+    """Work that failed for a reason that may pass (throttling, a timeout, a service error): retry it.
+
+    The state machine retries it by this class name (``ErrorEquals: ["TransientFailure"]``).
+    """
+
+    code = "transient_failure"
+    status = 503

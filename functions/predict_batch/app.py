@@ -1,0 +1,42 @@
+"""Step Functions task: predict one chunk of a batch (batched inference), one outcome per image."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from modelrun.batches import Chunk, ChunkPredictor
+from modelrun.config import int_env, require_env
+from modelrun.jobs import JobStore
+from modelrun.preprocess import Limits
+from modelrun.registry import ModelRegistry
+from modelrun.storage import ImageStore
+
+logger = Logger()
+tracer = Tracer()
+
+dynamodb = boto3.resource("dynamodb")
+bucket = require_env("IMAGES_BUCKET")
+# Decoding and S3 reads are I/O- and GIL-releasing work: more threads than vCPUs keep the CPU busy.
+threads = int_env("DECODE_THREADS", default=max(4, 2 * (os.cpu_count() or 1)))
+predictor = ChunkPredictor(
+    store=JobStore(dynamodb.Table(require_env("JOBS_TABLE")), dynamodb.Table(require_env("ITEMS_TABLE"))),
+    images=ImageStore(boto3.client("s3"), {bucket}),
+    registry=ModelRegistry(Path(require_env("MODEL_ROOT"))),
+    limits=Limits.from_env(),
+    pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk"),
+)
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    chunk = Chunk.from_event(event)
+    logger.append_keys(batch_id=chunk.batch_id, chunk=chunk.index, attempt=chunk.attempt)
+    return predictor.run(chunk)

@@ -1,0 +1,66 @@
+"""POST /batches: register a batch job, write its chunk manifest, start its state machine execution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from modelrun.api import batch_links, create_resolver, header, json_body
+from modelrun.batches import BatchRequest, BatchSubmitter
+from modelrun.config import require_env
+from modelrun.jobs import JobStore
+from modelrun.registry import ModelRegistry
+
+logger = Logger()
+tracer = Tracer()
+app = create_resolver()
+
+dynamodb = boto3.resource("dynamodb")
+submitter = BatchSubmitter(
+    store=JobStore(dynamodb.Table(require_env("JOBS_TABLE")), dynamodb.Table(require_env("ITEMS_TABLE"))),
+    s3=boto3.client("s3"),
+    sfn=boto3.client("stepfunctions"),
+    registry=ModelRegistry(Path(require_env("MODEL_ROOT"))),
+    bucket=require_env("IMAGES_BUCKET"),
+    state_machine_arn=require_env("STATE_MACHINE_ARN"),
+    default_model=require_env("DEFAULT_MODEL"),
+)
+# A retried submit with the same Idempotency-Key (and the same body) returns the first answer; the same key
+# with another body is refused. Records expire after a day.
+idempotency = IdempotencyConfig(
+    event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+)
+persistence = DynamoDBPersistenceLayer(table_name=require_env("IDEMPOTENCY_TABLE"))
+
+
+@idempotent_function(data_keyword_argument="request", config=idempotency, persistence_store=persistence)
+def submit_once(request: dict[str, Any]) -> dict[str, Any]:
+    return submitter.submit(BatchRequest.parse(request["body"], submitter.limits))
+
+
+@app.post("/batches")
+@tracer.capture_method
+def submit_batch() -> tuple[dict[str, Any], int]:
+    body = json_body(app.current_event.body, app.current_event.is_base64_encoded)
+    key = header(dict(app.current_event.headers or {}), "Idempotency-Key")
+    if key:
+        submitted = submit_once(request={"key": key, "body": body})
+    else:
+        submitted = submitter.submit(BatchRequest.parse(body, submitter.limits))
+    return {**submitted, "links": batch_links(app.current_event, submitted["batch_id"])}, 202
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    idempotency.register_lambda_context(context)
+    return app.resolve(event, context)

@@ -1,0 +1,334 @@
+"""Batch prediction: submit a job, predict one chunk of it, and close it when every image has an outcome."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aws_lambda_powertools import Logger
+
+from modelrun.errors import InvalidRequest, ModelrunError, UnknownModel
+from modelrun.inference import predict_arrays
+from modelrun.jobs import (
+    COMPLETED,
+    COMPLETED_WITH_ERRORS,
+    FAILED,
+    FAILED_OUTCOME,
+    PREDICTED,
+    RECOVERING,
+    TERMINAL,
+    JobStore,
+    Outcome,
+    new_batch_id,
+    now_iso,
+    public_outcome,
+)
+from modelrun.manifest import ManifestSummary, file_keys, inline_keys, prefix_keys, write_manifest
+from modelrun.preprocess import Limits, preprocess
+from modelrun.registry import LoadedModel, ModelRegistry
+from modelrun.storage import ImageStore
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    default_chunk_size: int = 100
+    max_chunk_size: int = 500
+    default_concurrency: int = 10
+    max_concurrency: int = 1000
+    max_images: int = 5_000_000
+
+
+def _bounded_int(body: dict[str, Any], field_name: str, default: int, maximum: int) -> int:
+    value = body.get(field_name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidRequest(f'"{field_name}" must be an integer from 1 to {maximum}, got {value!r}')
+    return value
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """A validated POST /batches body: which model, which images (one source), and how to split the work."""
+
+    model: str | None
+    version: str | None
+    source: str
+    value: Any
+    chunk_size: int
+    max_concurrency: int
+
+    SOURCES = ("images", "s3_prefix", "manifest")
+
+    @classmethod
+    def parse(cls, body: Any, limits: BatchLimits) -> BatchRequest:
+        if not isinstance(body, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        unknown = sorted(set(body) - {"model", "version", "chunk_size", "max_concurrency", *cls.SOURCES})
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+        given = [name for name in cls.SOURCES if name in body]
+        if len(given) != 1:
+            raise InvalidRequest('send exactly one of "images" (a list of keys), "s3_prefix" or "manifest"')
+        source = given[0]
+        value = body[source]
+        if source != "images" and (not isinstance(value, str) or not value.strip()):
+            raise InvalidRequest(f'"{source}" must be a non-empty string')
+        for name in ("model", "version"):
+            if name in body and (not isinstance(body[name], str) or not body[name].strip()):
+                raise InvalidRequest(f'"{name}" must be a non-empty string')
+        return cls(
+            model=body.get("model"),
+            version=body.get("version"),
+            source=source,
+            value=value,
+            chunk_size=_bounded_int(body, "chunk_size", limits.default_chunk_size, limits.max_chunk_size),
+            max_concurrency=_bounded_int(body, "max_concurrency", limits.default_concurrency, limits.max_concurrency),
+        )
+
+
+def resolve_version(registry: ModelRegistry, name: str, version: str | None) -> str:
+    """The version a batch will use, fixed at submit time so every chunk runs the same model."""
+    versions = registry.versions(name)  # raises UnknownModel naming what exists
+    if version is None:
+        return versions[-1]
+    if version not in versions:
+        raise UnknownModel(f"model {name!r} has no version {version!r}; available: {', '.join(versions)}")
+    return version
+
+
+@dataclass
+class BatchSubmitter:
+    store: JobStore
+    s3: Any
+    sfn: Any
+    registry: ModelRegistry
+    bucket: str
+    state_machine_arn: str
+    default_model: str
+    limits: BatchLimits = field(default_factory=BatchLimits)
+
+    def keys(self, request: BatchRequest) -> Iterator[str]:
+        if request.source == "images":
+            return inline_keys(request.value)
+        if request.source == "s3_prefix":
+            return prefix_keys(self.s3, self.bucket, request.value)
+        return file_keys(self.s3, self.bucket, request.value)
+
+    def submit(self, request: BatchRequest) -> dict[str, Any]:
+        """Register the job, write its manifest, start its execution (named by the batch id)."""
+        model = request.model or self.default_model
+        version = resolve_version(self.registry, model, request.version)
+        batch_id = new_batch_id()
+        summary = write_manifest(
+            self.s3,
+            self.keys(request),
+            bucket=self.bucket,
+            batch_id=batch_id,
+            chunk_size=request.chunk_size,
+            max_images=self.limits.max_images,
+        )
+        self.store.create(
+            {
+                "batch_id": batch_id,
+                "model": model,
+                "version": version,
+                "total": summary.total,
+                "chunk_count": summary.chunks,
+                "chunk_size": request.chunk_size,
+                "max_concurrency": request.max_concurrency,
+                "manifest_key": summary.key,
+                "source": {request.source: request.value if request.source != "images" else "inline"},
+                "attempt": 1,
+            }
+        )
+        execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, attempt=1)
+        logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
+        return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
+
+    def start(
+        self, batch_id: str, model: str, version: str, manifest: ManifestSummary, concurrency: int, *, attempt: int
+    ) -> str:
+        execution_input = {
+            "batch_id": batch_id,
+            "model": model,
+            "version": version,
+            "bucket": self.bucket,
+            "manifest": {"bucket": manifest.bucket, "key": manifest.key},
+            "max_concurrency": concurrency,
+            "attempt": attempt,
+        }
+        name = batch_id if attempt == 1 else f"{batch_id}-a{attempt}"
+        started = self.sfn.start_execution(
+            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
+        )
+        arn: str = started["executionArn"]
+        self.store.update(batch_id, execution_arn=arn)
+        return arn
+
+
+# -- one chunk ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Chunk:
+    batch_id: str
+    index: int
+    first_item: int
+    keys: list[str]
+    bucket: str
+    model: str
+    version: str
+    attempt: int = 1
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> Chunk:
+        chunk = event["chunk"]
+        return cls(
+            batch_id=event["batch_id"],
+            index=int(chunk["index"]),
+            first_item=int(chunk["first_item"]),
+            keys=list(chunk["keys"]),
+            bucket=event["bucket"],
+            model=event["model"],
+            version=str(event["version"]),
+            attempt=int(event.get("attempt", 1)),
+        )
+
+
+@dataclass
+class ChunkPredictor:
+    """Decodes a chunk's images concurrently, runs batched inference, and records one outcome per image."""
+
+    store: JobStore
+    images: ImageStore
+    registry: ModelRegistry
+    limits: Limits
+    pool: ThreadPoolExecutor
+
+    def prepare(self, model: LoadedModel, bucket: str, key: str) -> np.ndarray | ModelrunError:
+        """The model input for one image, or the permanent failure that image is (a bad image is an outcome)."""
+        try:
+            data = self.images.read(bucket, key, max_bytes=self.limits.max_bytes)
+            return preprocess(data, model.spec, self.limits)
+        except ModelrunError as exc:
+            if exc.status >= 500:
+                raise
+            return exc
+
+    def run(self, chunk: Chunk, only: set[str] | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        model = self.registry.get(chunk.model, chunk.version)
+        items = [(chunk.first_item + offset, key) for offset, key in enumerate(chunk.keys)]
+        if only is not None:
+            items = [(item, key) for item, key in items if key in only]
+        prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk.bucket, entry[1]), items))
+        good = [(entry, array) for entry, array in zip(items, prepared, strict=True) if isinstance(array, np.ndarray)]
+        predictions = predict_arrays(model, [array for _, array in good]) if good else []
+        outcomes = [
+            Outcome(
+                item=item,
+                key=key,
+                chunk=chunk.index,
+                status=PREDICTED,
+                attempt=chunk.attempt,
+                label=prediction.label,
+                score=prediction.score,
+                top_k=prediction.top_k,
+            )
+            for ((item, key), _), prediction in zip(good, predictions, strict=True)
+        ]
+        outcomes += [
+            failure_outcome(item, key, chunk, error)
+            for (item, key), error in zip(items, prepared, strict=True)
+            if isinstance(error, ModelrunError)
+        ]
+        deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
+        predicted = sum(delta[0] for delta in deltas)
+        failed = sum(delta[1] for delta in deltas)
+        self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+        summary = {
+            "batch_id": chunk.batch_id,
+            "chunk": chunk.index,
+            "images": len(items),
+            "predicted": sum(1 for outcome in outcomes if outcome.status == PREDICTED),
+            "failed": sum(1 for outcome in outcomes if outcome.status == FAILED_OUTCOME),
+            "newly_recorded": sum(1 for delta in deltas if delta != (0, 0)),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        logger.info("chunk predicted", extra=summary)
+        return summary
+
+
+def failure_outcome(item: int, key: str, chunk: Chunk, error: ModelrunError, code: str | None = None) -> Outcome:
+    return Outcome(
+        item=item,
+        key=key,
+        chunk=chunk.index,
+        status=FAILED_OUTCOME,
+        attempt=chunk.attempt,
+        error_code=code or error.code,
+        error_message=error.message,
+    )
+
+
+# -- closing ---------------------------------------------------------------------------------------------------
+def final_status(predicted: int, failed: int) -> str:
+    if failed == 0:
+        return COMPLETED
+    return FAILED if predicted == 0 else COMPLETED_WITH_ERRORS
+
+
+def results_key(batch_id: str, attempt: int) -> str:
+    return f"results/{batch_id}/results-{attempt}.jsonl"
+
+
+@dataclass
+class BatchCloser:
+    """Closes a job once every image has exactly one outcome; whoever gets there last (finalize or recover)."""
+
+    store: JobStore
+    s3: Any
+    bucket: str
+    on_closed: Callable[[dict[str, Any]], None] | None = None
+
+    def try_close(self, batch_id: str) -> dict[str, Any]:
+        job = self.store.get(batch_id)
+        if job["status"] in TERMINAL:
+            return {"batch_id": batch_id, "status": job["status"], "closed": False}
+        counts = self.store.recount(batch_id)
+        predicted, failed = counts.get(PREDICTED, 0), counts.get(FAILED_OUTCOME, 0)
+        pending = int(job["total"]) - predicted - failed
+        if pending > 0:
+            self.store.update(batch_id, status=RECOVERING, predicted=predicted, failed=failed, updated_at=now_iso())
+            logger.info("batch waits for recovery", batch_id=batch_id, pending=pending)
+            return {"batch_id": batch_id, "status": RECOVERING, "pending": pending, "closed": False}
+        key = self.write_results(batch_id, int(job.get("attempt", 1)))
+        status = final_status(predicted, failed)
+        closed = self.store.close(
+            batch_id,
+            status,
+            predicted=predicted,
+            failed=failed,
+            finished_at=now_iso(),
+            updated_at=now_iso(),
+            results_key=key,
+        )
+        logger.info("batch closed", batch_id=batch_id, status=status, predicted=predicted, failed=failed)
+        if closed and self.on_closed is not None:
+            self.on_closed(self.store.get(batch_id))
+        return {"batch_id": batch_id, "status": status, "closed": closed, "predicted": predicted, "failed": failed}
+
+    def write_results(self, batch_id: str, attempt: int) -> str:
+        """Every outcome as JSON lines, streamed page by page to S3."""
+        key = results_key(batch_id, attempt)
+        with tempfile.TemporaryFile("w+b") as spool:
+            for record in self.store.iter_outcomes(batch_id):
+                spool.write(json.dumps(public_outcome(record), separators=(",", ":")).encode("utf-8") + b"\n")
+            spool.seek(0)
+            self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
+        return key

@@ -1,0 +1,155 @@
+"""The list of images of a batch, streamed from where the user keeps it into a manifest of chunks on S3.
+
+A batch's images come from an inline list, every object under an S3 prefix, or a JSON-lines/CSV file on S3.
+Whatever the source, keys flow one at a time into chunks; each chunk is written to a temporary file as soon as
+it is full, and the file is uploaded as ``batches/{batch_id}/manifest.json``: a JSON array of
+``{"index", "first_item", "keys"}`` that the state machine's Distributed Map reads with ``ItemReader``. Memory
+holds one chunk, never the whole list (a 1,000,000-image prefix streams like a 10-image one).
+
+Each chunk is kept far below Step Functions' 256 KiB state limit by a byte budget as well as a key count.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from botocore.exceptions import ClientError
+
+from modelrun.errors import ImageNotFound, InvalidRequest
+
+MAX_KEY_LENGTH = 1024
+CHUNK_BYTES_BUDGET = 96 * 1024
+MANIFEST_NAME = "manifest.json"
+
+
+def manifest_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/{MANIFEST_NAME}"
+
+
+def check_key(key: Any, where: str) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidRequest(f"{where}: an image key must be a non-empty string, got {key!r}")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidRequest(f"{where}: an S3 key is at most {MAX_KEY_LENGTH} characters")
+    return key
+
+
+def inline_keys(images: Any) -> Iterator[str]:
+    if not isinstance(images, list):
+        raise InvalidRequest('"images" must be a list of S3 keys in the images bucket')
+    for position, key in enumerate(images):
+        yield check_key(key, f"images[{position}]")
+
+
+def prefix_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+    """Every object under the prefix, in key order, page by page (folder placeholders skipped)."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
+        for entry in page.get("Contents", []):
+            if not entry["Key"].endswith("/"):
+                yield entry["Key"]
+
+
+def file_keys(s3: Any, bucket: str, key: str) -> Iterator[str]:
+    """Keys from a JSON-lines file (a string or {"key": ...} per line) or a CSV file (first column, optional
+    ``key`` header), read line by line from S3."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise ImageNotFound(f"no manifest file s3://{bucket}/{key}") from exc
+        raise
+    lines = (line for line in codecs.iterdecode(body.iter_lines(), "utf-8-sig"))
+    if key.lower().endswith(".csv"):
+        yield from _csv_keys(lines, key)
+    else:
+        yield from _jsonl_keys(lines, key)
+
+
+def _jsonl_keys(lines: Iterable[str], source: str) -> Iterator[str]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"{source} line {number} is not JSON: {exc.msg} (use .csv for a CSV file)") from exc
+        key = entry.get("key") if isinstance(entry, dict) else entry
+        yield check_key(key, f"{source} line {number}")
+
+
+def _csv_keys(lines: Iterable[str], source: str) -> Iterator[str]:
+    for number, row in enumerate(csv.reader(lines), start=1):
+        if not row or not row[0].strip():
+            continue
+        if number == 1 and row[0].strip().lower() == "key":
+            continue
+        yield check_key(row[0].strip(), f"{source} row {number}")
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    bucket: str
+    key: str
+    total: int
+    chunks: int
+
+
+class ChunkWriter:
+    """Writes the JSON array of chunks to a file, one chunk at a time."""
+
+    def __init__(self, out: IO[bytes], chunk_size: int) -> None:
+        self.out = out
+        self.chunk_size = chunk_size
+        self.total = 0
+        self.chunks = 0
+        self._keys: list[str] = []
+        self._bytes = 0
+        self.out.write(b"[")
+
+    def add(self, key: str) -> None:
+        size = len(key.encode("utf-8")) + 4
+        if self._keys and (len(self._keys) >= self.chunk_size or self._bytes + size > CHUNK_BYTES_BUDGET):
+            self._flush()
+        self._keys.append(key)
+        self._bytes += size
+
+    def _flush(self) -> None:
+        if not self._keys:
+            return
+        chunk = {"index": self.chunks, "first_item": self.total, "keys": self._keys}
+        separator = b"," if self.chunks else b""
+        self.out.write(separator + json.dumps(chunk, separators=(",", ":")).encode("utf-8") + b"\n")
+        self.total += len(self._keys)
+        self.chunks += 1
+        self._keys = []
+        self._bytes = 0
+
+    def close(self) -> None:
+        self._flush()
+        self.out.write(b"]")
+
+
+def write_manifest(
+    s3: Any, keys: Iterable[str], *, bucket: str, batch_id: str, chunk_size: int, max_images: int
+) -> ManifestSummary:
+    """Stream ``keys`` into the chunked manifest on S3; refuses an empty batch and one over ``max_images``."""
+    key = manifest_key(batch_id)
+    with tempfile.TemporaryFile("w+b") as spool:
+        writer = ChunkWriter(spool, chunk_size)
+        for count, image_key in enumerate(keys, start=1):
+            if count > max_images:
+                raise InvalidRequest(f"a batch holds at most {max_images} images: split the list")
+            writer.add(image_key)
+        writer.close()
+        if writer.total == 0:
+            raise InvalidRequest("the batch names no images: check the list, prefix or manifest file")
+        spool.seek(0)
+        s3.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/json"})
+    return ManifestSummary(bucket=bucket, key=key, total=writer.total, chunks=writer.chunks)
