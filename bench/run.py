@@ -403,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_resnet()
     results: dict[str, dict[str, Any]] = {model: {} for model in args.models}
     stack_report: dict[str, Any] = {}
+    # 1-minute load average after each phase: the bench keeps about one core busy, so well above 1 means competition.
+    load_1min: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="modelrun-bench-") as tmp:
         scratch = Path(tmp)
         models_dir, images = prepare_workspace(scratch, args.models)
@@ -410,8 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             log(f"{model}: cold start, {settings.cold_runs} fresh processes ...")
             results[model].update(measure_cold(model, models_dir, scratch, settings.cold_runs))
+            load_1min[f"{model} cold"] = os.getloadavg()[0]
             log(f"{model}: warm in-process, {settings.warm_n} rounds ...")
             results[model].update(measure_warm(model, models_dir, images[model], scratch, settings))
+            load_1min[f"{model} warm"] = os.getloadavg()[0]
         log("local stack: starting ...")
         with local_stack(models_dir, scratch, stack_report) as url:
             for model in args.models:
@@ -420,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[model]["http_sequential"] = measure_http_sequential(url, model, image, settings)
                 log(f"{model}: HTTP concurrent, {settings.concurrent_requests} requests ...")
                 results[model]["http_concurrent"] = measure_http_concurrent(url, model, image, settings)
+                load_1min[f"{model} http"] = os.getloadavg()[0]
     info["loadavg_end"] = list(os.getloadavg())
     report = {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -432,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {**asdict(settings), "memory_mb": harness.MEMORY_MB},
         "inputs": inputs,
         "local_stack": stack_report,
+        "load_1min_after_phase": load_1min,
         "results": results,
         "duration_s": round(time.perf_counter() - began, 1),
     }
