@@ -16,6 +16,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="modelrun-local", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--aws-port", type=int, default=5001, help="port of the local AWS endpoint (moto)")
     parser.add_argument("--api-key", help="use this API key instead of a fresh random one")
     parser.add_argument(
         "--parameter-overrides",
@@ -33,13 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
-    runtime = LocalRuntime(host=args.host, port=args.port, parameter_overrides=overrides, models_dir=args.models)
+    runtime = LocalRuntime(
+        host=args.host, port=args.port, aws_port=args.aws_port, parameter_overrides=overrides, models_dir=args.models
+    )
     if args.api_key:
         runtime.api_key = args.api_key
     runtime.start()
     state = runtime.write_state()
     print(f"modelrun local stack is up: {runtime.url}", flush=True)
     print(f"API key: {runtime.api_key}", flush=True)
+    print(f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ...; any credentials)", flush=True)
     print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -55,6 +55,9 @@ class ScopedEnviron(MutableMapping[str, str]):
 
     # os._Environ API used by the standard library (subprocess, os.environb users).
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            # Private names are this object's own; a half-built copy (copy.copy, unpickling) must not recurse here.
+            raise AttributeError(name)
         return getattr(self._base, name)
 
 

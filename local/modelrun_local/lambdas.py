@@ -14,6 +14,7 @@ import contextvars
 import importlib.util
 import json
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -81,7 +82,14 @@ class Sandbox:
             raise ImportError(f"cannot import {module_file}")
         module: ModuleType = importlib.util.module_from_spec(spec)
         started = time.perf_counter()
-        spec.loader.exec_module(module)
+        # Registered like any imported module (dataclasses and pickling look modules up by name); a failed
+        # import leaves nothing behind, as a failed init leaves no Lambda environment behind.
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
         self.init_ms = (time.perf_counter() - started) * 1000
         self.handler = getattr(module, handler_name)
         log.info("cold start %s sandbox %d in %.0f ms", self.function.logical_id, self.index, self.init_ms)

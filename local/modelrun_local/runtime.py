@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 from modelrun_local import environ
 from modelrun_local.gateway import Gateway, GatewayServer
@@ -38,9 +39,13 @@ class LocalRuntime:
     region: str = "us-east-1"
     # What the models layer (mounted at /opt/models on Lambda) holds locally; the repo's models/ by default.
     models_dir: Path | None = None
+    # The local AWS endpoint: moto's server on the same in-process state, for clients outside this process
+    # (the CLI's uploads, `aws --endpoint-url ...`, presigned result links).
+    aws_port: int = 5001
     stack: LocalStack | None = None
     server: GatewayServer | None = None
     _mock: Any = None
+    _aws_server: Any = None
 
     def start(self) -> LocalRuntime:
         environ.install()
@@ -48,9 +53,15 @@ class LocalRuntime:
             os.environ.setdefault(key, value)
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
+        self._aws_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
+        self._aws_server.start()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         template = Template.load(self.template_path, self.parameter_overrides)
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
-        self.stack = LocalStack(template, region=self.region, mounts=mounts).deploy()
+        # Functions reach S3 through the local endpoint, so the presigned links they hand out work from outside
+        # (AWS_ENDPOINT_URL_S3 is the SDK's own setting; on AWS it is unset).
+        overrides = {"AWS_ENDPOINT_URL_S3": self.aws_endpoint}
+        self.stack = LocalStack(template, region=self.region, mounts=mounts, environment_overrides=overrides).deploy()
         api = next((route.api for route in template.api_routes()), "RestApi")
         gateway = Gateway(
             template.api_routes(),
@@ -64,6 +75,12 @@ class LocalRuntime:
         return self
 
     @property
+    def aws_endpoint(self) -> str:
+        assert self._aws_server is not None, "start() first"
+        host, port = self._aws_server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    @property
     def url(self) -> str:
         assert self.server is not None, "start() first"
         return self.server.url
@@ -71,7 +88,13 @@ class LocalRuntime:
     def outputs(self) -> dict[str, str]:
         """What a client needs, as the deployed stack's Outputs give it."""
         assert self.stack is not None
-        return {"ApiUrl": self.url + "/", "ApiKey": self.api_key, "Region": self.region}
+        outputs = {"ApiUrl": self.url + "/", "ApiKey": self.api_key, "Region": self.region}
+        outputs["AwsEndpoint"] = self.aws_endpoint
+        for name, output in self.stack.template.data.get("Outputs", {}).items():
+            value = output.get("Value")
+            if isinstance(value, dict) and "Ref" in value and value["Ref"] in self.stack.resolver.refs:
+                outputs[name] = self.stack.ref(value["Ref"])
+        return outputs
 
     def write_state(self, path: Path = STATE_FILE) -> Path:
         """Let clients on this machine find the running stack (the CLI reads this file)."""
@@ -83,6 +106,9 @@ class LocalRuntime:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self._aws_server is not None:
+            self._aws_server.stop()
+            self._aws_server = None
         if self._mock is not None:
             self._mock.stop()
             self._mock = None

@@ -73,6 +73,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+NO_VALUE: Any = object()
+"""What ``!Ref AWS::NoValue`` evaluates to: the property or list item that holds it is dropped."""
+
+
 class UnsupportedIntrinsic(ValueError):
     """The template uses an intrinsic function the local runtime does not evaluate."""
 
@@ -97,10 +101,11 @@ class Resolver:
             "AWS::StackId": f"arn:aws:cloudformation:{self.region}:{self.account_id}:stack/{self.stack_name}/local",
             "AWS::Partition": "aws",
             "AWS::URLSuffix": "amazonaws.com",
-            "AWS::NoValue": "",
         }
 
     def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
         pseudo = self.pseudo()
@@ -135,7 +140,7 @@ class Resolver:
     def resolve(self, value: Any) -> Any:
         """Evaluate every intrinsic in ``value`` (dicts and lists recursively)."""
         if isinstance(value, list):
-            return [self.resolve(item) for item in value if item != {"Ref": "AWS::NoValue"}]
+            return [item for item in (self.resolve(entry) for entry in value) if item is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -160,7 +165,8 @@ class Resolver:
                 return str(self.resolve(arg[1])).split(arg[0])
             if key.startswith("Fn::") or key == "Condition":
                 raise UnsupportedIntrinsic(f"{key} is not evaluated by the local runtime")
-        return {key: self.resolve(item) for key, item in value.items() if item != {"Ref": "AWS::NoValue"}}
+        resolved = {key: self.resolve(item) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not NO_VALUE}
 
     def condition(self, value: Any) -> bool:
         """Evaluate a Conditions entry (Equals/Not/And/Or/Condition)."""

@@ -40,6 +40,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack(models_dir: Path) -> Iterator[LocalRuntime]:
     runtime = LocalRuntime(
         port=0,
+        aws_port=0,
         api_key=API_KEY,
         models_dir=models_dir,
         parameter_overrides={"MaxImageBytes": str(MAX_IMAGE_BYTES), "MaxImagePixels": str(MAX_IMAGE_PIXELS)},

@@ -233,12 +233,6 @@ def test_install_is_idempotent() -> None:
     assert process_environ() is not installed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="ScopedEnviron.__getattr__ reads self._base, which a copy made by copy.copy (or unpickling) does not "
-    "have yet, so __getattr__ recurses: copy.copy(os.environ) raises RecursionError, while it works on os._Environ",
-)
 def test_copy_copy_of_os_environ_works_as_on_the_real_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     # given a process variable
     monkeypatch.setenv(PROCESS_ONLY, "copied")

@@ -434,11 +434,6 @@ def test_if_evaluates_the_branch_its_condition_picks(resolver: Resolver, conditi
     assert resolver.resolve(expression) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Resolver.resolve drops a property only when its unevaluated value is {'Ref': 'AWS::NoValue'}; "
-    "an Fn::If that evaluates to AWS::NoValue becomes '' instead of removing the property as CloudFormation does",
-)
 def test_an_if_that_picks_no_value_removes_the_property(resolver: Resolver) -> None:
     # given a property present only when IsLocal holds (it does not)
     properties = {"Name": "x", "Debug": {"Fn::If": ["IsLocal", "true", {"Ref": "AWS::NoValue"}]}}
