@@ -1,0 +1,1 @@
+"""``modelrun``: the command-line client for a modelrun stack, local or deployed."""
