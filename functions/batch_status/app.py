@@ -52,8 +52,9 @@ def get_results(batch_id: str) -> dict[str, Any]:
     if status not in (None, PREDICTED, FAILED_OUTCOME):
         raise InvalidRequest(f'"status" must be {PREDICTED!r} or {FAILED_OUTCOME!r}, got {status!r}')
     limit = query_int(query, "limit", default=100, maximum=1000)
+    start = decode_token(query.get("next_token"))
     store.get(batch_id)  # 404 for an unknown batch, not an empty page
-    page, last = store.outcomes(batch_id, status=status, limit=limit, start=decode_token(query.get("next_token")))
+    page, last = store.outcomes(batch_id, status=status, limit=limit, start=start)
     return {
         "batch_id": batch_id,
         "results": [public_outcome(record) for record in page],

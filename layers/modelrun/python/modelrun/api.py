@@ -16,6 +16,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
 
 from modelrun.errors import InvalidJson, InvalidRequest, ModelrunError, UnsupportedMediaType
 
@@ -56,6 +60,22 @@ def create_resolver() -> APIGatewayRestResolver:
         log = logger.error if exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.info
         log("request failed", code=exc.code, status=exc.status, reason=exc.message)
         return error_response(exc.status, exc.code, exc.message, exc.details or None)
+
+    @app.exception_handler(IdempotencyValidationError)
+    def _key_reused(_exc: IdempotencyValidationError) -> Response:
+        return error_response(
+            HTTPStatus.UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request body: use a new key for a new request",
+        )
+
+    @app.exception_handler(IdempotencyAlreadyInProgressError)
+    def _in_progress(_exc: IdempotencyAlreadyInProgressError) -> Response:
+        return error_response(
+            HTTPStatus.CONFLICT,
+            "request_in_progress",
+            "a request with this Idempotency-Key is still being processed: retry in a few seconds",
+        )
 
     @app.not_found
     def _no_route(_exc: Exception) -> Response:
