@@ -107,7 +107,8 @@ class LocalFunction:
     memory_mb: int
     max_sandboxes: int = 16
     _idle: list[Sandbox] = field(default_factory=list)
-    _created: int = 0
+    _created: int = 0  # live sandboxes, bounded by max_sandboxes
+    _numbered: int = 0
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def handler_location(self) -> tuple[Path, str]:
@@ -121,7 +122,8 @@ class LocalFunction:
             if self._idle:
                 return self._idle.pop()
             self._created += 1
-            return Sandbox(self, self._created)
+            self._numbered += 1  # never reused: each sandbox's module name stays its own
+            return Sandbox(self, self._numbered)
 
     def _release(self, sandbox: Sandbox, *, healthy: bool) -> None:
         with self._lock:

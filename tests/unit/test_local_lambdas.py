@@ -240,12 +240,6 @@ def handler(event, context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LocalFunction numbers a new sandbox with _created, which _release decrements when it discards one; "
-    "after sandbox 1 is discarded while sandbox 2 lives, the next new sandbox is numbered 2 again, so its module "
-    "replaces the live sandbox's module in sys.modules under the shared name modelrun_fn_<LogicalId>_2",
-)
 def test_every_live_sandbox_keeps_its_own_module_name_after_another_is_discarded(tmp_path: Path) -> None:
     # given sandbox 1 still initialising when sandbox 2 is created, and then discarded by its failed init
     function = make_function(tmp_path, FIRST_IMPORT_FAILS_ON_CUE, name=f"renumbered{uuid.uuid4().hex}")
