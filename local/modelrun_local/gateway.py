@@ -122,8 +122,15 @@ class Gateway:
             )
         function = self.dispatcher.functions[self.function_names[compiled.route.function]]
         invocation = function.invoke(json.loads(encoded))
+        if invocation.duration_ms > INTEGRATION_TIMEOUT_S * 1000:
+            # API Gateway stops waiting at 29 s whatever the function does afterwards.
+            return (
+                HTTPStatus.GATEWAY_TIMEOUT,
+                {"Content-Type": "application/json"},
+                b'{"message": "Endpoint request timed out"}',
+            )
         if invocation.failed:
-            if invocation.error_type == "Sandbox.Timedout" or invocation.duration_ms > INTEGRATION_TIMEOUT_S * 1000:
+            if invocation.error_type == "Sandbox.Timedout":
                 return (
                     HTTPStatus.GATEWAY_TIMEOUT,
                     {"Content-Type": "application/json"},
@@ -187,7 +194,8 @@ class Gateway:
 
     @staticmethod
     def response(payload: Any) -> tuple[int, dict[str, str], bytes]:
-        if not isinstance(payload, dict) or "statusCode" not in payload:
+        body_ok = isinstance(payload, dict) and isinstance(payload.get("body", ""), str | None)
+        if not isinstance(payload, dict) or "statusCode" not in payload or not body_ok:
             log.error("malformed Lambda proxy response: %r", payload)
             return HTTPStatus.BAD_GATEWAY, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
         headers = {str(key): str(value) for key, value in (payload.get("headers") or {}).items()}
