@@ -378,12 +378,6 @@ def test_a_function_timeout_is_504() -> None:
     assert (status, json.loads(body)) == (504, {"message": "Endpoint request timed out"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gateway.response sends str(body) for any body; API Gateway requires the proxy result's body to be a "
-    "string and answers 502 (Malformed Lambda proxy response) otherwise, so locally a dict body is served as its "
-    "Python repr with the handler's status instead of failing as it will on AWS",
-)
 def test_a_proxy_result_whose_body_is_not_a_string_is_502() -> None:
     # given a handler that forgot to serialise its body
     stage = Stage(Invocation({"statusCode": 200, "body": {"label": "7"}}))
@@ -395,11 +389,6 @@ def test_a_proxy_result_whose_body_is_not_a_string_is_502() -> None:
     assert (status, body) == (502, b'{"message": "Internal server error"}')
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gateway.handle applies the 29 s integration timeout only to failed invocations; a function that "
-    "succeeds after more than 29 s is served with its own status, where API Gateway would already have answered 504",
-)
 def test_an_answer_that_comes_after_the_integration_timeout_is_504() -> None:
     # given a function that answered successfully, but after 30 s
     stage = Stage(Invocation(OK, None, duration_ms=30_000.0))
