@@ -9,7 +9,12 @@ import sys
 import threading
 from pathlib import Path
 
+from modelrun_local.demo import run_demo_batch
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="template parameters, as for sam deploy (e.g. DefaultModel=digits)",
     )
     parser.add_argument("--models", type=Path, help="folder of models/<name>/<version>/ to serve (default: models/)")
+    parser.add_argument("--no-demo", action="store_true", help="do not run the demo batch over the sample images")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"API key: {runtime.api_key}", flush=True)
     print(f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ...; any credentials)", flush=True)
     print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
+    if not args.no_demo:
+        threading.Thread(target=run_demo_batch, args=(runtime,), kwargs={"say": _say}, daemon=True).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
