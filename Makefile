@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 
 venv: $(STAMP)
 
+node_modules/.installed-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch node_modules/.installed-stamp
+
 ## run: the whole stack locally (demo model, embedded AWS services) at http://127.0.0.1:3000
 run: venv
 	$(BIN)/modelrun-local
@@ -36,12 +40,13 @@ unit: venv
 integration: venv
 	$(BIN)/pytest tests/integration
 
-lint: venv
+lint: venv node_modules/.installed-stamp
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --region $(AWS_DEFAULT_REGION)
+	./node_modules/.bin/asl-validator $(patsubst %,--json-path %,$(wildcard statemachine/*.asl.json))
 
 ## build: sam build without a container (layers use BuildMethod makefile, Lambda wheels from PyPI)
 build: venv
