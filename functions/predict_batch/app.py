@@ -22,12 +22,13 @@ logger = Logger()
 tracer = Tracer()
 
 dynamodb = boto3.resource("dynamodb")
+s3 = boto3.client("s3")
 bucket = require_env("IMAGES_BUCKET")
 # Decoding and S3 reads are I/O- and GIL-releasing work: more threads than vCPUs keep the CPU busy.
 threads = int_env("DECODE_THREADS", default=max(4, 2 * (os.cpu_count() or 1)))
 predictor = ChunkPredictor(
     store=JobStore(dynamodb.Table(require_env("JOBS_TABLE")), dynamodb.Table(require_env("ITEMS_TABLE"))),
-    images=ImageStore(boto3.client("s3"), {bucket}),
+    images=ImageStore(s3, {bucket}),
     registry=ModelRegistry(Path(require_env("MODEL_ROOT"))),
     limits=Limits.from_env(),
     pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk"),
@@ -37,6 +38,6 @@ predictor = ChunkPredictor(
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    chunk = Chunk.from_event(event)
+    chunk = Chunk.from_event(event, s3)
     logger.append_keys(batch_id=chunk.batch_id, chunk=chunk.index, attempt=chunk.attempt)
     return predictor.run(chunk)

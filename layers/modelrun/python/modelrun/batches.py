@@ -29,7 +29,14 @@ from modelrun.jobs import (
     now_iso,
     public_outcome,
 )
-from modelrun.manifest import ManifestSummary, file_keys, inline_keys, prefix_keys, write_manifest
+from modelrun.manifest import (
+    ManifestSummary,
+    file_keys,
+    inline_keys,
+    prefix_keys,
+    read_chunk_keys,
+    write_manifest,
+)
 from modelrun.preprocess import Limits, preprocess
 from modelrun.registry import LoadedModel, ModelRegistry
 from modelrun.storage import ImageStore
@@ -161,6 +168,7 @@ class BatchSubmitter:
             "version": version,
             "bucket": self.bucket,
             "manifest": {"bucket": manifest.bucket, "key": manifest.key},
+            "keys_object": manifest.keys_key,
             "max_concurrency": concurrency,
             "attempt": attempt,
         }
@@ -176,6 +184,8 @@ class BatchSubmitter:
 # -- one chunk ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Chunk:
+    """One iteration of the Map: a run of consecutive items of a batch, with their image keys."""
+
     batch_id: str
     index: int
     first_item: int
@@ -186,13 +196,22 @@ class Chunk:
     attempt: int = 1
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> Chunk:
+    def from_event(cls, event: dict[str, Any], s3: Any) -> Chunk:
+        """The chunk a Map iteration (or a dead-letter message) describes, its keys read from the keys file."""
         chunk = event["chunk"]
+        keys = read_chunk_keys(
+            s3,
+            event["bucket"],
+            event["keys_object"],
+            offset=int(chunk["offset"]),
+            length=int(chunk["length"]),
+            count=int(chunk["count"]),
+        )
         return cls(
             batch_id=event["batch_id"],
             index=int(chunk["index"]),
             first_item=int(chunk["first_item"]),
-            keys=list(chunk["keys"]),
+            keys=keys,
             bucket=event["bucket"],
             model=event["model"],
             version=str(event["version"]),

@@ -1,12 +1,14 @@
-"""The list of images of a batch, streamed from where the user keeps it into a manifest of chunks on S3.
+"""The list of images of a batch, streamed from where the user keeps it into two objects on S3.
 
 A batch's images come from an inline list, every object under an S3 prefix, or a JSON-lines/CSV file on S3.
-Whatever the source, keys flow one at a time into chunks; each chunk is written to a temporary file as soon as
-it is full, and the file is uploaded as ``batches/{batch_id}/manifest.json``: a JSON array of
-``{"index", "first_item", "keys"}`` that the state machine's Distributed Map reads with ``ItemReader``. Memory
-holds one chunk, never the whole list (a 1,000,000-image prefix streams like a 10-image one).
+Whatever the source, keys flow one at a time into ``batches/{batch_id}/keys.jsonl`` (one JSON string per line,
+line *n* is item *n*) while chunk boundaries are noted as byte ranges of that file. ``manifest.json`` is the list
+of chunk descriptors ``{"index", "first_item", "count", "offset", "length"}`` that the state machine's Distributed
+Map reads with ``ItemReader``; each iteration fetches its own keys with a ranged GET.
 
-Each chunk is kept far below Step Functions' 256 KiB state limit by a byte budget as well as a key count.
+So memory holds one chunk's keys at most, in the submit function, in the state machine (whose items are a few
+dozen bytes whatever the keys), in the dead-letter queue's messages, and in the local runtime alike: a
+1,000,000-image prefix streams like a 10-image one.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from botocore.exceptions import ClientError
 from modelrun.errors import ImageNotFound, InvalidRequest
 
 MAX_KEY_LENGTH = 1024
-CHUNK_BYTES_BUDGET = 96 * 1024
 MANIFEST_NAME = "manifest.json"
+KEYS_NAME = "keys.jsonl"
 
 
 def manifest_key(batch_id: str) -> str:
     return f"batches/{batch_id}/{MANIFEST_NAME}"
+
+
+def keys_key(batch_id: str) -> str:
+    return f"batches/{batch_id}/{KEYS_NAME}"
 
 
 def check_key(key: Any, where: str) -> str:
@@ -97,52 +103,62 @@ def _csv_keys(lines: Iterable[str], source: str) -> Iterator[str]:
 class ManifestSummary:
     bucket: str
     key: str
+    keys_key: str
     total: int
     chunks: int
 
 
 class ChunkWriter:
-    """Writes the JSON array of chunks to a file, one chunk at a time."""
+    """Writes the keys file and, alongside, the JSON array of chunk descriptors (byte ranges of the keys file)."""
 
-    def __init__(self, out: IO[bytes], chunk_size: int) -> None:
-        self.out = out
+    def __init__(self, keys_out: IO[bytes], manifest_out: IO[bytes], chunk_size: int) -> None:
+        self.keys_out = keys_out
+        self.manifest_out = manifest_out
         self.chunk_size = chunk_size
         self.total = 0
         self.chunks = 0
-        self._keys: list[str] = []
-        self._bytes = 0
-        self.out.write(b"[")
+        self._offset = 0
+        self._chunk_start = 0
+        self._chunk_count = 0
+        self.manifest_out.write(b"[")
 
     def add(self, key: str) -> None:
-        size = len(key.encode("utf-8")) + 4
-        if self._keys and (len(self._keys) >= self.chunk_size or self._bytes + size > CHUNK_BYTES_BUDGET):
+        line = json.dumps(key, ensure_ascii=False).encode("utf-8") + b"\n"
+        if self._chunk_count >= self.chunk_size:
             self._flush()
-        self._keys.append(key)
-        self._bytes += size
+        self.keys_out.write(line)
+        self._offset += len(line)
+        self._chunk_count += 1
 
     def _flush(self) -> None:
-        if not self._keys:
+        if not self._chunk_count:
             return
-        chunk = {"index": self.chunks, "first_item": self.total, "keys": self._keys}
+        chunk = {
+            "index": self.chunks,
+            "first_item": self.total,
+            "count": self._chunk_count,
+            "offset": self._chunk_start,
+            "length": self._offset - self._chunk_start,
+        }
         separator = b"," if self.chunks else b""
-        self.out.write(separator + json.dumps(chunk, separators=(",", ":")).encode("utf-8") + b"\n")
-        self.total += len(self._keys)
+        self.manifest_out.write(separator + json.dumps(chunk, separators=(",", ":")).encode("utf-8") + b"\n")
+        self.total += self._chunk_count
         self.chunks += 1
-        self._keys = []
-        self._bytes = 0
+        self._chunk_start = self._offset
+        self._chunk_count = 0
 
     def close(self) -> None:
         self._flush()
-        self.out.write(b"]")
+        self.manifest_out.write(b"]")
 
 
 def write_manifest(
     s3: Any, keys: Iterable[str], *, bucket: str, batch_id: str, chunk_size: int, max_images: int
 ) -> ManifestSummary:
-    """Stream ``keys`` into the chunked manifest on S3; refuses an empty batch and one over ``max_images``."""
-    key = manifest_key(batch_id)
-    with tempfile.TemporaryFile("w+b") as spool:
-        writer = ChunkWriter(spool, chunk_size)
+    """Stream ``keys`` into the keys file and the chunk manifest on S3; refuses an empty batch and one over
+    ``max_images``."""
+    with tempfile.TemporaryFile("w+b") as keys_file, tempfile.TemporaryFile("w+b") as manifest_file:
+        writer = ChunkWriter(keys_file, manifest_file, chunk_size)
         for count, image_key in enumerate(keys, start=1):
             if count > max_images:
                 raise InvalidRequest(f"a batch holds at most {max_images} images: split the list")
@@ -150,6 +166,21 @@ def write_manifest(
         writer.close()
         if writer.total == 0:
             raise InvalidRequest("the batch names no images: check the list, prefix or manifest file")
-        spool.seek(0)
-        s3.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/json"})
-    return ManifestSummary(bucket=bucket, key=key, total=writer.total, chunks=writer.chunks)
+        for spool, key, content_type in (
+            (keys_file, keys_key(batch_id), "application/x-ndjson"),
+            (manifest_file, manifest_key(batch_id), "application/json"),
+        ):
+            spool.seek(0)
+            s3.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": content_type})
+    return ManifestSummary(
+        bucket=bucket, key=manifest_key(batch_id), keys_key=keys_key(batch_id), total=writer.total, chunks=writer.chunks
+    )
+
+
+def read_chunk_keys(s3: Any, bucket: str, keys_object: str, *, offset: int, length: int, count: int) -> list[str]:
+    """One chunk's keys: a ranged GET of its lines of the keys file."""
+    body = s3.get_object(Bucket=bucket, Key=keys_object, Range=f"bytes={offset}-{offset + length - 1}")["Body"]
+    keys = [json.loads(line) for line in body.read().decode("utf-8").splitlines() if line]
+    if len(keys) != count:
+        raise ValueError(f"chunk at bytes {offset}+{length} of {keys_object} has {len(keys)} keys, expected {count}")
+    return keys
