@@ -1,7 +1,202 @@
-"""Entry point (filled in by the CLI work)."""
+"""``modelrun``: predict images, list models and run batch jobs on a modelrun stack, local or deployed."""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
-def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("modelrun CLI: not yet implemented")
+from modelrun_cli.commands import COMMANDS, App
+from modelrun_cli.config import StackReader
+from modelrun_cli.errors import ApiError, CliError
+from modelrun_cli.waiting import DEFAULT_TIMEOUT_S
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DISCOVERY = """\
+where the stack is (the first that names one wins):
+  1. --endpoint URL --api-key KEY        (+ --bucket NAME, --aws-endpoint URL for uploads)
+  2. MODELRUN_ENDPOINT, MODELRUN_API_KEY  (+ MODELRUN_BUCKET, MODELRUN_AWS_ENDPOINT)
+  3. --stack NAME or MODELRUN_STACK      a deployed stack's CloudFormation outputs (your AWS credentials)
+  4. the running local stack              .modelrun/local.json, written by `make run`, looked for in the
+                                          current folder and its parents, then in the modelrun repository
+                                          (MODELRUN_LOCAL_STATE names another file)
+  A flag beats its environment variable; --api-key, --bucket and --aws-endpoint also override 3 and 4.
+
+exit status: 0 done, 1 an API or usage error (or a FAILED / unfinished batch), 2 bad arguments."""
+
+RESULT_STATUSES = ("predicted", "failed")
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    group = parser.add_argument_group("where the stack is (see `modelrun --help`)")
+    group.add_argument("--endpoint", metavar="URL", default=default, help="the API's base URL (ApiUrl)")
+    group.add_argument("--api-key", metavar="KEY", default=default, help="the API key (x-api-key)")
+    group.add_argument("--bucket", metavar="NAME", default=default, help="the images bucket, for batch uploads")
+    group.add_argument(
+        "--aws-endpoint", metavar="URL", default=default, help="an S3-compatible endpoint for uploads (local stack)"
+    )
+    group.add_argument("--stack", metavar="NAME", default=default, help="a deployed CloudFormation stack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="modelrun", description=__doc__, epilog=DISCOVERY, formatter_class=formatter)
+    add_connection_options(parser, default=None)
+    # The same options after the command name; SUPPRESS keeps them from resetting what came before it.
+    connection = argparse.ArgumentParser(add_help=False)
+    add_connection_options(connection, default=argparse.SUPPRESS)
+    common: dict[str, Any] = {"parents": [connection], "epilog": DISCOVERY, "formatter_class": formatter}
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    predict = commands.add_parser(
+        "predict", help="predict one image file", description="Predict one image file.", **common
+    )
+    predict.add_argument("file", metavar="FILE", help="an image (PNG, JPEG, GIF, BMP, TIFF, WebP)")
+    predict.add_argument("--model", help="model name (default: the stack's default model)")
+    predict.add_argument("--version", help="model version (default: the latest)")
+    predict.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    models = commands.add_parser("models", help="list the models", description="List the models.", **common)
+    models.add_argument("name", nargs="?", metavar="NAME", help="one model: every version of it")
+    models.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    batch = commands.add_parser("batch", help="batch jobs: submit, status, wait, results", description="Batch jobs.")
+    batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    _add_batch_submit(batch_commands, common)
+
+    status = batch_commands.add_parser("status", help="a batch's status and counts", **common)
+    status.add_argument("batch_id", metavar="ID")
+    status.add_argument("--json", action="store_true", help="print the job document as JSON")
+
+    wait = batch_commands.add_parser("wait", help="wait until a batch ends", **common)
+    wait.add_argument("batch_id", metavar="ID")
+    _add_wait_options(wait)
+
+    results = batch_commands.add_parser("results", help="a batch's per-image outcomes", **common)
+    results.add_argument("batch_id", metavar="ID")
+    results.add_argument("--status", choices=RESULT_STATUSES, help="only predicted or only failed images")
+    results.add_argument(
+        "--limit", type=bounded_int(1, 1000), help="results per request (default 100; 1000 with --all)"
+    )
+    results.add_argument("--all", action="store_true", help="every page, following next_token")
+    results.add_argument("--next-token", metavar="TOKEN", help="continue from a previous page")
+    formats = results.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="one JSON document")
+    formats.add_argument("--jsonl", action="store_true", help="one JSON object per line")
+    formats.add_argument("--csv", action="store_true", help="CSV with a header row")
+    return parser
+
+
+def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
+    submit = batch_commands.add_parser(
+        "submit",
+        help="upload images and start a batch",
+        description=(
+            "Start a batch. Local files and folders (searched recursively for .png .jpg .jpeg .gif .bmp .tif "
+            ".tiff .webp) are uploaded to the stack's images bucket under uploads/batches/<random id>/ (or "
+            "--prefix) first; s3://bucket/prefix predicts what is already in the images bucket."
+        ),
+        **common,
+    )
+    submit.add_argument("sources", nargs="+", metavar="DIR|FILE|s3://bucket/prefix")
+    submit.add_argument("--model", help="model name (default: the stack's default model)")
+    submit.add_argument("--version", help="model version (default: the latest)")
+    submit.add_argument("--chunk-size", type=bounded_int(1, 500), help="images per chunk (1-500)")
+    submit.add_argument("--max-concurrency", type=bounded_int(1, 1000), help="chunks at once (1-1000)")
+    submit.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with this key starts no new batch")
+    submit.add_argument("--prefix", metavar="P", help="upload under this key prefix instead of uploads/batches/<id>")
+    submit.add_argument("--wait", action="store_true", help="wait until the batch ends (progress on stderr)")
+    _add_wait_options(submit, wait_flag=True)
+
+
+def _add_wait_options(parser: argparse.ArgumentParser, *, wait_flag: bool = False) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up waiting after S seconds (default {DEFAULT_TIMEOUT_S:g})" + (" with --wait" if wait_flag else ""),
+    )
+    parser.add_argument("--json", action="store_true", help="print the final job document as JSON (only that)")
+
+
+def run(
+    argv: Sequence[str] | None,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    out: TextIO,
+    err: TextIO,
+    read_stack: StackReader | None = None,
+) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    name = args.command + (f" {args.batch_command}" if args.command == "batch" else "")
+    app = App(args, env=env, cwd=cwd, out=out, err=err, read_stack=read_stack)
+    try:
+        return COMMANDS[name](args, app)
+    except ApiError as error:
+        print(f"modelrun: {error}{_hint(error, app)}", file=err)
+    except CliError as error:
+        print(f"modelrun: {error.message}", file=err)
+    except KeyboardInterrupt:
+        print("modelrun: interrupted (a submitted batch keeps running)", file=err)
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR
+
+
+def _hint(error: ApiError, app: App) -> str:
+    """Where the failing setting came from, when the error is about the connection or the key."""
+    target = app.discovered
+    if target is None:
+        return ""
+    if error.status == 0:
+        running = "; is the local stack still running? (`make run`)" if target.local else ""
+        return f"\n  (endpoint {target.endpoint} from {target.source}{running})"
+    if error.status == 403:
+        return f"\n  (API key from {target.source})"
+    return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv, env=os.environ, cwd=Path.cwd(), out=sys.stdout, err=sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (`modelrun batch results ID --all --csv | head`): stop quietly, and keep the
+        # interpreter's final flush of stdout from complaining about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The REST API over HTTP: one method per route, errors raised as ApiError with the API's code and message."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from modelrun_cli.errors import ApiError
+
+# Statuses worth another quick try on a request that is safe to repeat: throttled, or briefly unavailable.
+# (A 502 or 504 is a function error or timeout: repeating it at once rarely helps and can take minutes.)
+RETRY_STATUSES = frozenset({429, 503})
+RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+CONNECT_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 120.0
+
+
+def error_from_response(response: requests.Response) -> ApiError:
+    """The API's ``{"error": {"code", "message"}}``, or the best that a non-API body (a proxy's) allows."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return ApiError(response.status_code, str(error.get("code") or "error"), str(error.get("message") or ""))
+    if isinstance(body, dict) and body.get("message"):
+        return ApiError(response.status_code, f"http_{response.status_code}", str(body["message"]))
+    text = response.text.strip()[:200] or response.reason or "no body"
+    return ApiError(response.status_code, f"http_{response.status_code}", text)
+
+
+class ApiClient:
+    """A modelrun API at ``endpoint`` (its base URL: ``http://127.0.0.1:3000/`` or ``https://.../v1/``)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base = endpoint.rstrip("/")
+        self.session = session or requests.Session()
+        self.session.headers["x-api-key"] = api_key
+        self.session.headers["User-Agent"] = "modelrun-cli"
+        self.sleep = sleep
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path.lstrip('/')}"
+
+    def request(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> Any:
+        """The decoded JSON body of a 2xx answer; ApiError otherwise. ``retry`` for requests safe to repeat."""
+        url = self.url(path)
+        delays = RETRY_DELAYS_S if retry else ()
+        for attempt in range(len(delays) + 1):
+            last = attempt == len(delays)
+            try:
+                response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
+            except requests.RequestException as exc:
+                if last:
+                    raise ApiError(0, "connection_error", f"cannot reach {url}: {exc}") from exc
+            else:
+                if response.ok:
+                    return self._json(response)
+                if last or response.status_code not in RETRY_STATUSES:
+                    raise error_from_response(response)
+            self.sleep(delays[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _json(response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(response.status_code, "invalid_response", f"the API answered non-JSON: {exc}") from exc
+
+    # -- routes ----------------------------------------------------------------------------------------------
+    def predict(self, image: bytes, content_type: str, *, model: str | None, version: str | None) -> dict[str, Any]:
+        params = {name: value for name, value in (("model", model), ("version", version)) if value}
+        result: dict[str, Any] = self.request(
+            "POST", "predictions", data=image, params=params, headers={"Content-Type": content_type}, retry=True
+        )
+        return result
+
+    def models(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "models", retry=True)
+        return result
+
+    def model(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"models/{quote(name, safe='')}", retry=True)
+        return result
+
+    def submit_batch(self, body: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        # Repeating a submit is only safe when the API can recognise the repeat.
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self.request(
+            "POST", "batches", json=dict(body), headers=headers, retry=bool(idempotency_key)
+        )
+        return result
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"batches/{quote(batch_id, safe='')}", retry=True)
+        return result
+
+    def results(
+        self, batch_id: str, *, status: str | None = None, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, str] = {}
+        if status:
+            params["status"] = status
+        if limit:
+            params["limit"] = str(limit)
+        if next_token:
+            params["next_token"] = next_token
+        result: dict[str, Any] = self.request(
+            "GET", f"batches/{quote(batch_id, safe='')}/results", params=params, retry=True
+        )
+        return result

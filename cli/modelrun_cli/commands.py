@@ -1,0 +1,243 @@
+"""One function per command: read the arguments, call the API (and S3 for uploads), print the answer.
+
+Each returns the exit status: 0 done, 1 the work did not succeed (a failed or unfinished batch). Problems the
+user can fix are raised as CliError and reported by ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TextIO
+
+from modelrun_cli import output
+from modelrun_cli.client import ApiClient
+from modelrun_cli.config import Flags, StackReader, Target, discover
+from modelrun_cli.errors import CliError
+from modelrun_cli.uploads import (
+    collect_images,
+    content_type_for,
+    images_source,
+    parse_s3_url,
+    s3_client,
+    throttled_progress,
+    upload_images,
+    upload_prefix,
+)
+from modelrun_cli.waiting import WaitOutcome, wait_for_batch
+
+FAILED = "FAILED"
+RESULTS_PAGE_WITH_ALL = 1000
+
+
+class App:
+    """What the commands share: the stack (found on first use), its API client, S3, and the two streams."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        out: TextIO,
+        err: TextIO,
+        read_stack: StackReader | None = None,
+    ) -> None:
+        self.args = args
+        self.env = env
+        self.cwd = cwd
+        self.out = out
+        self.err = err
+        self.read_stack = read_stack
+
+    @cached_property
+    def target(self) -> Target:
+        flags = Flags(
+            endpoint=self.args.endpoint,
+            api_key=self.args.api_key,
+            bucket=self.args.bucket,
+            aws_endpoint=self.args.aws_endpoint,
+            stack=self.args.stack,
+        )
+        return discover(flags, self.env, self.cwd, read_stack=self.read_stack)
+
+    @property
+    def discovered(self) -> Target | None:
+        """The target if it has been looked up already (never starts the lookup itself)."""
+        found: Target | None = self.__dict__.get("target")
+        return found
+
+    @cached_property
+    def client(self) -> ApiClient:
+        return ApiClient(self.target.endpoint, self.target.api_key)
+
+    @cached_property
+    def s3(self) -> Any:
+        return s3_client(self.target)
+
+    def emit(self, text: str) -> None:
+        """Standard output: the answer itself."""
+        if text:
+            self.out.write(text if text.endswith("\n") else text + "\n")
+            self.out.flush()
+
+    def say(self, text: str) -> None:
+        """Standard error: progress and notes, never mixed into the answer."""
+        print(text, file=self.err, flush=True)
+
+
+Command = Callable[[argparse.Namespace, App], int]
+
+
+# -- predict and models ------------------------------------------------------------------------------------------
+def predict(args: argparse.Namespace, app: App) -> int:
+    path = Path(args.file)
+    try:
+        image = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    result = app.client.predict(image, content_type_for(path), model=args.model, version=args.version)
+    app.emit(output.to_json(result) if args.json else output.format_prediction(result))
+    return 0
+
+
+def models(args: argparse.Namespace, app: App) -> int:
+    catalogue = app.client.model(args.name) if args.name else app.client.models()
+    app.emit(output.to_json(catalogue) if args.json else output.format_models(catalogue))
+    return 0
+
+
+# -- batches -----------------------------------------------------------------------------------------------------
+def batch_submit(args: argparse.Namespace, app: App) -> int:
+    sources: list[str] = args.sources
+    if any(source.startswith("s3://") for source in sources):
+        body = _prefix_source(args, app)
+        uploaded_to = None
+    else:
+        body, uploaded_to = _upload_source(args, app)
+    options = {
+        "model": args.model,
+        "version": args.version,
+        "chunk_size": args.chunk_size,
+        "max_concurrency": args.max_concurrency,
+    }
+    body.update({name: value for name, value in options.items() if value is not None})
+    submitted = app.client.submit_batch(body, idempotency_key=args.idempotency_key)
+    if not args.wait:
+        app.emit(
+            output.to_json(submitted) if args.json else output.format_submitted(submitted, uploaded_to=uploaded_to)
+        )
+        return 0
+    if args.json:
+        app.say(f"batch {submitted['batch_id']} submitted ({submitted.get('total')} images); waiting")
+    else:
+        app.emit(output.format_submitted(submitted, uploaded_to=uploaded_to))
+    return _wait(app, submitted["batch_id"], timeout_s=args.timeout, as_json=args.json)
+
+
+def _prefix_source(args: argparse.Namespace, app: App) -> dict[str, Any]:
+    if len(args.sources) != 1:
+        raise CliError("give either one s3://bucket/prefix or local files and folders, not both")
+    if args.prefix is not None:
+        raise CliError("--prefix names where local files are uploaded; an s3:// source is not uploaded")
+    location = parse_s3_url(args.sources[0])
+    bucket = app.target.bucket
+    if bucket and location.bucket != bucket:
+        raise CliError(
+            f"s3://{location.bucket} is not the stack's images bucket ({bucket}); the API reads only that bucket: "
+            f"copy the images to s3://{bucket}/<prefix> or pass local files to upload them"
+        )
+    return {"s3_prefix": location.prefix}
+
+
+def _upload_source(args: argparse.Namespace, app: App) -> tuple[dict[str, Any], str]:
+    images = collect_images([Path(source) for source in args.sources])
+    bucket = app.target.bucket
+    if not bucket:
+        raise CliError(
+            f"uploading needs the stack's images bucket, and {app.target.source} names none: "
+            "pass --bucket NAME (env MODELRUN_BUCKET)"
+        )
+    prefix = upload_prefix(args.prefix, idempotency_key=args.idempotency_key)
+    app.say(f"uploading {len(images)} images to s3://{bucket}/{prefix}/")
+    keys = upload_images(app.s3, bucket, images, prefix, progress=throttled_progress(app.say))
+    return images_source(app.s3, bucket, prefix, keys), f"s3://{bucket}/{prefix}/"
+
+
+def batch_status(args: argparse.Namespace, app: App) -> int:
+    job = app.client.batch(args.batch_id)
+    app.emit(output.to_json(job) if args.json else output.format_job(job))
+    return 0
+
+
+def batch_wait(args: argparse.Namespace, app: App) -> int:
+    return _wait(app, args.batch_id, timeout_s=args.timeout, as_json=args.json)
+
+
+def _wait(app: App, batch_id: str, *, timeout_s: float, as_json: bool) -> int:
+    outcome: WaitOutcome = wait_for_batch(
+        app.client,
+        batch_id,
+        timeout_s=timeout_s,
+        on_progress=lambda job, elapsed: app.say(output.format_progress(job, elapsed)),
+        on_retry=lambda error: app.say(f"polling {batch_id}: {error}; trying again"),
+    )
+    job = outcome.job
+    app.emit(output.to_json(job) if as_json else output.format_job(job))
+    if not outcome.finished:
+        app.say(
+            f"modelrun: timed out after {timeout_s:g} s; batch {batch_id} is {job.get('status')} and keeps running "
+            f"(`modelrun batch wait {batch_id}` waits again)"
+        )
+        return 1
+    if job.get("status") == FAILED:
+        app.say(f"modelrun: batch {batch_id} FAILED (`modelrun batch results {batch_id} --status failed` says why)")
+        return 1
+    return 0
+
+
+def batch_results(args: argparse.Namespace, app: App) -> int:
+    fmt = "json" if args.json else "jsonl" if args.jsonl else "csv" if args.csv else "table"
+    limit = args.limit or (RESULTS_PAGE_WITH_ALL if args.all else None)
+    collected: list[dict[str, Any]] = []
+    token: str | None = args.next_token
+    tokens_seen: set[str] = set()
+    first_page = True
+    while True:
+        page = app.client.results(args.batch_id, status=args.status, limit=limit, next_token=token)
+        results = list(page.get("results") or [])
+        token = page.get("next_token") or None
+        # JSON lines and CSV stream page by page; a table and a JSON document need every result first.
+        if fmt == "jsonl":
+            app.emit(output.results_jsonl(results))
+        elif fmt == "csv":
+            app.emit(output.results_csv(results, header=first_page))
+        else:
+            collected += results
+        first_page = False
+        if not args.all or token is None or not results:
+            break
+        if token in tokens_seen:
+            raise CliError(f"the API handed out the same next_token twice for batch {args.batch_id}")
+        tokens_seen.add(token)
+    if args.all:
+        token = None  # every page was read (an empty last page may still carry a token)
+    if fmt == "json":
+        app.emit(output.to_json({"batch_id": args.batch_id, "results": collected, "next_token": token}))
+    elif fmt == "table":
+        app.emit(output.format_results(collected))
+    if token and not args.all:
+        app.say(f"more results: --all, or --next-token {token}")
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "predict": predict,
+    "models": models,
+    "batch submit": batch_submit,
+    "batch status": batch_status,
+    "batch wait": batch_wait,
+    "batch results": batch_results,
+}

@@ -1,0 +1,205 @@
+"""Where the stack is. The first of these that names one wins:
+
+1. flags ``--endpoint URL --api-key KEY`` (with ``--bucket NAME`` and ``--aws-endpoint URL`` for uploads);
+2. environment ``MODELRUN_ENDPOINT``, ``MODELRUN_API_KEY`` (and ``MODELRUN_BUCKET``, ``MODELRUN_AWS_ENDPOINT``);
+3. ``--stack NAME`` or ``MODELRUN_STACK``: a deployed CloudFormation stack's Outputs, read with the user's
+   normal AWS credentials and region;
+4. the running local stack's ``.modelrun/local.json`` (``MODELRUN_LOCAL_STATE`` names another file), looked
+   for in the current directory and its parents, then in the repository this package belongs to.
+
+An endpoint from a flag and an API key from the environment combine (a flag beats the variable of the same
+setting). ``--api-key``, ``--bucket`` and ``--aws-endpoint`` given as flags also override what a stack or the
+local state file says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from modelrun_cli.errors import ConfigError
+
+ENV_ENDPOINT = "MODELRUN_ENDPOINT"
+ENV_API_KEY = "MODELRUN_API_KEY"
+ENV_BUCKET = "MODELRUN_BUCKET"
+ENV_AWS_ENDPOINT = "MODELRUN_AWS_ENDPOINT"
+ENV_STACK = "MODELRUN_STACK"
+ENV_LOCAL_STATE = "MODELRUN_LOCAL_STATE"
+LOCAL_STATE = Path(".modelrun") / "local.json"
+# cli/modelrun_cli/config.py -> the repository root, where `make run` writes .modelrun/local.json.
+PACKAGE_REPO = Path(__file__).resolve().parents[2]
+
+START_HINT = (
+    "start the local stack with `make run` (or `.venv/bin/modelrun-local`) in the modelrun repository, "
+    "or pass --endpoint URL --api-key KEY (env MODELRUN_ENDPOINT, MODELRUN_API_KEY), "
+    "or --stack NAME (env MODELRUN_STACK) for a deployed stack"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stack the CLI talks to: its API, its key, and where batch images go."""
+
+    endpoint: str
+    api_key: str
+    source: str  # where these settings came from, for error messages
+    bucket: str | None = None
+    aws_endpoint: str | None = None  # an S3-compatible endpoint (the local stack's moto server); None on AWS
+    region: str | None = None
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The connection flags as given on the command line (None when absent)."""
+
+    endpoint: str | None = None
+    api_key: str | None = None
+    bucket: str | None = None
+    aws_endpoint: str | None = None
+    stack: str | None = None
+
+
+StackReader = Callable[[str], Target]
+
+
+def discover(
+    flags: Flags,
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    read_stack: StackReader | None = None,
+    package_repo: Path = PACKAGE_REPO,
+) -> Target:
+    """The stack to talk to, by the precedence in this module's docstring; ConfigError when there is none."""
+    explicit = _explicit_target(flags, env)
+    if explicit is not None:
+        return explicit
+    stack_name = flags.stack or env.get(ENV_STACK)
+    if stack_name:
+        target = (read_stack or read_cloudformation_stack)(stack_name)
+        return _with_flag_overrides(target, flags)
+    state = find_local_state(env, cwd, package_repo)
+    if state is None:
+        searched = ", ".join(str(path) for path in state_candidates(cwd, package_repo))
+        raise ConfigError(f"no modelrun stack found: {START_HINT} (looked for {searched})")
+    return _with_flag_overrides(load_local_state(state), flags)
+
+
+def _explicit_target(flags: Flags, env: Mapping[str, str]) -> Target | None:
+    endpoint = flags.endpoint or env.get(ENV_ENDPOINT)
+    if not endpoint:
+        return None
+    source = "--endpoint" if flags.endpoint else ENV_ENDPOINT
+    api_key = flags.api_key or env.get(ENV_API_KEY)
+    if not api_key:
+        raise ConfigError(
+            f"the endpoint comes from {source} but there is no API key: pass --api-key or set {ENV_API_KEY}"
+        )
+    return Target(
+        endpoint=endpoint,
+        api_key=api_key,
+        source=source,
+        bucket=flags.bucket or env.get(ENV_BUCKET) or None,
+        aws_endpoint=flags.aws_endpoint or env.get(ENV_AWS_ENDPOINT) or None,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+    )
+
+
+def _with_flag_overrides(target: Target, flags: Flags) -> Target:
+    return replace(
+        target,
+        api_key=flags.api_key or target.api_key,
+        bucket=flags.bucket or target.bucket,
+        aws_endpoint=flags.aws_endpoint or target.aws_endpoint,
+    )
+
+
+# -- the local stack ---------------------------------------------------------------------------------------------
+def state_candidates(cwd: Path, package_repo: Path) -> Iterator[Path]:
+    """Where .modelrun/local.json may be: the current directory and each parent, then this package's repo."""
+    seen: set[Path] = set()
+    for folder in (cwd.resolve(), *cwd.resolve().parents, package_repo):
+        candidate = folder / LOCAL_STATE
+        if candidate not in seen:
+            seen.add(candidate)
+            yield candidate
+
+
+def find_local_state(env: Mapping[str, str], cwd: Path, package_repo: Path) -> Path | None:
+    named = env.get(ENV_LOCAL_STATE)
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{ENV_LOCAL_STATE} names {path}, which does not exist: {START_HINT}")
+        return path
+    return next((path for path in state_candidates(cwd, package_repo) if path.is_file()), None)
+
+
+def load_local_state(path: Path) -> Target:
+    """The local stack as `make run` recorded it; refuses a file left behind by a stack that has stopped."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the local stack's state file {path}: {exc}") from exc
+    if not isinstance(state, dict) or not state.get("ApiUrl") or not state.get("ApiKey"):
+        raise ConfigError(f"{path} has no ApiUrl and ApiKey: restart the local stack (`make run`)")
+    pid = state.get("pid")
+    if isinstance(pid, int) and not process_alive(pid):
+        raise ConfigError(f"the local stack recorded in {path} (pid {pid}) is not running: {START_HINT}")
+    return Target(
+        endpoint=str(state["ApiUrl"]),
+        api_key=str(state["ApiKey"]),
+        source=f"local stack state {path}",
+        bucket=_optional(state, "ImagesBucketName"),
+        aws_endpoint=_optional(state, "AwsEndpoint"),
+        region=_optional(state, "Region"),
+        local=True,
+    )
+
+
+def _optional(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return str(value) if value else None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+# -- a deployed stack --------------------------------------------------------------------------------------------
+def read_cloudformation_stack(name: str) -> Target:
+    """ApiUrl, the API key's value (from ApiKeyId) and ImagesBucketName from a deployed stack's Outputs."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    session = boto3.session.Session()
+    try:
+        stacks = session.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+        outputs = {item["OutputKey"]: item["OutputValue"] for item in stacks[0].get("Outputs", [])}
+        missing = [key for key in ("ApiUrl", "ApiKeyId", "ImagesBucketName") if key not in outputs]
+        if missing:
+            raise ConfigError(f"stack {name!r} has no output(s) {', '.join(missing)}: is it a modelrun stack?")
+        key = session.client("apigateway").get_api_key(apiKey=outputs["ApiKeyId"], includeValue=True)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ConfigError(f"stack {name!r}: {error.get('Code', 'error')}: {error.get('Message', exc)}") from exc
+    except BotoCoreError as exc:
+        raise ConfigError(f"stack {name!r}: {exc} (configure AWS credentials and a region)") from exc
+    return Target(
+        endpoint=outputs["ApiUrl"],
+        api_key=str(key["value"]),
+        source=f"stack {name} ({session.region_name})",
+        bucket=outputs["ImagesBucketName"],
+        region=session.region_name,
+    )

@@ -1,0 +1,230 @@
+"""Local images into the stack's images bucket, and what POST /batches is then asked to predict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from modelrun_cli.config import Target
+from modelrun_cli.errors import CliError
+
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".bmp": "image/bmp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".webp": "image/webp",
+}
+IMAGE_EXTENSIONS = frozenset(CONTENT_TYPES)
+FALLBACK_CONTENT_TYPE = "application/octet-stream"  # the API reads the format from the bytes anyway
+UPLOAD_ROOT = "uploads/batches"
+MANIFEST_ROOT = "uploads/manifests"
+# Past this many keys the request carries a manifest file's key instead of the list, so it stays small.
+INLINE_KEYS_LIMIT = 20_000
+UPLOAD_WORKERS = 16
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+def content_type_for(path: Path | str) -> str:
+    return CONTENT_TYPES.get(Path(path).suffix.lower(), FALLBACK_CONTENT_TYPE)
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    path: Path
+    relative: str  # POSIX path under the upload prefix
+
+
+def collect_images(paths: Sequence[Path]) -> list[LocalImage]:
+    """The images to upload, in a stable order.
+
+    A folder contributes every image below it (by extension, case-insensitive), sorted by relative path; a
+    file named on the command line is taken whatever its extension (the API judges the bytes). Two paths
+    that would land on the same key are refused rather than overwriting each other.
+    """
+    images: list[LocalImage] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                (candidate for candidate in path.rglob("*") if _is_image_file(candidate)),
+                key=lambda candidate: candidate.relative_to(path).as_posix(),
+            )
+            images += [LocalImage(found_path, found_path.relative_to(path).as_posix()) for found_path in found]
+        elif path.is_file():
+            images.append(LocalImage(path, path.name))
+        else:
+            raise CliError(f"{path}: no such file or folder")
+    unique: dict[str, LocalImage] = {}
+    for image in images:
+        other = unique.get(image.relative)
+        if other is not None and other.path.resolve() != image.path.resolve():
+            raise CliError(f"{other.path} and {image.path} would both be uploaded as {image.relative!r}: rename one")
+        unique.setdefault(image.relative, image)
+    if not unique:
+        names = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise CliError(f"no images found in {', '.join(map(str, paths))} (looked for {names})")
+    return list(unique.values())
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+# -- S3 locations ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class S3Prefix:
+    bucket: str
+    prefix: str
+
+
+def parse_s3_url(url: str) -> S3Prefix:
+    if not url.startswith("s3://"):
+        raise CliError(f"{url!r} is not an s3://bucket/prefix URL")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise CliError(f"{url!r} names no bucket: use s3://bucket/prefix")
+    if not prefix:
+        raise CliError(f"{url!r} names no prefix: use s3://{bucket}/<prefix> (a batch never takes a whole bucket)")
+    return S3Prefix(bucket, prefix)
+
+
+def upload_prefix(custom: str | None = None, *, idempotency_key: str | None = None) -> str:
+    """Where this run's uploads go: ``--prefix`` as given, else ``uploads/batches/<id>``.
+
+    The id is random, except with an idempotency key: then it is derived from the key, so a retried submit
+    uploads to the same keys, sends the same body, and gets the first submit's batch back (the API refuses a
+    known key with a different body).
+    """
+    if custom is not None:
+        prefix = custom.strip("/")
+        if not prefix:
+            raise CliError("--prefix must not be empty")
+        return prefix
+    if idempotency_key:
+        return f"{UPLOAD_ROOT}/k-{_digest(idempotency_key)}"
+    return f"{UPLOAD_ROOT}/{secrets.token_hex(6)}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def object_key(prefix: str, relative: str) -> str:
+    return str(PurePosixPath(prefix, relative))
+
+
+def s3_client(target: Target) -> Any:
+    """An S3 client for the target's images bucket: the user's AWS setup, or the local stack's endpoint."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs: dict[str, Any] = {}
+    if target.region:
+        kwargs["region_name"] = target.region
+    options: dict[str, Any] = {"max_pool_connections": UPLOAD_WORKERS * 2, "retries": {"mode": "standard"}}
+    if target.aws_endpoint:
+        kwargs["endpoint_url"] = target.aws_endpoint
+        kwargs.setdefault("region_name", "us-east-1")
+        options["s3"] = {"addressing_style": "path"}
+        # An S3-compatible endpoint (moto for the local stack) takes any credentials; never send real ones there
+        # unless they were set for it explicitly in the environment.
+        if "AWS_ACCESS_KEY_ID" not in os.environ:
+            kwargs.update(LOCAL_CREDENTIALS)
+    return boto3.session.Session().client("s3", config=Config(**options), **kwargs)
+
+
+# -- uploading ---------------------------------------------------------------------------------------------------
+Progress = Callable[[int, int], None]
+
+
+def upload_images(
+    s3: Any,
+    bucket: str,
+    images: Sequence[LocalImage],
+    prefix: str,
+    *,
+    workers: int = UPLOAD_WORKERS,
+    progress: Progress | None = None,
+) -> list[str]:
+    """Upload concurrently; the keys come back in the images' order. The first failure stops the run."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    done = 0
+    lock = threading.Lock()
+
+    def put(image: LocalImage) -> str:
+        nonlocal done
+        key = object_key(prefix, image.relative)
+        try:
+            with image.path.open("rb") as body:
+                s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type_for(image.path))
+        except OSError as exc:
+            raise CliError(f"cannot read {image.path}: {exc}") from exc
+        except (BotoCoreError, ClientError) as exc:
+            raise CliError(f"upload of {image.path} to s3://{bucket}/{key} failed: {exc}") from exc
+        with lock:
+            done += 1
+            if progress is not None:
+                progress(done, len(images))
+        return key
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(put, image) for image in images]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def throttled_progress(report: Callable[[str], None], *, every_s: float = 1.0) -> Progress:
+    """A progress callback that reports at most once per ``every_s`` seconds, and always at the end."""
+    started = last = time.monotonic()
+
+    def update(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done == total or now - last >= every_s:
+            last = now
+            report(f"uploaded {done}/{total} images ({now - started:.1f}s)")
+
+    return update
+
+
+def manifest_key(upload_prefix: str) -> str:
+    """Where the list of a run's uploads goes: outside the upload prefix (an s3:// submit of that prefix must not
+    take the list for an image), and named after it, so a retried submit writes the same key."""
+    return f"{MANIFEST_ROOT}/{_digest(upload_prefix)}.jsonl"
+
+
+def write_manifest(s3: Any, bucket: str, key: str, keys: Iterable[str]) -> str:
+    """A JSON-lines list of keys in the bucket (POST /batches ``manifest``), streamed through a temporary file."""
+    with tempfile.TemporaryFile("w+b") as spool:
+        for image_key in keys:
+            spool.write(json.dumps(image_key).encode("utf-8") + b"\n")
+        spool.seek(0)
+        s3.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
+    return key
+
+
+def images_source(
+    s3: Any, bucket: str, prefix: str, keys: Sequence[str], *, inline_limit: int | None = None
+) -> dict[str, Any]:
+    """The POST /batches field naming the images: the list itself, or a manifest file once the list is long."""
+    if len(keys) <= (INLINE_KEYS_LIMIT if inline_limit is None else inline_limit):
+        return {"images": list(keys)}
+    return {"manifest": write_manifest(s3, bucket, manifest_key(prefix), keys)}
