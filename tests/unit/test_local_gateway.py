@@ -9,6 +9,7 @@ import json
 import textwrap
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -452,23 +453,38 @@ def test_a_real_function_behind_the_gateway_answers_the_request(tmp_path: Path) 
     assert (status, json.loads(body)) == (200, {"name": "abc", "body_bytes": 10, "function": "local-echo"})
 
 
-def test_the_gateway_server_serves_requests_over_http(tmp_path: Path) -> None:
-    # given the gateway on a free local port
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    """The echo gateway served over HTTP on a free local port."""
     server = GatewayServer(echo_gateway(tmp_path), port=0).start()
     try:
-        # when a client posts over HTTP, and another one without the API key
-        request = urllib.request.Request(
-            f"{server.url}/v1/echo/xyz", data=b"12345", headers={**KEYED, "Content-Type": "image/png"}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = (response.status, response.headers["Content-Type"], json.loads(response.read()))
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(
-                urllib.request.Request(f"{server.url}/v1/echo/xyz", data=b"", method="POST"), timeout=10
-            )
+        yield server.url
     finally:
         server.stop()
 
-    # then the first gets the function's answer and the second API Gateway's 403
+
+def test_the_gateway_server_answers_an_http_request_with_the_function_response(server_url: str) -> None:
+    # given a keyed binary POST over HTTP
+    request = urllib.request.Request(
+        f"{server_url}/v1/echo/xyz", data=b"12345", headers={**KEYED, "Content-Type": "image/png"}, method="POST"
+    )
+
+    # when it is sent
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = (response.status, response.headers["Content-Type"], json.loads(response.read()))
+
+    # then the function's status, header and body come back over the wire
     assert answer == (200, "application/json", {"name": "xyz", "body_bytes": 5, "function": "local-echo"})
+
+
+def test_the_gateway_server_sends_a_gateway_refusal_as_its_http_status(server_url: str) -> None:
+    # given a POST over HTTP without the API key
+    request = urllib.request.Request(f"{server_url}/v1/echo/xyz", data=b"", method="POST")
+
+    # when it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+
+    # then the client gets the 403 and its error body
     assert refused.value.code == 403
+    assert error_of(refused.value.read())["code"] == "invalid_api_key"

@@ -442,6 +442,14 @@ def test_an_if_that_picks_no_value_removes_the_property(resolver: Resolver) -> N
     assert resolver.resolve(properties) == {"Name": "x"}
 
 
+def test_an_if_that_picks_no_value_removes_the_list_item(resolver: Resolver) -> None:
+    # given a layer listed only when IsLocal holds (it does not)
+    layers = {"Layers": ["runtime", {"Fn::If": ["IsLocal", "debug-tools", {"Ref": "AWS::NoValue"}]}, "models"]}
+
+    # when resolved, then the item is gone and the others keep their order
+    assert resolver.resolve(layers) == {"Layers": ["runtime", "models"]}
+
+
 def test_ref_no_value_removes_the_property_and_the_list_item(resolver: Resolver) -> None:
     # given AWS::NoValue used directly as a property value and as a list item
     value = {"Keep": ["a", {"Ref": "AWS::NoValue"}, "b"], "Drop": {"Ref": "AWS::NoValue"}}
