@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from modelrun_cli.client import ApiClient
 from modelrun_cli.errors import ApiError
 
 TERMINAL = frozenset({"COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"})
@@ -39,6 +38,12 @@ def transient(error: ApiError) -> bool:
     return error.status == 0 or error.status == 429 or error.status >= 500
 
 
+class BatchReader(Protocol):
+    """What waiting needs of the API client: GET /batches/{id}."""
+
+    def batch(self, batch_id: str) -> dict[str, Any]: ...
+
+
 @dataclass
 class WaitOutcome:
     job: dict[str, Any]
@@ -50,7 +55,7 @@ class WaitOutcome:
 
 
 def wait_for_batch(
-    client: ApiClient,
+    client: BatchReader,
     batch_id: str,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
