@@ -236,12 +236,6 @@ def test_every_image_content_type_is_read_as_a_raw_image_body(content_type: str)
     assert request.image == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="IMAGE_CONTENT_TYPES accepts image/jpg and image/x-ms-bmp, but RestApi's BinaryMediaTypes in "
-    "template.yaml do not list them, so API Gateway passes such raw bodies as text (not base64) and the image "
-    "bytes arrive corrupted: the request fails as invalid_image although the 415 message lists both types",
-)
 def test_every_raw_image_content_type_accepted_is_a_binary_media_type_of_the_api() -> None:
     # given the media types the REST API delivers base64-encoded (intact)
     binary = Template.load(TEMPLATE).binary_media_types("RestApi")
