@@ -1,0 +1,103 @@
+"""Shared set-up for the batch domain's unit tests: moto's AWS behind fake credentials, with the jobs and items
+tables created from template.yaml's own properties (so the tests cannot drift from the template), an images
+bucket, and the demo digit samples whose file names carry their true label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from modelrun.jobs import JobStore
+from modelrun_local.template import load_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "template.yaml"
+MODELS = REPO / "models"
+SAMPLES = REPO / "samples" / "digits"
+
+BUCKET = "modelrun-unit-images"
+JOBS_TABLE = "modelrun-unit-jobs"
+ITEMS_TABLE = "modelrun-unit-items"
+
+_TABLE_ARGUMENTS = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode")
+
+
+@cache
+def _resources() -> dict[str, Any]:
+    resources: dict[str, Any] = load_yaml(TEMPLATE)["Resources"]
+    return resources
+
+
+def table_properties(logical_id: str) -> dict[str, Any]:
+    """The template's properties of one table, as create_table takes them (TTL, PITR and SSE left out)."""
+    properties = _resources()[logical_id]["Properties"]
+    return {name: properties[name] for name in _TABLE_ARGUMENTS if name in properties}
+
+
+def create_table(dynamodb: Any, logical_id: str, name: str) -> Any:
+    table = dynamodb.create_table(TableName=name, **table_properties(logical_id))
+    table.wait_until_exists()
+    return table
+
+
+def use_fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SECURITY_TOKEN", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@dataclass
+class BatchAws:
+    """The mocked services a batch touches, with the job store over the template's tables."""
+
+    s3: Any
+    dynamodb: Any
+    jobs: Any
+    items: Any
+    store: JobStore
+
+    def put(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    def text(self, key: str) -> str:
+        body: bytes = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        return body.decode("utf-8")
+
+    def object_keys(self) -> list[str]:
+        listed = self.s3.list_objects_v2(Bucket=BUCKET)
+        return [entry["Key"] for entry in listed.get("Contents", [])]
+
+
+@contextmanager
+def batch_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
+    """moto's S3 and DynamoDB for the length of one test."""
+    use_fake_credentials(monkeypatch)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        dynamodb = boto3.resource("dynamodb")
+        jobs = create_table(dynamodb, "JobsTable", JOBS_TABLE)
+        items = create_table(dynamodb, "ItemsTable", ITEMS_TABLE)
+        yield BatchAws(s3=s3, dynamodb=dynamodb, jobs=jobs, items=items, store=JobStore(jobs, items))
+
+
+def first_sample_of_each_digit() -> list[Path]:
+    """One sample per digit 0..9 (the first by name), each one the demo model labels correctly."""
+    return [sorted(SAMPLES.glob(f"digit-{digit}-*.png"))[0] for digit in range(10)]
+
+
+def true_label(sample: Path) -> str:
+    """``digit-<label>-<row>.png`` -> ``<label>``."""
+    return sample.name.split("-")[1]
