@@ -15,6 +15,7 @@ from modelrun_cli.errors import ApiError, CliError
 from modelrun_cli.waiting import DEFAULT_TIMEOUT_S
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DESCRIPTION = "Predict images, list models and run batch jobs on a modelrun stack, local or deployed."
 
 DISCOVERY = """\
 where the stack is (the first that names one wins):
@@ -55,7 +56,7 @@ def positive_seconds(text: str) -> float:
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
-    group = parser.add_argument_group("where the stack is (see `modelrun --help`)")
+    group = parser.add_argument_group("connection (how they combine: see the end of this help)")
     group.add_argument("--endpoint", metavar="URL", default=default, help="the API's base URL (ApiUrl)")
     group.add_argument("--api-key", metavar="KEY", default=default, help="the API key (x-api-key)")
     group.add_argument("--bucket", metavar="NAME", default=default, help="the images bucket, for batch uploads")
@@ -67,7 +68,9 @@ def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="modelrun", description=__doc__, epilog=DISCOVERY, formatter_class=formatter)
+    parser = argparse.ArgumentParser(
+        prog="modelrun", description=DESCRIPTION, epilog=DISCOVERY, formatter_class=formatter
+    )
     add_connection_options(parser, default=None)
     # The same options after the command name; SUPPRESS keeps them from resetting what came before it.
     connection = argparse.ArgumentParser(add_help=False)
@@ -128,8 +131,8 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
     submit.add_argument("sources", nargs="+", metavar="DIR|FILE|s3://bucket/prefix")
     submit.add_argument("--model", help="model name (default: the stack's default model)")
     submit.add_argument("--version", help="model version (default: the latest)")
-    submit.add_argument("--chunk-size", type=bounded_int(1, 500), help="images per chunk (1-500)")
-    submit.add_argument("--max-concurrency", type=bounded_int(1, 1000), help="chunks at once (1-1000)")
+    submit.add_argument("--chunk-size", type=bounded_int(1, 500), metavar="N", help="images per chunk (1-500)")
+    submit.add_argument("--max-concurrency", type=bounded_int(1, 1000), metavar="N", help="chunks at once (1-1000)")
     submit.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with this key starts no new batch")
     submit.add_argument("--prefix", metavar="P", help="upload under this key prefix instead of uploads/batches/<id>")
     submit.add_argument("--wait", action="store_true", help="wait until the batch ends (progress on stderr)")
@@ -144,7 +147,10 @@ def _add_wait_options(parser: argparse.ArgumentParser, *, wait_flag: bool = Fals
         metavar="S",
         help=f"give up waiting after S seconds (default {DEFAULT_TIMEOUT_S:g})" + (" with --wait" if wait_flag else ""),
     )
-    parser.add_argument("--json", action="store_true", help="print the final job document as JSON (only that)")
+    json_help = "print JSON: the submit answer, or with --wait the final job document (nothing else on stdout)"
+    parser.add_argument(
+        "--json", action="store_true", help=json_help if wait_flag else "print the final job document as JSON"
+    )
 
 
 def run(
