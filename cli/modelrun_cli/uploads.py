@@ -35,6 +35,7 @@ MANIFEST_ROOT = "uploads/manifests"
 # Past this many keys the request carries a manifest file's key instead of the list, so it stays small.
 INLINE_KEYS_LIMIT = 20_000
 UPLOAD_WORKERS = 16
+UPLOAD_WINDOW = 1000
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
@@ -181,14 +182,13 @@ def upload_images(
                 progress(done, len(images))
         return key
 
+    keys: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(put, image) for image in images]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        # A window at a time, so a million files never means a million pending futures; map() cancels the rest
+        # of its window when one upload fails.
+        for start in range(0, len(images), UPLOAD_WINDOW):
+            keys += pool.map(put, images[start : start + UPLOAD_WINDOW])
+    return keys
 
 
 def throttled_progress(report: Callable[[str], None], *, every_s: float = 1.0) -> Progress:

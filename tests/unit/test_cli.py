@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from modelrun_cli import output
+from modelrun_cli import output, uploads
 from modelrun_cli.client import ApiClient, error_from_response
 from modelrun_cli.config import Flags, Target, discover
 from modelrun_cli.errors import ApiError, CliError, ConfigError
@@ -22,6 +22,7 @@ from modelrun_cli.uploads import (
     images_source,
     manifest_key,
     parse_s3_url,
+    upload_images,
     upload_prefix,
 )
 from modelrun_cli.waiting import poll_intervals, wait_for_batch
@@ -533,6 +534,40 @@ class RecordingS3:
 
     def upload_fileobj(self, body: Any, bucket: str, key: str, ExtraArgs: dict[str, str]) -> None:
         self.uploaded[(bucket, key)] = body.read()
+
+
+class PuttingS3:
+    def __init__(self, refuse: str | None = None) -> None:
+        self.refuse = refuse
+        self.put: dict[str, tuple[bytes, str]] = {}
+
+    def put_object(self, Bucket: str, Key: str, Body: Any, ContentType: str) -> None:
+        from botocore.exceptions import ClientError
+
+        if Key == self.refuse:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+        self.put[Key] = (Body.read(), ContentType)
+
+
+def test_uploads_keep_the_file_order_content_types_and_relative_paths_under_the_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads, "UPLOAD_WINDOW", 2)
+    make_files(tmp_path, "b.png", "a.jpg", "sub/c.webp", "sub/d.tif", "e.gif")
+    s3 = PuttingS3()
+    progress: list[tuple[int, int]] = []
+    keys = upload_images(
+        s3, "images", collect_images([tmp_path]), "up/1", workers=3, progress=lambda *n: progress.append(n)
+    )
+    assert keys == ["up/1/a.jpg", "up/1/b.png", "up/1/e.gif", "up/1/sub/c.webp", "up/1/sub/d.tif"]
+    assert s3.put["up/1/sub/d.tif"] == (b"x", "image/tiff")
+    assert sorted(progress) == [(done, 5) for done in range(1, 6)]
+
+
+def test_a_refused_upload_stops_the_run_naming_the_file(tmp_path: Path) -> None:
+    make_files(tmp_path, "a.png", "b.png")
+    with pytest.raises(CliError, match=r"upload of .*b\.png to s3://images/up/b\.png failed"):
+        upload_images(PuttingS3(refuse="up/b.png"), "images", collect_images([tmp_path]), "up")
 
 
 def test_a_short_key_list_is_sent_inline_and_a_long_one_as_a_manifest_file() -> None:
