@@ -8,12 +8,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from moto import mock_aws
 
 from modelrun_cli import output, uploads
 from modelrun_cli.client import ApiClient, error_from_response
-from modelrun_cli.config import Flags, Target, discover
+from modelrun_cli.config import Flags, Target, discover, read_cloudformation_stack
 from modelrun_cli.errors import ApiError, CliError, ConfigError
 from modelrun_cli.main import run
 from modelrun_cli.uploads import (
@@ -209,6 +211,47 @@ def test_no_stack_at_all_says_how_to_start_the_local_one_and_what_to_pass(places
     assert "make run" in message
     assert "--endpoint URL --api-key KEY" in message
     assert "--stack NAME" in message
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield
+
+
+def deploy_outputs(outputs: dict[str, str]) -> None:
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {name: {"Value": value} for name, value in outputs.items()},
+    }
+    boto3.client("cloudformation").create_stack(StackName="modelrun-prod", TemplateBody=json.dumps(template))
+
+
+def test_a_deployed_stack_gives_its_url_bucket_and_the_value_of_its_api_key(aws: Any) -> None:
+    key = boto3.client("apigateway").create_api_key(name="clients", value="the-secret-value-of-the-key", enabled=True)
+    deploy_outputs({"ApiUrl": "https://abc.execute-api/v1/", "ApiKeyId": key["id"], "ImagesBucketName": "images"})
+    target = read_cloudformation_stack("modelrun-prod")
+    assert (target.endpoint, target.api_key, target.bucket) == (
+        "https://abc.execute-api/v1/",
+        "the-secret-value-of-the-key",
+        "images",
+    )
+    assert (target.region, target.aws_endpoint, target.local) == ("eu-west-1", None, False)
+
+
+def test_a_stack_that_does_not_exist_or_lacks_the_outputs_is_a_clear_error(aws: Any) -> None:
+    with pytest.raises(ConfigError, match="stack 'missing'"):
+        read_cloudformation_stack("missing")
+    deploy_outputs({"ApiUrl": "https://abc.execute-api/v1/"})
+    with pytest.raises(ConfigError, match=r"no output.*ApiKeyId, ImagesBucketName"):
+        read_cloudformation_stack("modelrun-prod")
 
 
 def _dead_pid() -> int:
