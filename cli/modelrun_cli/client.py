@@ -34,6 +34,14 @@ def error_from_response(response: requests.Response) -> ApiError:
     return ApiError(response.status_code, f"http_{response.status_code}", text)
 
 
+def _unreachable(url: str, exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"no answer from {url} in time"
+    if isinstance(exc, requests.ConnectionError):
+        return f"cannot connect to {url} (nothing answers there, or the name does not resolve)"
+    return f"cannot reach {url}: {exc}"
+
+
 class ApiClient:
     """A modelrun API at ``endpoint`` (its base URL: ``http://127.0.0.1:3000/`` or ``https://.../v1/``)."""
 
@@ -64,7 +72,7 @@ class ApiClient:
                 response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S), **kwargs)
             except requests.RequestException as exc:
                 if last:
-                    raise ApiError(0, "connection_error", f"cannot reach {url}: {exc}") from exc
+                    raise ApiError(0, "connection_error", _unreachable(url, exc)) from exc
             else:
                 if response.ok:
                     return self._json(response)

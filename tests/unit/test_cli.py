@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import requests
 from moto import mock_aws
 
+from modelrun_cli import client as client_module
 from modelrun_cli import output, uploads
 from modelrun_cli.client import ApiClient, error_from_response
 from modelrun_cli.config import Flags, Target, discover, read_cloudformation_stack
@@ -360,6 +362,21 @@ def test_uploading_without_a_known_bucket_asks_for_one(tmp_path: Path, monkeypat
     code, _, err = run_cli(["batch", "submit", str(tmp_path / "a.png")], tmp_path, env=env)
     assert code == 1
     assert "--bucket NAME" in err
+
+
+def test_an_endpoint_nobody_answers_exits_1_naming_where_the_endpoint_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "RETRY_DELAYS_S", (0.0,))
+    with socket.socket() as probe:  # a port that was free a moment ago, closed again: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = write_state(tmp_path, ApiUrl=f"http://127.0.0.1:{port}/", pid=os.getpid())
+    code, out, err = run_cli(["models"], tmp_path, env={"MODELRUN_LOCAL_STATE": str(state)})
+    assert code == 1
+    assert out == ""
+    assert f"connection_error: cannot connect to http://127.0.0.1:{port}/models" in err
+    assert "is the local stack still running?" in err
 
 
 # -- the HTTP client's errors ------------------------------------------------------------------------------------
