@@ -33,6 +33,8 @@ predictor = ChunkPredictor(
     limits=Limits.from_env(),
     pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk"),
 )
+# Fault injection (tests, demos) only where the stack allows it: AllowFaultInjection in template.yaml.
+allow_faults = require_env("ALLOW_FAULT_INJECTION") == "true"
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -40,4 +42,6 @@ predictor = ChunkPredictor(
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     chunk = Chunk.from_event(event, s3)
     logger.append_keys(batch_id=chunk.batch_id, chunk=chunk.index, attempt=chunk.attempt)
+    if allow_faults:
+        chunk.faults.inject(chunk.index, in_recovery=False, remaining_ms=context.get_remaining_time_in_millis)
     return predictor.run(chunk)

@@ -33,6 +33,7 @@ submitter = BatchSubmitter(
     bucket=require_env("IMAGES_BUCKET"),
     state_machine_arn=require_env("STATE_MACHINE_ARN"),
     default_model=require_env("DEFAULT_MODEL"),
+    allow_faults=require_env("ALLOW_FAULT_INJECTION") == "true",
 )
 # A retried submit with the same Idempotency-Key (and the same body) returns the first answer; the same key
 # with another body is refused. Records expire after a day.

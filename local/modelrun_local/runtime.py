@@ -22,6 +22,9 @@ from modelrun_local.template import DEFAULT_TEMPLATE, Template
 log = logging.getLogger("modelrun.local")
 
 STATE_FILE = DEFAULT_TEMPLATE.parent / ".modelrun" / "local.json"
+# Local mode differs from a default deployment in two documented ways: batches may ask for injected faults (to show
+# recovery), and recovery backs off from 1 s instead of 30 s. --parameter-overrides changes either.
+LOCAL_PARAMETERS = {"AllowFaultInjection": "true", "RecoveryBackoffSeconds": "1"}
 MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": True},  # the Docker path is the one modelrun_local.lambdas patches
@@ -56,7 +59,7 @@ class LocalRuntime:
         self._aws_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
         self._aws_server.start()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        template = Template.load(self.template_path, self.parameter_overrides)
+        template = Template.load(self.template_path, {**LOCAL_PARAMETERS, **self.parameter_overrides})
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
         # Functions reach S3 through the local endpoint, so the presigned links they hand out work from outside
         # (AWS_ENDPOINT_URL_S3 is the SDK's own setting; on AWS it is unset).
@@ -72,6 +75,7 @@ class LocalRuntime:
             function_names={name: self.stack.ref(name) for name in template.functions()},
         )
         self.server = GatewayServer(gateway, self.host, self.port).start()
+        self.stack.start_pollers()
         return self
 
     @property
@@ -103,6 +107,8 @@ class LocalRuntime:
         return path
 
     def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop_pollers()
         if self.server is not None:
             self.server.stop()
             self.server = None

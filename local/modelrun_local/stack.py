@@ -21,7 +21,8 @@ from typing import Any
 import boto3
 
 from modelrun_local.lambdas import Dispatcher, LocalFunction, lambda_runtime_environment
-from modelrun_local.template import Resolver, Template
+from modelrun_local.sqs import SqsPoller
+from modelrun_local.template import Resolver, Template, creation_order
 
 log = logging.getLogger("modelrun.local")
 
@@ -59,6 +60,7 @@ class LocalStack:
     mounts: dict[str, Path] = field(default_factory=dict)
     environment_overrides: dict[str, str] = field(default_factory=dict)
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
+    pollers: list[SqsPoller] = field(default_factory=list)
     resolver: Resolver = field(init=False)
     skipped: list[str] = field(default_factory=list)
 
@@ -86,13 +88,16 @@ class LocalStack:
             "AWS::Serverless::Api": self._api,
         }
         deferred = {"AWS::Serverless::Function", "AWS::Serverless::StateMachine"}
-        for logical_id, resource in self.template.resources.items():
+        # Functions and state machines refer to each other and are named first (below); the rest in dependency order.
+        plain = {name: res for name, res in self.template.resources.items() if res.get("Type") not in deferred}
+        for logical_id in creation_order(plain):
+            resource = plain[logical_id]
             if not self._wanted(resource):
                 continue
             kind = resource["Type"]
             if kind in creators:
                 creators[kind](logical_id, resource.get("Properties", {}))
-            elif kind not in deferred:
+            else:
                 self.skipped.append(f"{logical_id} ({kind})")
         self._role()
         # Names first: functions and state machines refer to each other (a function starts executions, a state
@@ -107,6 +112,8 @@ class LocalStack:
             self._function(logical_id)
         for logical_id in machines:
             self._state_machine(logical_id)
+        for logical_id in functions:
+            self._event_sources(logical_id)
         self.dispatcher.install()
         if self.skipped:
             log.debug("not created locally (no local behaviour needed): %s", ", ".join(self.skipped))
@@ -258,6 +265,37 @@ class LocalStack:
                 memory_mb=int(props.get("MemorySize", 128)),
             )
         )
+
+    def _event_sources(self, logical_id: str) -> None:
+        """SQS events become pollers with Lambda's semantics (``modelrun_local.sqs``), not moto's mapping."""
+        props = self.template.function_properties(logical_id)
+        for event in props.get("Events", {}).values():
+            if event.get("Type") != "SQS":
+                continue
+            event_props = self.resolver.resolve(event["Properties"])
+            queue_arn = str(event_props["Queue"])
+            queue_name = queue_arn.rsplit(":", 1)[-1]
+            sqs = self.client("sqs")
+            self.pollers.append(
+                SqsPoller(
+                    function=self.function(logical_id),
+                    sqs=sqs,
+                    queue_url=sqs.get_queue_url(QueueName=queue_name)["QueueUrl"],
+                    queue_arn=queue_arn,
+                    region=self.region,
+                    batch_size=int(event_props.get("BatchSize", 10)),
+                    report_batch_item_failures="ReportBatchItemFailures"
+                    in event_props.get("FunctionResponseTypes", []),
+                )
+            )
+
+    def start_pollers(self) -> None:
+        for poller in self.pollers:
+            poller.start()
+
+    def stop_pollers(self) -> None:
+        for poller in self.pollers:
+            poller.stop()
 
     @staticmethod
     def _variables(props: Mapping[str, Any]) -> dict[str, Any]:

@@ -186,6 +186,58 @@ class Resolver:
         raise UnsupportedIntrinsic(f"condition {value!r} is not evaluated by the local runtime")
 
 
+def references(value: Any) -> set[str]:
+    """The logical ids and parameters a piece of template refers to (Ref, GetAtt, ${...} in Sub, DependsOn)."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= references(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key == "Ref" and isinstance(item, str):
+                found.add(item)
+            elif key == "Fn::GetAtt":
+                found.add(item[0] if isinstance(item, list) else str(item).split(".", 1)[0])
+            elif key == "Fn::Sub":
+                text = item[0] if isinstance(item, list) else item
+                found |= {name.split(".", 1)[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", str(text))}
+                if isinstance(item, list):
+                    found |= references(item[1])
+            else:
+                found |= references(item)
+    return found
+
+
+def creation_order(resources: dict[str, dict[str, Any]]) -> list[str]:
+    """Logical ids ordered so that each comes after what it refers to, as CloudFormation creates them."""
+    depends = {
+        name: {ref for ref in references(res.get("Properties", {})) | set(_depends_on(res)) if ref in resources}
+        for name, res in resources.items()
+    }
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        if name in visiting:
+            raise ValueError(f"circular reference through {name}")
+        visiting.add(name)
+        for dependency in sorted(depends[name]):
+            visit(dependency)
+        visiting.discard(name)
+        ordered.append(name)
+
+    for name in resources:
+        visit(name)
+    return ordered
+
+
+def _depends_on(resource: dict[str, Any]) -> list[str]:
+    value = resource.get("DependsOn", [])
+    return [value] if isinstance(value, str) else list(value)
+
+
 @dataclass(frozen=True)
 class ApiRoute:
     function: str

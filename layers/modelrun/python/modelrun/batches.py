@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools import Logger
 
-from modelrun.errors import InvalidRequest, ModelrunError, UnknownModel
+from modelrun.errors import Conflict, InvalidRequest, ModelrunError, UnknownModel
+from modelrun.failures import as_transient, is_transient
+from modelrun.faults import Faults
 from modelrun.inference import predict_arrays
 from modelrun.jobs import (
     COMPLETED,
@@ -33,8 +35,9 @@ from modelrun.manifest import (
     ManifestSummary,
     file_keys,
     inline_keys,
+    iter_keys_file,
     prefix_keys,
-    read_chunk_keys,
+    read_chunk_items,
     write_manifest,
 )
 from modelrun.preprocess import Limits, preprocess
@@ -70,6 +73,7 @@ class BatchRequest:
     value: Any
     chunk_size: int
     max_concurrency: int
+    faults: dict[str, Any] | None = None
 
     SOURCES = ("images", "s3_prefix", "manifest")
 
@@ -77,7 +81,7 @@ class BatchRequest:
     def parse(cls, body: Any, limits: BatchLimits) -> BatchRequest:
         if not isinstance(body, dict):
             raise InvalidRequest("the request body must be a JSON object")
-        unknown = sorted(set(body) - {"model", "version", "chunk_size", "max_concurrency", *cls.SOURCES})
+        unknown = sorted(set(body) - {"model", "version", "chunk_size", "max_concurrency", "faults", *cls.SOURCES})
         if unknown:
             raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
         given = [name for name in cls.SOURCES if name in body]
@@ -97,6 +101,7 @@ class BatchRequest:
             value=value,
             chunk_size=_bounded_int(body, "chunk_size", limits.default_chunk_size, limits.max_chunk_size),
             max_concurrency=_bounded_int(body, "max_concurrency", limits.default_concurrency, limits.max_concurrency),
+            faults=body.get("faults"),
         )
 
 
@@ -120,6 +125,7 @@ class BatchSubmitter:
     state_machine_arn: str
     default_model: str
     limits: BatchLimits = field(default_factory=BatchLimits)
+    allow_faults: bool = False
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
         if request.source == "images":
@@ -132,6 +138,7 @@ class BatchSubmitter:
         """Register the job, write its manifest, start its execution (named by the batch id)."""
         model = request.model or self.default_model
         version = resolve_version(self.registry, model, request.version)
+        faults = Faults.parse(request.faults, allowed=self.allow_faults)
         batch_id = new_batch_id()
         summary = write_manifest(
             self.s3,
@@ -152,70 +159,110 @@ class BatchSubmitter:
                 "max_concurrency": request.max_concurrency,
                 "manifest_key": summary.key,
                 "source": {request.source: request.value if request.source != "images" else "inline"},
+                "keys_object": summary.keys_key,
                 "attempt": 1,
+                "faults": faults.to_dict(),
             }
         )
-        execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, attempt=1)
+        execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, 1, faults)
         logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
         return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
 
     def start(
-        self, batch_id: str, model: str, version: str, manifest: ManifestSummary, concurrency: int, *, attempt: int
+        self,
+        batch_id: str,
+        model: str,
+        version: str,
+        manifest: ManifestSummary,
+        concurrency: int,
+        attempt: int,
+        faults: Faults,
     ) -> str:
-        execution_input = {
-            "batch_id": batch_id,
-            "model": model,
-            "version": version,
-            "bucket": self.bucket,
-            "manifest": {"bucket": manifest.bucket, "key": manifest.key},
-            "keys_object": manifest.keys_key,
-            "max_concurrency": concurrency,
-            "attempt": attempt,
-        }
-        name = batch_id if attempt == 1 else f"{batch_id}-a{attempt}"
-        started = self.sfn.start_execution(
-            stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(execution_input)
+        return start_execution(
+            self.sfn,
+            self.store,
+            self.state_machine_arn,
+            batch_id,
+            model,
+            version,
+            manifest,
+            concurrency,
+            attempt,
+            faults,
         )
-        arn: str = started["executionArn"]
-        self.store.update(batch_id, execution_arn=arn)
-        return arn
+
+
+def start_execution(
+    sfn: Any,
+    store: JobStore,
+    state_machine_arn: str,
+    batch_id: str,
+    model: str,
+    version: str,
+    manifest: ManifestSummary,
+    concurrency: int,
+    attempt: int,
+    faults: Faults,
+) -> str:
+    """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on)."""
+    execution_input = {
+        "batch_id": batch_id,
+        "model": model,
+        "version": version,
+        "bucket": manifest.bucket,
+        "manifest": {"bucket": manifest.bucket, "key": manifest.key},
+        "keys_object": manifest.keys_key,
+        "max_concurrency": concurrency,
+        "attempt": attempt,
+        "faults": faults.to_dict(),
+    }
+    name = batch_id if attempt == 1 else f"{batch_id}-a{attempt}"
+    started = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))
+    arn: str = started["executionArn"]
+    store.update(batch_id, execution_arn=arn)
+    return arn
 
 
 # -- one chunk ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Chunk:
-    """One iteration of the Map: a run of consecutive items of a batch, with their image keys."""
+    """One iteration of the Map: some items of a batch, with their image keys."""
 
     batch_id: str
     index: int
-    first_item: int
-    keys: list[str]
+    items: list[tuple[int, str]]
     bucket: str
     model: str
     version: str
     attempt: int = 1
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _, key in self.items]
 
     @classmethod
     def from_event(cls, event: dict[str, Any], s3: Any) -> Chunk:
         """The chunk a Map iteration (or a dead-letter message) describes, its keys read from the keys file."""
         chunk = event["chunk"]
-        keys = read_chunk_keys(
+        items = read_chunk_items(
             s3,
             event["bucket"],
             event["keys_object"],
             offset=int(chunk["offset"]),
             length=int(chunk["length"]),
             count=int(chunk["count"]),
+            first_item=int(chunk["first_item"]),
         )
         return cls(
             batch_id=event["batch_id"],
             index=int(chunk["index"]),
-            first_item=int(chunk["first_item"]),
-            keys=keys,
+            items=items,
             bucket=event["bucket"],
             model=event["model"],
             version=str(event["version"]),
             attempt=int(event.get("attempt", 1)),
+            faults=Faults.from_event(event),
         )
 
 
@@ -238,13 +285,16 @@ class ChunkPredictor:
             if exc.status >= 500:
                 raise
             return exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise as_transient(exc, f"reading s3://{bucket}/{key}") from exc
+            raise
 
-    def run(self, chunk: Chunk, only: set[str] | None = None) -> dict[str, Any]:
+    def run(self, chunk: Chunk, only: set[int] | None = None) -> dict[str, Any]:
+        """Predict the chunk (or only the given items of it) and record each image's outcome once."""
         started = time.perf_counter()
         model = self.registry.get(chunk.model, chunk.version)
-        items = [(chunk.first_item + offset, key) for offset, key in enumerate(chunk.keys)]
-        if only is not None:
-            items = [(item, key) for item, key in items if key in only]
+        items = chunk.items if only is None else [(item, key) for item, key in chunk.items if item in only]
         prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk.bucket, entry[1]), items))
         good = [(entry, array) for entry, array in zip(items, prepared, strict=True) if isinstance(array, np.ndarray)]
         predictions = predict_arrays(model, [array for _, array in good]) if good else []
@@ -266,10 +316,16 @@ class ChunkPredictor:
             for (item, key), error in zip(items, prepared, strict=True)
             if isinstance(error, ModelrunError)
         ]
-        deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
-        predicted = sum(delta[0] for delta in deltas)
-        failed = sum(delta[1] for delta in deltas)
-        self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+        try:
+            deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
+            predicted = sum(delta[0] for delta in deltas)
+            failed = sum(delta[1] for delta in deltas)
+            self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+        except Exception as exc:
+            # Outcomes already written stay (the next try skips them); the counters are reconciled at close.
+            if is_transient(exc):
+                raise as_transient(exc, f"recording chunk {chunk.index} of {chunk.batch_id}") from exc
+            raise
         summary = {
             "batch_id": chunk.batch_id,
             "chunk": chunk.index,
@@ -315,7 +371,13 @@ class BatchCloser:
     bucket: str
     on_closed: Callable[[dict[str, Any]], None] | None = None
 
-    def try_close(self, batch_id: str) -> dict[str, Any]:
+    def try_close(self, batch_id: str, *, map_done: bool = True) -> dict[str, Any]:
+        """Recount the job from its items and close it if every image has an outcome.
+
+        ``map_done``: the caller is the state machine after its Map (``finalize``), so missing outcomes mean chunks
+        are with recovery: the job becomes RECOVERING. ``recover`` calls with False and never changes the status
+        of a job whose Map may still be running.
+        """
         job = self.store.get(batch_id)
         if job["status"] in TERMINAL:
             return {"batch_id": batch_id, "status": job["status"], "closed": False}
@@ -323,9 +385,10 @@ class BatchCloser:
         predicted, failed = counts.get(PREDICTED, 0), counts.get(FAILED_OUTCOME, 0)
         pending = int(job["total"]) - predicted - failed
         if pending > 0:
-            self.store.update(batch_id, status=RECOVERING, predicted=predicted, failed=failed, updated_at=now_iso())
-            logger.info("batch waits for recovery", batch_id=batch_id, pending=pending)
-            return {"batch_id": batch_id, "status": RECOVERING, "pending": pending, "closed": False}
+            status = RECOVERING if map_done else job["status"]
+            self.store.update(batch_id, status=status, predicted=predicted, failed=failed, updated_at=now_iso())
+            logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
+            return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
         key = self.write_results(batch_id, int(job.get("attempt", 1)))
         status = final_status(predicted, failed)
         closed = self.store.close(
@@ -351,3 +414,75 @@ class BatchCloser:
             spool.seek(0)
             self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
         return key
+
+
+# -- another attempt --------------------------------------------------------------------------------------------
+RETRYABLE = frozenset({COMPLETED_WITH_ERRORS, FAILED, RECOVERING})
+
+
+def items_to_retry(store: JobStore, s3: Any, bucket: str, job: dict[str, Any]) -> Iterator[tuple[int, str]]:
+    """Every item of the batch with no outcome or a failed one, in item order, streamed: the keys file and the
+    outcomes (both sorted by item) are merged without holding either."""
+    outcomes = store.iter_outcomes(job["batch_id"])
+    current = next(outcomes, None)
+    for item, key in iter_keys_file(s3, bucket, job["keys_object"]):
+        while current is not None and int(current["item"]) < item:
+            current = next(outcomes, None)
+        if current is None or int(current["item"]) != item or current["status"] == FAILED_OUTCOME:
+            yield item, key
+
+
+@dataclass
+class BatchRetrier:
+    """POST /batches/{id}/retry: run the failed and missing images again as a new attempt of the same batch."""
+
+    store: JobStore
+    s3: Any
+    sfn: Any
+    bucket: str
+    state_machine_arn: str
+    limits: BatchLimits = field(default_factory=BatchLimits)
+
+    def retry(self, batch_id: str) -> dict[str, Any]:
+        job = self.store.get(batch_id)
+        if job["status"] not in RETRYABLE:
+            raise Conflict(
+                f"batch {batch_id} is {job['status']}: only a batch that ended with failures "
+                f"or waits for recovery ({', '.join(sorted(RETRYABLE))}) can be retried",
+                status=job["status"],
+            )
+        attempt = int(job.get("attempt", 1)) + 1
+        try:
+            summary = write_manifest(
+                self.s3,
+                items_to_retry(self.store, self.s3, self.bucket, job),
+                bucket=self.bucket,
+                batch_id=batch_id,
+                chunk_size=int(job.get("chunk_size", self.limits.default_chunk_size)),
+                max_images=self.limits.max_images,
+                attempt=attempt,
+            )
+        except InvalidRequest as exc:
+            raise Conflict(f"batch {batch_id} has no failed or missing images to retry", status=job["status"]) from exc
+        self.store.update(batch_id, status="QUEUED", attempt=attempt, retried=summary.total, updated_at=now_iso())
+        concurrency = int(job.get("max_concurrency", self.limits.default_concurrency))
+        execution_arn = start_execution(
+            self.sfn,
+            self.store,
+            self.state_machine_arn,
+            batch_id,
+            job["model"],
+            str(job["version"]),
+            summary,
+            concurrency,
+            attempt,
+            Faults.from_event(job),
+        )
+        logger.info("batch retried", batch_id=batch_id, attempt=attempt, images=summary.total)
+        return {
+            "batch_id": batch_id,
+            "status": "QUEUED",
+            "attempt": attempt,
+            "retried": summary.total,
+            "execution_arn": execution_arn,
+        }

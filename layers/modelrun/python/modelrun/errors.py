@@ -87,3 +87,14 @@ class TransientFailure(ModelrunError):
 
     code = "transient_failure"
     status = 503
+
+
+class Conflict(ModelrunError):
+    """The request is valid but the resource is not in a state that allows it (say why and what to do)."""
+
+    code = "conflict"
+    status = 409
+
+
+class FaultsNotAllowed(InvalidRequest):
+    code = "faults_not_allowed"

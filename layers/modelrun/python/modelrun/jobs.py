@@ -167,6 +167,14 @@ class JobStore:
             ExpressionAttributeValues={":p": predicted, ":f": failed, ":now": now_iso()},
         )
 
+    def note_parked(self, batch_id: str, entry: dict[str, Any]) -> None:
+        """Record on the job that one of its chunks went to the parking queue (the job document shows it)."""
+        self.jobs.update_item(
+            Key={"batch_id": batch_id},
+            UpdateExpression="SET parked = list_append(if_not_exists(parked, :empty), :entry), updated_at = :now",
+            ExpressionAttributeValues={":entry": [dynamo(entry)], ":empty": [], ":now": now_iso()},
+        )
+
     def close(self, batch_id: str, status: str, **fields: Any) -> bool:
         """Move a job to a terminal status once; False when another writer closed it first."""
         names = {"#status": "status", **{f"#{name}": name for name in fields}}

@@ -122,8 +122,10 @@ class ChunkWriter:
         self._chunk_count = 0
         self.manifest_out.write(b"[")
 
-    def add(self, key: str) -> None:
-        line = json.dumps(key, ensure_ascii=False).encode("utf-8") + b"\n"
+    def add(self, key: str, item: int | None = None) -> None:
+        """Append a key; with ``item``, the line names its item number (a retry's sparse list)."""
+        entry: Any = key if item is None else [item, key]
+        line = json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n"
         if self._chunk_count >= self.chunk_size:
             self._flush()
         self.keys_out.write(line)
@@ -153,34 +155,63 @@ class ChunkWriter:
 
 
 def write_manifest(
-    s3: Any, keys: Iterable[str], *, bucket: str, batch_id: str, chunk_size: int, max_images: int
+    s3: Any,
+    keys: Iterable[str] | Iterable[str | tuple[int, str]],
+    *,
+    bucket: str,
+    batch_id: str,
+    chunk_size: int,
+    max_images: int,
+    attempt: int = 1,
 ) -> ManifestSummary:
     """Stream ``keys`` into the keys file and the chunk manifest on S3; refuses an empty batch and one over
-    ``max_images``."""
+    ``max_images``. Attempt 1 takes keys; a later attempt (a retry) takes (item, key) pairs."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    names = (
+        keys_key(batch_id).replace(".jsonl", f"{suffix}.jsonl"),
+        manifest_key(batch_id).replace(".json", f"{suffix}.json"),
+    )
     with tempfile.TemporaryFile("w+b") as keys_file, tempfile.TemporaryFile("w+b") as manifest_file:
         writer = ChunkWriter(keys_file, manifest_file, chunk_size)
-        for count, image_key in enumerate(keys, start=1):
+        for count, entry in enumerate(keys, start=1):
             if count > max_images:
                 raise InvalidRequest(f"a batch holds at most {max_images} images: split the list")
-            writer.add(image_key)
+            if isinstance(entry, str):
+                writer.add(entry)
+            else:
+                item, image_key = entry
+                writer.add(image_key, item=item)
         writer.close()
         if writer.total == 0:
             raise InvalidRequest("the batch names no images: check the list, prefix or manifest file")
         for spool, key, content_type in (
-            (keys_file, keys_key(batch_id), "application/x-ndjson"),
-            (manifest_file, manifest_key(batch_id), "application/json"),
+            (keys_file, names[0], "application/x-ndjson"),
+            (manifest_file, names[1], "application/json"),
         ):
             spool.seek(0)
             s3.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": content_type})
-    return ManifestSummary(
-        bucket=bucket, key=manifest_key(batch_id), keys_key=keys_key(batch_id), total=writer.total, chunks=writer.chunks
-    )
+    return ManifestSummary(bucket=bucket, key=names[1], keys_key=names[0], total=writer.total, chunks=writer.chunks)
 
 
-def read_chunk_keys(s3: Any, bucket: str, keys_object: str, *, offset: int, length: int, count: int) -> list[str]:
-    """One chunk's keys: a ranged GET of its lines of the keys file."""
+def read_chunk_items(
+    s3: Any, bucket: str, keys_object: str, *, offset: int, length: int, count: int, first_item: int
+) -> list[tuple[int, str]]:
+    """One chunk's (item, key) pairs: a ranged GET of its lines of the keys file.
+
+    A line is a key (its item number follows from the chunk's first item) or ``[item, key]`` (a retry's keys file,
+    which lists only the items to run again)."""
     body = s3.get_object(Bucket=bucket, Key=keys_object, Range=f"bytes={offset}-{offset + length - 1}")["Body"]
-    keys = [json.loads(line) for line in body.read().decode("utf-8").splitlines() if line]
-    if len(keys) != count:
-        raise ValueError(f"chunk at bytes {offset}+{length} of {keys_object} has {len(keys)} keys, expected {count}")
-    return keys
+    lines = [json.loads(line) for line in body.read().decode("utf-8").splitlines() if line]
+    if len(lines) != count:
+        raise ValueError(f"chunk at bytes {offset}+{length} of {keys_object} has {len(lines)} keys, expected {count}")
+    return [
+        (int(line[0]), str(line[1])) if isinstance(line, list) else (first_item + position, str(line))
+        for position, line in enumerate(lines)
+    ]
+
+
+def iter_keys_file(s3: Any, bucket: str, keys_object: str) -> Iterator[tuple[int, str]]:
+    """Every (item, key) of a batch's first keys file, streamed."""
+    body = s3.get_object(Bucket=bucket, Key=keys_object)["Body"]
+    for item, line in enumerate(body.iter_lines()):
+        yield item, json.loads(line)
