@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.api import create_resolver, parse_image_request
@@ -20,6 +20,7 @@ from modelrun.storage import ImageStore
 
 logger = Logger()
 tracer = Tracer()
+metrics = Metrics()
 app = create_resolver()
 
 # Cold start: validate every model description and load the default model once, so a broken model or a
@@ -45,9 +46,8 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     if request.ref is not None:
         image = images.read(request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes)
     result = predictor.predict(image, model=request.model, version=request.version)
-    # Flushed at once with its own per-model dimension, so nothing sticks to a warm container's metric set.
-    with single_metric(name="Predictions", unit=MetricUnit.Count, value=1) as metric:
-        metric.add_dimension(name="model", value=result["model"])
+    metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+    metrics.add_metadata(key="model", value=f"{result['model']}/{result['version']}")
     logger.info("prediction made", model=result["model"], version=result["version"], label=result["label"])
     return result, 200
 
@@ -68,5 +68,8 @@ def get_model(name: str) -> dict[str, Any]:
 
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # Every request counts, so the metric set is never empty (errors and the catalogue included).
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     return app.resolve(event, context)

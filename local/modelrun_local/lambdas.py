@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,9 @@ class LocalFunction:
     memory_mb: int
     max_sandboxes: int = 16
     _idle: list[Sandbox] = field(default_factory=list)
+    # What happened to this function's invocations (tests and benchmarks read these).
+    invocations: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
     _created: int = 0  # live sandboxes, bounded by max_sandboxes
     _numbered: int = 0
     _lock: threading.Condition = field(default_factory=threading.Condition)
@@ -133,9 +137,15 @@ class LocalFunction:
                 self._created -= 1
             self._lock.notify()
 
+    def _count_error(self, error_type: str) -> None:
+        with self._lock:
+            self.errors[error_type] += 1
+
     def invoke(self, event: Any) -> Invocation:
         """Run one invocation on an idle (or new) sandbox, honouring the function's timeout."""
         sandbox = self._acquire()
+        with self._lock:
+            self.invocations += 1
         started = time.perf_counter()
         outcome: dict[str, Any] = {}
         context = LambdaContext(
@@ -170,6 +180,7 @@ class LocalFunction:
             # Lambda would freeze and discard this environment; the thread finishes on its own and the sandbox
             # is never reused.
             self._release(sandbox, healthy=False)
+            self._count_error("Sandbox.Timedout")
             message = f"Task timed out after {self.timeout:.2f} seconds"
             log.warning("%s: %s", self.logical_id, message)
             return Invocation(error_payload("Sandbox.Timedout", message), "Sandbox.Timedout", duration_ms)
@@ -179,6 +190,7 @@ class LocalFunction:
             self._release(sandbox, healthy=not initialising)
             error_type = "Runtime.ImportModuleError" if initialising and isinstance(exc, ImportError) else None
             error_type = error_type or type(exc).__name__
+            self._count_error(error_type)
             log.error("%s failed (%s): %s", self.logical_id, error_type, exc)
             payload = error_payload(error_type, str(exc), [line.rstrip() for line in outcome["trace"]])
             return Invocation(payload, error_type, duration_ms)

@@ -92,7 +92,8 @@ class LocalRuntime:
     def outputs(self) -> dict[str, str]:
         """What a client needs, as the deployed stack's Outputs give it."""
         assert self.stack is not None
-        outputs = {"ApiUrl": self.url + "/", "ApiKey": self.api_key, "Region": self.region}
+        stage = self.stack.template.parameters.get("StageName", "v1")
+        outputs = {"ApiUrl": f"{self.url}/{stage}/", "ApiKey": self.api_key, "Region": self.region}
         outputs["AwsEndpoint"] = self.aws_endpoint
         for name, output in self.stack.template.data.get("Outputs", {}).items():
             value = output.get("Value")

@@ -43,7 +43,12 @@ def stack(models_dir: Path) -> Iterator[LocalRuntime]:
         aws_port=0,
         api_key=API_KEY,
         models_dir=models_dir,
-        parameter_overrides={"MaxImageBytes": str(MAX_IMAGE_BYTES), "MaxImagePixels": str(MAX_IMAGE_PIXELS)},
+        parameter_overrides={
+            "MaxImageBytes": str(MAX_IMAGE_BYTES),
+            "MaxImagePixels": str(MAX_IMAGE_PIXELS),
+            # Recovery retries at once: the backoff itself is unit-tested, here it would only add waiting.
+            "RecoveryBackoffSeconds": "0",
+        },
     ).start()
     try:
         yield runtime
