@@ -42,6 +42,8 @@ def retry_batch(batch_id: str) -> tuple[dict[str, Any], int]:
 @tracer.capture_method
 def reconcile_batch(batch_id: str) -> dict[str, Any]:
     """Recount the job from its items, correct its counters, and close it if every image has an outcome."""
+    store.get(batch_id)  # 404 for an unknown batch
+    store.reconcile(batch_id)
     closer.try_close(batch_id, map_done=False)
     return job_document(store.get(batch_id), batch_links(app.current_event, batch_id))
 

@@ -241,6 +241,12 @@ class JobStore:
             if not start:
                 return
 
+    def reconcile(self, batch_id: str) -> dict[str, int]:
+        """Set the job's counters to what its items say (they only drift if a writer died between two writes)."""
+        counts = self.recount(batch_id)
+        self.update(batch_id, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME], updated_at=now_iso())
+        return counts
+
     def recount(self, batch_id: str) -> dict[str, int]:
         """Exact counts from the items themselves (the reconciliation check)."""
         counts = {PREDICTED: 0, FAILED_OUTCOME: 0}

@@ -94,6 +94,8 @@ class Recoverer:
             )
             if last_try:
                 self.exhaust(chunk, message, exc)
+                # Visible again at once, so SQS moves it to the parking queue now, not after the visibility timeout.
+                self.delay(message, seconds=0)
             else:
                 self.delay(message)
             raise
@@ -162,9 +164,10 @@ class Recoverer:
         predicted, failed = self.store.record_outcome(chunk.batch_id, outcome)
         self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
 
-    def delay(self, message: DeadLetter) -> None:
+    def delay(self, message: DeadLetter, seconds: int | None = None) -> None:
         """Hand the message back with a backoff that grows with its receive count."""
-        seconds = backoff_seconds(message.receive_count, self.backoff_base_s)
+        if seconds is None:
+            seconds = backoff_seconds(message.receive_count, self.backoff_base_s)
         self.sqs.change_message_visibility(
             QueueUrl=self.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
         )
