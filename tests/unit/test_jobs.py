@@ -198,6 +198,26 @@ def test_adding_nothing_leaves_the_job_untouched(store: JobStore) -> None:
     assert store.get(BATCH) == before
 
 
+# --- note_parked --------------------------------------------------------------------------------------------
+
+
+def test_parked_chunks_are_appended_to_the_job_in_order_and_shown_in_its_document(store: JobStore) -> None:
+    # given a job
+    new_job(store)
+
+    # when two of its chunks are parked, one entry with a float
+    store.note_parked(BATCH, {"chunk": 3, "reason": "retries_exhausted", "waited_s": 1.5})
+    store.note_parked(BATCH, {"chunk": 7, "reason": "retries_exhausted"})
+
+    # then the job lists both, oldest first, and its document shows them
+    parked = store.get(BATCH)["parked"]
+    assert parked == [
+        {"chunk": 3, "reason": "retries_exhausted", "waited_s": 1.5},
+        {"chunk": 7, "reason": "retries_exhausted"},
+    ]
+    assert job_document(store.get(BATCH), {})["parked"] == parked
+
+
 # --- close --------------------------------------------------------------------------------------------------
 
 
