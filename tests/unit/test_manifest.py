@@ -25,8 +25,8 @@ from modelrun.manifest import (
 from tests.batchfixtures import BUCKET, BatchAws, batch_aws
 
 BATCH = "b-20250101T000000-0123456789ab"
-KEYS_OBJECT = f"batches/{BATCH}/keys.jsonl"
-MANIFEST_OBJECT = f"batches/{BATCH}/manifest.json"
+KEYS_OBJECT = f"jobs/{BATCH}/keys.jsonl"
+MANIFEST_OBJECT = f"jobs/{BATCH}/manifest.json"
 
 ODD_KEYS = [
     "uploads/plain.png",
@@ -199,12 +199,6 @@ def test_every_chunk_reads_back_exactly_its_own_items_whatever_the_characters(aw
     assert [pair for items in chunks for pair in items] == list(enumerate(ODD_KEYS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_chunk_items splits the ranged chunk with str.splitlines(), which also breaks lines at U+2028, "
-    "U+2029 and U+0085; ChunkWriter's json.dumps(ensure_ascii=False) leaves those characters unescaped, so a valid "
-    "S3 key containing one is cut in two and json.loads raises JSONDecodeError instead of returning the key",
-)
 @pytest.mark.parametrize(
     "odd", ["\u2028", "\u2029", "\x85"], ids=["line-separator", "paragraph-separator", "next-line"]
 )
@@ -258,7 +252,7 @@ def test_a_later_attempts_manifest_is_written_beside_the_first_under_its_attempt
     )
 
     # then it has its own two objects and leaves the first attempt's alone
-    assert (summary.keys_key, summary.key) == (f"batches/{BATCH}/keys-2.jsonl", f"batches/{BATCH}/manifest-2.json")
+    assert (summary.keys_key, summary.key) == (f"jobs/{BATCH}/keys-2.jsonl", f"jobs/{BATCH}/manifest-2.json")
     assert (summary.total, summary.chunks) == (2, 1)
     assert sorted(aws.object_keys()) == sorted([KEYS_OBJECT, MANIFEST_OBJECT, summary.keys_key, summary.key])
     assert [json.loads(line) for line in aws.text(KEYS_OBJECT).splitlines()] == names(5)
@@ -298,16 +292,10 @@ def test_a_key_of_the_maximum_length_is_accepted() -> None:
 def test_a_key_over_the_maximum_length_is_refused_naming_where_it_came_from() -> None:
     # given a key of 1,025 characters
     # when it is checked, then the error names the place and the limit
-    with pytest.raises(InvalidRequest, match=r"^images\[7\]: an S3 key is at most 1024 characters$"):
+    with pytest.raises(InvalidRequest, match=r"^images\[7\]: an S3 key is at most 1024 bytes of UTF-8$"):
         check_key("k" * (MAX_KEY_LENGTH + 1), "images[7]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_key measures len(key) in characters, but S3 limits a key to 1,024 bytes of its UTF-8 encoding: "
-    "600 'é' (1,200 bytes) pass the check although no S3 object can have that key, so the batch accepts it and the "
-    "image fails later instead of the request being refused up front",
-)
 def test_a_key_over_1024_bytes_of_utf8_is_refused_even_under_1024_characters() -> None:
     # given a key of 600 two-byte characters
     key = "é" * 600
@@ -433,11 +421,6 @@ def test_a_line_that_is_not_json_is_refused_naming_the_file_and_line(aws: BatchA
         keys_from(aws, "lists/batch.jsonl", content)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="file_keys decodes lines with codecs.iterdecode, which drops lines that decode to an empty string, so "
-    "_jsonl_keys never sees blank lines and numbers the lines after them too low (here 'line 3' for line 5)",
-)
 def test_a_bad_line_after_blank_lines_is_named_by_its_line_in_the_file(aws: BatchAws) -> None:
     # given a bad fifth line after two blank lines
     content = '"a.png"\n\n\n"b.png"\nc.png\n'

@@ -1,7 +1,7 @@
 """The list of images of a batch, streamed from where the user keeps it into two objects on S3.
 
 A batch's images come from an inline list, every object under an S3 prefix, or a JSON-lines/CSV file on S3.
-Whatever the source, keys flow one at a time into ``batches/{batch_id}/keys.jsonl`` (one JSON string per line,
+Whatever the source, keys flow one at a time into ``jobs/{batch_id}/keys.jsonl`` (one JSON string per line,
 line *n* is item *n*) while chunk boundaries are noted as byte ranges of that file. ``manifest.json`` is the list
 of chunk descriptors ``{"index", "first_item", "count", "offset", "length"}`` that the state machine's Distributed
 Map reads with ``ItemReader``; each iteration fetches its own keys with a ranged GET.
@@ -13,7 +13,6 @@ dozen bytes whatever the keys), in the dead-letter queue's messages, and in the 
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import tempfile
@@ -31,18 +30,18 @@ KEYS_NAME = "keys.jsonl"
 
 
 def manifest_key(batch_id: str) -> str:
-    return f"batches/{batch_id}/{MANIFEST_NAME}"
+    return f"jobs/{batch_id}/{MANIFEST_NAME}"
 
 
 def keys_key(batch_id: str) -> str:
-    return f"batches/{batch_id}/{KEYS_NAME}"
+    return f"jobs/{batch_id}/{KEYS_NAME}"
 
 
 def check_key(key: Any, where: str) -> str:
     if not isinstance(key, str) or not key.strip():
         raise InvalidRequest(f"{where}: an image key must be a non-empty string, got {key!r}")
-    if len(key) > MAX_KEY_LENGTH:
-        raise InvalidRequest(f"{where}: an S3 key is at most {MAX_KEY_LENGTH} characters")
+    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+        raise InvalidRequest(f"{where}: an S3 key is at most {MAX_KEY_LENGTH} bytes of UTF-8")
     return key
 
 
@@ -71,11 +70,18 @@ def file_keys(s3: Any, bucket: str, key: str) -> Iterator[str]:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
             raise ImageNotFound(f"no manifest file s3://{bucket}/{key}") from exc
         raise
-    lines = (line for line in codecs.iterdecode(body.iter_lines(), "utf-8-sig"))
+    lines = _decoded_lines(body.iter_lines())
     if key.lower().endswith(".csv"):
         yield from _csv_keys(lines, key)
     else:
         yield from _jsonl_keys(lines, key)
+
+
+def _decoded_lines(raw: Iterable[bytes]) -> Iterator[str]:
+    """Each line as text, blank ones included (so errors can name the line), a UTF-8 byte-order mark dropped."""
+    for number, line in enumerate(raw):
+        text = line.decode("utf-8")
+        yield text.removeprefix("\ufeff") if number == 0 else text
 
 
 def _jsonl_keys(lines: Iterable[str], source: str) -> Iterator[str]:
@@ -201,7 +207,8 @@ def read_chunk_items(
     A line is a key (its item number follows from the chunk's first item) or ``[item, key]`` (a retry's keys file,
     which lists only the items to run again)."""
     body = s3.get_object(Bucket=bucket, Key=keys_object, Range=f"bytes={offset}-{offset + length - 1}")["Body"]
-    lines = [json.loads(line) for line in body.read().decode("utf-8").splitlines() if line]
+    # Split on "\n" only: str.splitlines() would also break at U+2028, U+2029 and U+0085, which JSON leaves raw.
+    lines = [json.loads(line) for line in body.read().decode("utf-8").split("\n") if line]
     if len(lines) != count:
         raise ValueError(f"chunk at bytes {offset}+{length} of {keys_object} has {len(lines)} keys, expected {count}")
     return [
