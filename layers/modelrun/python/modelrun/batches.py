@@ -311,11 +311,25 @@ class ChunkPredictor:
             )
             for ((item, key), _), prediction in zip(good, predictions, strict=True)
         ]
-        outcomes += [
+        failures = [
             failure_outcome(item, key, chunk, error)
             for (item, key), error in zip(items, prepared, strict=True)
             if isinstance(error, ModelrunError)
         ]
+        for failure in failures:
+            logger.info(
+                "image failed",
+                extra={
+                    "batch_id": chunk.batch_id,
+                    "key": failure.key,
+                    "item": failure.item,
+                    "chunk": chunk.index,
+                    "attempt": chunk.attempt,
+                    "code": failure.error_code,
+                    "kind": "permanent",
+                },
+            )
+        outcomes += failures
         try:
             deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
             predicted = sum(delta[0] for delta in deltas)
