@@ -313,8 +313,8 @@ def test_a_submitted_batch_is_a_queued_job_with_its_totals(submitter: BatchSubmi
     assert (job["total"], job["chunk_count"], job["chunk_size"], job["max_concurrency"]) == (5, 3, 2, 3)
     assert (job["predicted"], job["failed"]) == (0, 0)
     assert job["source"] == {"images": "inline"}
-    assert job["manifest_key"] == f"batches/{submitted['batch_id']}/manifest.json"
-    assert job["keys_object"] == f"batches/{submitted['batch_id']}/keys.jsonl"
+    assert job["manifest_key"] == f"jobs/{submitted['batch_id']}/manifest.json"
+    assert job["keys_object"] == f"jobs/{submitted['batch_id']}/keys.jsonl"
     assert job["execution_arn"] == submitted["execution_arn"]
 
 
@@ -337,9 +337,9 @@ def test_a_submitted_batch_has_its_keys_file_and_manifest_written(submitter: Bat
     batch_id = submitter.submit(parse(images=keys, chunk_size=2))["batch_id"]
 
     # then the keys file lists them in order and the manifest has two chunks
-    lines = aws.text(f"batches/{batch_id}/keys.jsonl").splitlines()
+    lines = aws.text(f"jobs/{batch_id}/keys.jsonl").splitlines()
     assert [json.loads(line) for line in lines] == keys
-    chunks = json.loads(aws.text(f"batches/{batch_id}/manifest.json"))
+    chunks = json.loads(aws.text(f"jobs/{batch_id}/manifest.json"))
     assert [(chunk["index"], chunk["first_item"], chunk["count"]) for chunk in chunks] == [(0, 0, 2), (1, 2, 1)]
 
 
@@ -360,8 +360,8 @@ def test_a_submitted_batch_starts_an_execution_named_by_its_id_with_the_document
         "model": "digits",
         "version": "1",
         "bucket": BUCKET,
-        "manifest": {"bucket": BUCKET, "key": f"batches/{batch_id}/manifest.json"},
-        "keys_object": f"batches/{batch_id}/keys.jsonl",
+        "manifest": {"bucket": BUCKET, "key": f"jobs/{batch_id}/manifest.json"},
+        "keys_object": f"jobs/{batch_id}/keys.jsonl",
         "max_concurrency": 7,
         "attempt": 1,
         "faults": {"transient_rate": 0.0, "timeout_rate": 0.0, "fail_chunks": []},
@@ -442,13 +442,13 @@ def test_a_chunk_event_reads_its_keys_from_the_keys_file(submitter: BatchSubmitt
     # given a submitted batch of five in chunks of two
     keys = [f"uploads/{number}.png" for number in range(5)]
     batch_id = submitter.submit(parse(images=keys, chunk_size=2))["batch_id"]
-    second = json.loads(aws.text(f"batches/{batch_id}/manifest.json"))[1]
+    second = json.loads(aws.text(f"jobs/{batch_id}/manifest.json"))[1]
 
     # when the Map iteration of its second chunk arrives (numbers as the state machine passes them)
     event = {
         "batch_id": batch_id,
         "bucket": BUCKET,
-        "keys_object": f"batches/{batch_id}/keys.jsonl",
+        "keys_object": f"jobs/{batch_id}/keys.jsonl",
         "model": "digits",
         "version": 1,
         "chunk": second,
@@ -804,6 +804,32 @@ def test_closing_calls_back_once_with_the_closed_job(aws: BatchAws) -> None:
     # then the callback ran once, with the job as stored after closing
     assert [(job["batch_id"], job["status"]) for job in notified] == [(BATCH, COMPLETED)]
     assert notified[0]["results_key"] == f"results/{BATCH}/results-1.jsonl"
+
+
+class FinalizeAndRecoverRace(JobStore):
+    """A store on which another closer closes the job right after this one has recounted it."""
+
+    def recount(self, batch_id: str) -> dict[str, int]:
+        counts = super().recount(batch_id)
+        assert self.close(batch_id, COMPLETED, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME])
+        return counts
+
+
+def test_a_closer_that_loses_the_race_reports_closed_false_and_does_not_call_back(aws: BatchAws) -> None:
+    # given a finished job, and another closer that closes it while this one is between its recount and its close
+    notified: list[dict[str, Any]] = []
+    racing = FinalizeAndRecoverRace(aws.jobs, aws.items)
+    closer = BatchCloser(store=racing, s3=aws.s3, bucket=BUCKET, on_closed=notified.append)
+    new_job(aws.store, total=1)
+    record(aws.store, 0)
+
+    # when this closer tries to close it
+    result = closer.try_close(BATCH)
+
+    # then it reports that it did not close it, and nobody is told twice
+    assert result["closed"] is False
+    assert notified == []
+    assert aws.store.get(BATCH)["status"] == COMPLETED
 
 
 def test_closing_an_unknown_batch_is_not_found(closer: BatchCloser) -> None:
