@@ -493,24 +493,12 @@ def test_an_upper_case_csv_extension_is_read_as_csv(aws: BatchAws) -> None:
     assert keys_from(aws, "lists/BATCH.CSV", "key\na.png\n") == ["a.png"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_csv_keys takes a header only on csv row 1, and since blank lines now keep their numbers a CSV that "
-    "starts with a blank line has its 'key' header on row 2, so the header itself becomes the batch's first image "
-    "(['key', 'a.png'] instead of ['a.png'])",
-)
 def test_a_csv_header_after_leading_blank_lines_is_still_a_header(aws: BatchAws) -> None:
     # given a CSV whose header follows a blank line
     # when read, then the header is not taken for an image
     assert keys_from(aws, "lists/batch.csv", "\nkey\na.png\n") == ["a.png"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_decoded_lines decodes each line with bytes.decode('utf-8') and nothing catches UnicodeDecodeError, so "
-    "a list saved in another encoding (a cp1252 CSV from Excel) escapes as a bare ValueError, an internal error "
-    "with no stable code, instead of InvalidRequest naming the file and line",
-)
 @pytest.mark.parametrize(
     ("name", "text"),
     [("lists/batch.csv", "key\ncafé.png\n"), ("lists/batch.jsonl", '"a.png"\n"café.png"\n')],

@@ -164,7 +164,17 @@ class BatchSubmitter:
                 "faults": faults.to_dict(),
             }
         )
-        execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, 1, faults)
+        try:
+            execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, 1, faults)
+        except Exception as exc:
+            # Registered but not started: RECOVERING says so, and POST /batches/{id}/retry starts it.
+            self.store.update(batch_id, status=RECOVERING, execution_error=f"{type(exc).__name__}: {exc}")
+            logger.exception("batch registered but its execution did not start", batch_id=batch_id)
+            if is_transient(exc):
+                raise as_transient(
+                    exc, f"starting batch {batch_id}; retry it with POST /batches/{batch_id}/retry"
+                ) from exc
+            raise
         logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
         return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
 

@@ -70,17 +70,20 @@ def file_keys(s3: Any, bucket: str, key: str) -> Iterator[str]:
         if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
             raise ImageNotFound(f"no manifest file s3://{bucket}/{key}") from exc
         raise
-    lines = _decoded_lines(body.iter_lines())
+    lines = _decoded_lines(body.iter_lines(), key)
     if key.lower().endswith(".csv"):
         yield from _csv_keys(lines, key)
     else:
         yield from _jsonl_keys(lines, key)
 
 
-def _decoded_lines(raw: Iterable[bytes]) -> Iterator[str]:
+def _decoded_lines(raw: Iterable[bytes], source: str) -> Iterator[str]:
     """Each line as text, blank ones included (so errors can name the line), a UTF-8 byte-order mark dropped."""
     for number, line in enumerate(raw):
-        text = line.decode("utf-8")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"{source} line {number + 1} is not UTF-8 text: save the list as UTF-8") from exc
         yield text.removeprefix("\ufeff") if number == 0 else text
 
 
@@ -97,11 +100,14 @@ def _jsonl_keys(lines: Iterable[str], source: str) -> Iterator[str]:
 
 
 def _csv_keys(lines: Iterable[str], source: str) -> Iterator[str]:
+    first_row = True
     for number, row in enumerate(csv.reader(lines), start=1):
         if not row or not row[0].strip():
             continue
-        if number == 1 and row[0].strip().lower() == "key":
+        if first_row and row[0].strip().lower() == "key":
+            first_row = False
             continue
+        first_row = False
         yield check_key(row[0].strip(), f"{source} row {number}")
 
 
