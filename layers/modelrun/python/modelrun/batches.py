@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,7 +168,18 @@ class BatchSubmitter:
             }
         )
         try:
-            execution_arn = self.start(batch_id, model, version, summary, request.max_concurrency, 1, faults)
+            execution_arn = start_execution(
+                self.sfn,
+                self.store,
+                self.state_machine_arn,
+                batch_id,
+                model,
+                version,
+                summary,
+                request.max_concurrency,
+                1,
+                faults,
+            )
         except Exception as exc:
             # Registered but not started: RECOVERING says so, and POST /batches/{id}/retry starts it.
             self.store.update(batch_id, status=RECOVERING, execution_error=f"{type(exc).__name__}: {exc}")
@@ -177,29 +191,6 @@ class BatchSubmitter:
             raise
         logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
         return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
-
-    def start(
-        self,
-        batch_id: str,
-        model: str,
-        version: str,
-        manifest: ManifestSummary,
-        concurrency: int,
-        attempt: int,
-        faults: Faults,
-    ) -> str:
-        return start_execution(
-            self.sfn,
-            self.store,
-            self.state_machine_arn,
-            batch_id,
-            model,
-            version,
-            manifest,
-            concurrency,
-            attempt,
-            faults,
-        )
 
 
 def start_execution(
@@ -386,6 +377,36 @@ def results_key(batch_id: str, attempt: int) -> str:
     return f"results/{batch_id}/results-{attempt}.jsonl"
 
 
+def errors_key(batch_id: str, attempt: int, extension: str) -> str:
+    """The error report file of an attempt: ``extension`` is ``csv`` or ``jsonl``."""
+    return f"results/{batch_id}/errors-{attempt}.{extension}"
+
+
+# The error report's fields, in this order in errors-<attempt>.csv and in GET /batches/{id}/errors.
+ERROR_FIELDS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
+
+
+def csv_line(cells: Iterable[Any]) -> bytes:
+    """One CSV row (RFC 4180 quoting, None as an empty cell), UTF-8 encoded."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(cells)
+    return line.getvalue().encode("utf-8")
+
+
+def error_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A failed outcome as the error report shows it: which image, why (code, message), which attempt, when."""
+    shown = public_outcome(record)
+    error = shown.get("error") or {}
+    return {
+        "item": shown["item"],
+        "key": shown["key"],
+        "code": error.get("code"),
+        "message": error.get("message"),
+        "attempts": shown["attempt"],
+        "last_attempt_at": shown["updated_at"],
+    }
+
+
 @dataclass
 class BatchCloser:
     """Closes a job once every image has exactly one outcome; whoever gets there last (finalize or recover)."""
@@ -413,7 +434,7 @@ class BatchCloser:
             self.store.update(batch_id, status=status, predicted=predicted, failed=failed, updated_at=now_iso())
             logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
             return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
-        key = self.write_results(batch_id, int(job.get("attempt", 1)))
+        files = self.write_results(batch_id, int(job.get("attempt", 1)))
         status = final_status(predicted, failed)
         closed = self.store.close(
             batch_id,
@@ -422,22 +443,40 @@ class BatchCloser:
             failed=failed,
             finished_at=now_iso(),
             updated_at=now_iso(),
-            results_key=key,
+            **files,
         )
         logger.info("batch closed", batch_id=batch_id, status=status, predicted=predicted, failed=failed)
         if closed and self.on_closed is not None:
             self.on_closed(self.store.get(batch_id))
         return {"batch_id": batch_id, "status": status, "closed": closed, "predicted": predicted, "failed": failed}
 
-    def write_results(self, batch_id: str, attempt: int) -> str:
-        """Every outcome as JSON lines, streamed page by page to S3."""
-        key = results_key(batch_id, attempt)
-        with tempfile.TemporaryFile("w+b") as spool:
+    def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:
+        """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
+        over the outcomes streamed page by page to S3. Returns what ``close`` stores on the job: the three keys and
+        ``error_summary`` ({code: count}), so the report's summary costs no read of the items."""
+        keys = {
+            "results_key": results_key(batch_id, attempt),
+            "errors_csv_key": errors_key(batch_id, attempt, "csv"),
+            "errors_jsonl_key": errors_key(batch_id, attempt, "jsonl"),
+        }
+        content_types = ("application/x-ndjson", "text/csv; charset=utf-8", "application/x-ndjson")
+        summary: dict[str, int] = {}
+        with ExitStack() as files:
+            spools = [files.enter_context(tempfile.TemporaryFile("w+b")) for _ in keys]
+            results, errors_csv, errors_jsonl = spools
+            errors_csv.write(csv_line(ERROR_FIELDS))
             for record in self.store.iter_outcomes(batch_id):
-                spool.write(json.dumps(public_outcome(record), separators=(",", ":")).encode("utf-8") + b"\n")
-            spool.seek(0)
-            self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
-        return key
+                results.write(json.dumps(public_outcome(record), separators=(",", ":")).encode("utf-8") + b"\n")
+                if record["status"] != FAILED_OUTCOME:
+                    continue
+                entry = error_entry(record)
+                summary[str(entry["code"])] = summary.get(str(entry["code"]), 0) + 1
+                errors_csv.write(csv_line(entry[name] for name in ERROR_FIELDS))
+                errors_jsonl.write(json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
+            for spool, key, content_type in zip(spools, keys.values(), content_types, strict=True):
+                spool.seek(0)
+                self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        return {**keys, "error_summary": summary}
 
 
 # -- another attempt --------------------------------------------------------------------------------------------
