@@ -1,4 +1,4 @@
-"""GET /batches/{id} and GET /batches/{id}/results: a job's status, counts and paged outcomes."""
+"""GET /batches/{id}, .../results and .../errors: a job's status, counts, paged outcomes and error report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.api import batch_links, create_resolver, decode_token, encode_token, query_int
+from modelrun.batches import error_entry
 from modelrun.config import require_env
 from modelrun.errors import InvalidRequest
 from modelrun.jobs import FAILED_OUTCOME, PREDICTED, TERMINAL, JobStore, job_document, public_outcome
@@ -22,15 +23,74 @@ store = JobStore(dynamodb.Table(require_env("JOBS_TABLE")), dynamodb.Table(requi
 s3 = boto3.client("s3")
 bucket = require_env("IMAGES_BUCKET")
 LINK_EXPIRY_S = 3600
+# A running batch's error summary is counted from the by_status index, reading only each failed item's code; past
+# SUMMARY_MAX_PAGES pages of SUMMARY_PAGE_ITEMS the count stops and says it is partial (a closed batch's is stored).
+SUMMARY_PAGE_ITEMS = 2000
+SUMMARY_MAX_PAGES = 25
+TOKEN_FIELDS = {"batch_id", "item", "batch_status"}
+
+
+def presigned(key: str) -> str:
+    url: str = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=LINK_EXPIRY_S)
+    return url
 
 
 def results_file_url(job: dict[str, Any]) -> str | None:
     if job["status"] not in TERMINAL or not job.get("results_key"):
         return None
-    url: str = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": job["results_key"]}, ExpiresIn=LINK_EXPIRY_S
-    )
-    return url
+    return presigned(job["results_key"])
+
+
+def error_file_links(job: dict[str, Any]) -> dict[str, str]:
+    """Presigned links to the error files the closer wrote, once the batch is terminal (none before)."""
+    if job["status"] not in TERMINAL or not job.get("errors_csv_key") or not job.get("errors_jsonl_key"):
+        return {}
+    return {"csv": presigned(job["errors_csv_key"]), "jsonl": presigned(job["errors_jsonl_key"])}
+
+
+def error_summary(job: dict[str, Any]) -> tuple[dict[str, int], bool]:
+    """{code: count} over the whole batch, and whether it is complete.
+
+    A closed batch has it on its job (the closer counts it in its pass over the outcomes): no read at all. A running
+    one (or one closed before the closer kept it) is counted from the by_status index, reading only ``error_code``
+    of the failed items, never the predicted ones.
+    """
+    stored = job.get("error_summary")
+    if job["status"] in TERMINAL and isinstance(stored, dict):
+        return {str(code): int(count) for code, count in stored.items()}, True
+    counts: dict[str, int] = {}
+    query: dict[str, Any] = {
+        "IndexName": "by_status",
+        "KeyConditionExpression": "batch_status = :bs",
+        "ExpressionAttributeValues": {":bs": f"{job['batch_id']}#{FAILED_OUTCOME}"},
+        "ProjectionExpression": "error_code",
+        "Limit": SUMMARY_PAGE_ITEMS,
+    }
+    for _ in range(SUMMARY_MAX_PAGES):
+        page = store.items.query(**query)
+        for record in page.get("Items", []):
+            code = str(record.get("error_code"))
+            counts[code] = counts.get(code, 0) + 1
+        if "LastEvaluatedKey" not in page:
+            return counts, True
+        query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return counts, False
+
+
+def error_page_start(batch_id: str, token: str | None) -> dict[str, Any] | None:
+    """The index key a next_token of this batch's error report stands for; 400 for any other token."""
+    start = decode_token(token)
+    if start is None:
+        return None
+    if (
+        set(start) != TOKEN_FIELDS
+        or start["batch_id"] != batch_id
+        or start["batch_status"] != f"{batch_id}#{FAILED_OUTCOME}"
+        or not isinstance(start["item"], int)
+        or isinstance(start["item"], bool)
+    ):
+        raise InvalidRequest('"next_token" is not a token this batch\'s error report returned: start again without it')
+    return start
 
 
 @app.get("/batches/<batch_id>")
@@ -41,7 +101,11 @@ def get_batch(batch_id: str) -> dict[str, Any]:
     url = results_file_url(job)
     if url:
         links["results_file"] = url
-    return job_document(job, links)
+    document = job_document(job, links)
+    files = error_file_links(job)
+    if files:
+        document["links"]["errors_files"] = files
+    return document
 
 
 @app.get("/batches/<batch_id>/results")
@@ -59,6 +123,29 @@ def get_results(batch_id: str) -> dict[str, Any]:
         "batch_id": batch_id,
         "results": [public_outcome(record) for record in page],
         "next_token": encode_token(last),
+    }
+
+
+@app.get("/batches/<batch_id>/errors")
+@tracer.capture_method
+def get_errors(batch_id: str) -> dict[str, Any]:
+    """One page of the batch's failed images (item order), the summary by code, and the error files' links."""
+    query = dict(app.current_event.query_string_parameters or {})
+    limit = query_int(query, "limit", default=100, maximum=1000)
+    start = error_page_start(batch_id, query.get("next_token"))
+    job = store.get(batch_id)  # 404 for an unknown batch, not an empty report
+    page, last = store.outcomes(batch_id, status=FAILED_OUTCOME, limit=limit, start=start)
+    summary, complete = error_summary(job)
+    return {
+        "batch_id": batch_id,
+        "status": job["status"],
+        "attempt": int(job.get("attempt", 1)),
+        "failed": int(job.get("failed", 0)),
+        "summary": summary,
+        "summary_complete": complete,
+        "errors": [error_entry(record) for record in page],
+        "next_token": encode_token(last),
+        "links": error_file_links(job),
     }
 
 

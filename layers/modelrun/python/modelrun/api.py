@@ -169,8 +169,9 @@ def api_base(event: APIGatewayProxyEvent) -> str:
 
 
 def batch_links(event: APIGatewayProxyEvent, batch_id: str) -> dict[str, str]:
+    """The API routes of one batch: its job document, its paged results and its error report."""
     base = f"{api_base(event)}/batches/{batch_id}"
-    return {"self": base, "results": f"{base}/results", "errors": f"{base}/results?status=failed"}
+    return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
 
 
 def _optional_str(body: dict[str, Any], field: str) -> str | None:

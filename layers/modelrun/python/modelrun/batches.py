@@ -452,8 +452,12 @@ class BatchCloser:
 
     def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:
         """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
-        over the outcomes streamed page by page to S3. Returns what ``close`` stores on the job: the three keys and
-        ``error_summary`` ({code: count}), so the report's summary costs no read of the items."""
+        over the outcomes streamed page by page to S3 (no error files when nothing failed).
+
+        Returns what ``close`` stores on the job: the files' keys (None for error files not written, so a retry that
+        fixed everything drops the last attempt's) and ``error_summary`` ({code: count}), so the report's summary
+        costs no read of the items.
+        """
         keys = {
             "results_key": results_key(batch_id, attempt),
             "errors_csv_key": errors_key(batch_id, attempt, "csv"),
@@ -473,9 +477,12 @@ class BatchCloser:
                 summary[str(entry["code"])] = summary.get(str(entry["code"]), 0) + 1
                 errors_csv.write(csv_line(entry[name] for name in ERROR_FIELDS))
                 errors_jsonl.write(json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
-            for spool, key, content_type in zip(spools, keys.values(), content_types, strict=True):
+            written = spools if summary else spools[:1]
+            for spool, key, content_type in zip(written, keys.values(), content_types, strict=False):
                 spool.seek(0)
                 self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        if not summary:
+            keys.update(errors_csv_key=None, errors_jsonl_key=None)
         return {**keys, "error_summary": summary}
 
 
