@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from modelrun.jobs import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import REPO, sample
 
 EVENTS = REPO / "events"
-FUNCTIONS = {"predict": "PredictFunction"}
+FUNCTIONS = {"predict": "PredictFunction", "batch_status": "BatchStatusFunction"}
 CASES = sorted((folder, path) for folder in FUNCTIONS for path in (EVENTS / folder).glob("*.json"))
 
 
@@ -20,6 +22,22 @@ CASES = sorted((folder, path) for folder in FUNCTIONS for path in (EVENTS / fold
 def referenced_objects(s3: Any, images_bucket: str) -> None:
     """The object json-s3-reference.json names."""
     s3.put_object(Bucket=images_bucket, Key="uploads/digits/digit-7-0081.png", Body=sample(7).read_bytes())
+
+
+# The batch events/batch_status/ asks about: a job row with one predicted and one failed image (its bad-* events
+# name an unknown batch or bad paging parameters).
+SAMPLE_BATCH = "b-20261119T101320-5a3c0e2f9b1d"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sample_batch(stack: LocalRuntime) -> None:
+    assert stack.stack is not None
+    dynamodb = boto3.resource("dynamodb", region_name=stack.region)
+    store = JobStore(dynamodb.Table(stack.stack.ref("JobsTable")), dynamodb.Table(stack.stack.ref("ItemsTable")))
+    store.create({"batch_id": SAMPLE_BATCH, "model": "digits", "version": "1", "total": 2, "attempt": 1})
+    store.record_outcome(SAMPLE_BATCH, Outcome(0, "scans/0.png", 0, PREDICTED, label="7", score=0.99, top_k=[]))
+    failed = Outcome(1, "scans/1.png", 0, FAILED_OUTCOME, error_code="invalid_image", error_message="not an image")
+    store.record_outcome(SAMPLE_BATCH, failed)
 
 
 @pytest.mark.parametrize(("folder", "path"), CASES, ids=[f"{folder}/{path.stem}" for folder, path in CASES])
