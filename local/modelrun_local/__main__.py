@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 from modelrun_local.demo import run_demo_batch
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
@@ -22,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--aws-port", type=int, default=5001, help="port of the local AWS endpoint (moto)")
+    parser.add_argument("--ws-port", type=int, default=3001, help="port of the WebSocket API (live batch progress)")
     parser.add_argument("--api-key", help="use this API key instead of a fresh random one")
     parser.add_argument(
         "--parameter-overrides",
@@ -41,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     runtime = LocalRuntime(
-        host=args.host, port=args.port, aws_port=args.aws_port, parameter_overrides=overrides, models_dir=args.models
+        host=args.host,
+        port=args.port,
+        aws_port=args.aws_port,
+        ws_port=args.ws_port,
+        parameter_overrides=overrides,
+        models_dir=args.models,
     )
     if args.api_key:
         runtime.api_key = args.api_key
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     state = runtime.write_state()
     print(f"modelrun local stack is up: {runtime.url}", flush=True)
     print(f"API key: {runtime.api_key}", flush=True)
+    if runtime.websocket is not None:
+        print(f"WebSocket: {runtime.websocket.url}?api_key={quote(runtime.api_key, safe='')}", flush=True)
     print(f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ...; any credentials)", flush=True)
     print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
     if not args.no_demo:

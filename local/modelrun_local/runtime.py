@@ -18,6 +18,7 @@ from modelrun_local import environ
 from modelrun_local.gateway import Gateway, GatewayServer
 from modelrun_local.stack import LOCAL_CREDENTIALS, LocalStack
 from modelrun_local.template import DEFAULT_TEMPLATE, Template
+from modelrun_local.websocket import LocalWebSocketApi, WebSocketApiRoutes
 
 log = logging.getLogger("modelrun.local")
 
@@ -45,8 +46,11 @@ class LocalRuntime:
     # The local AWS endpoint: moto's server on the same in-process state, for clients outside this process
     # (the CLI's uploads, `aws --endpoint-url ...`, presigned result links).
     aws_port: int = 5001
+    # The template's WebSocket API (live batch progress) at ws://host:ws_port/{stage}; 0 picks a free port.
+    ws_port: int = 3001
     stack: LocalStack | None = None
     server: GatewayServer | None = None
+    websocket: LocalWebSocketApi | None = None
     _mock: Any = None
     _aws_server: Any = None
 
@@ -64,7 +68,9 @@ class LocalRuntime:
         # Functions reach S3 through the local endpoint, so the presigned links they hand out work from outside
         # (AWS_ENDPOINT_URL_S3 is the SDK's own setting; on AWS it is unset).
         overrides = {"AWS_ENDPOINT_URL_S3": self.aws_endpoint}
-        self.stack = LocalStack(template, region=self.region, mounts=mounts, environment_overrides=overrides).deploy()
+        self.stack = LocalStack(
+            template, region=self.region, mounts=mounts, environment_overrides=overrides, api_key=self.api_key
+        ).deploy()
         api = next((route.api for route in template.api_routes()), "RestApi")
         gateway = Gateway(
             template.api_routes(),
@@ -75,8 +81,30 @@ class LocalRuntime:
             function_names={name: self.stack.ref(name) for name in template.functions()},
         )
         self.server = GatewayServer(gateway, self.host, self.port).start()
+        self._serve_websocket(template, api)
         self.stack.start_pollers()
         return self
+
+    def _serve_websocket(self, template: Template, api: str) -> None:
+        """The template's WebSocket API on ``ws_port`` (the first one, if it has several), and the REST API's AWS URL in
+        the functions' variables pointed at the local gateway (the links in completed messages)."""
+        assert self.stack is not None
+        stage = str(template.parameters.get("StageName", "v1"))
+        rest_api_url = self.stack.resolver.sub(
+            f"https://${{{api}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+        )
+        self.stack.rebase_environment(rest_api_url, f"{self.url}/{stage}")
+        apis = WebSocketApiRoutes.from_template(template)
+        if apis:
+            self.websocket = LocalWebSocketApi(
+                apis[0],
+                self.stack.function,
+                host=self.host,
+                port=self.ws_port,
+                stage=stage,
+                api_id=self.stack.ref(apis[0].api),
+                region=self.region,
+            ).start()
 
     @property
     def aws_endpoint(self) -> str:
@@ -95,6 +123,8 @@ class LocalRuntime:
         stage = self.stack.template.parameters.get("StageName", "v1")
         outputs = {"ApiUrl": f"{self.url}/{stage}/", "ApiKey": self.api_key, "Region": self.region}
         outputs["AwsEndpoint"] = self.aws_endpoint
+        if self.websocket is not None:
+            outputs["WebSocketUrl"] = self.websocket.url  # append ?api_key=<ApiKey>, as on AWS
         for name, output in self.stack.template.data.get("Outputs", {}).items():
             value = output.get("Value")
             if isinstance(value, dict) and "Ref" in value and value["Ref"] in self.stack.resolver.refs:
@@ -108,6 +138,10 @@ class LocalRuntime:
         return path
 
     def stop(self) -> None:
+        if self.websocket is not None:
+            # Open connections are closed and get their $disconnect while the functions can still run.
+            self.websocket.stop()
+            self.websocket = None
         if self.stack is not None:
             self.stack.stop_pollers()
         if self.server is not None:

@@ -22,6 +22,7 @@ import boto3
 
 from modelrun_local.lambdas import Dispatcher, LocalFunction, lambda_runtime_environment
 from modelrun_local.sqs import SqsPoller
+from modelrun_local.streams import StreamPoller
 from modelrun_local.template import Resolver, Template, creation_order
 
 log = logging.getLogger("modelrun.local")
@@ -60,7 +61,9 @@ class LocalStack:
     mounts: dict[str, Path] = field(default_factory=dict)
     environment_overrides: dict[str, str] = field(default_factory=dict)
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
-    pollers: list[SqsPoller] = field(default_factory=list)
+    pollers: list[SqsPoller | StreamPoller] = field(default_factory=list)
+    # The local API key: the key SAM creates for an API's usage plan gets this value (see ``_api_key``).
+    api_key: str | None = None
     resolver: Resolver = field(init=False)
     skipped: list[str] = field(default_factory=list)
 
@@ -86,6 +89,7 @@ class LocalStack:
             "AWS::SQS::Queue": self._queue,
             "AWS::Serverless::LayerVersion": self._layer,
             "AWS::Serverless::Api": self._api,
+            "AWS::ApiGatewayV2::Api": self._websocket_api,
         }
         deferred = {"AWS::Serverless::Function", "AWS::Serverless::StateMachine"}
         # Functions and state machines refer to each other and are named first (below); the rest in dependency order.
@@ -151,6 +155,9 @@ class LocalStack:
         for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes", "StreamSpecification"):
             if key in props:
                 request[key] = props[key]
+        if "StreamSpecification" in request:
+            # CloudFormation's StreamSpecification has no StreamEnabled; the API (and moto) need it to record changes.
+            request["StreamSpecification"] = {"StreamEnabled": True, **request["StreamSpecification"]}
         ddb = self.client("dynamodb")
         description = ddb.create_table(**request)["TableDescription"]
         ttl = props.get("TimeToLiveSpecification")
@@ -179,6 +186,37 @@ class LocalStack:
 
     def _api(self, logical_id: str, props: dict[str, Any]) -> None:
         self.resolver.refs[logical_id] = "local"
+        self._api_key(logical_id, props)
+
+    def _api_key(self, logical_id: str, props: dict[str, Any]) -> None:
+        """The key SAM creates for an API's usage plan (``<Api>ApiKey``; ``ServerlessApiKey`` if shared), made in moto's
+        API Gateway with the local key's value: ``!Ref RestApiApiKey`` is its id, and a function can read its value."""
+        plan = props.get("Auth", {}).get("UsagePlan", {}).get("CreateUsagePlan")
+        key = "ServerlessApiKey" if plan == "SHARED" else f"{logical_id}ApiKey"
+        if self.api_key is None or plan not in ("PER_API", "SHARED") or key in self.resolver.refs:
+            return
+        apigateway = self.client("apigateway")
+        if len(self.api_key) >= 20:  # API Gateway's (and moto's) shortest key value
+            created = apigateway.create_api_key(name=f"{self.stack_name}-{key}", value=self.api_key, enabled=True)
+        else:
+            # Local mode accepts shorter keys (``--api-key``, tests): moto generates a value, replaced on its model.
+            from moto.apigateway.models import apigateway_backends
+
+            created = apigateway.create_api_key(name=f"{self.stack_name}-{key}", enabled=True)
+            apigateway_backends[ACCOUNT_ID][self.region].keys[created["id"]].value = self.api_key
+        self.resolver.refs[key] = created["id"]
+
+    def _websocket_api(self, logical_id: str, props: dict[str, Any]) -> None:
+        """An API Gateway v2 API, made in moto for its id (``!Ref``); ``modelrun_local.websocket`` serves WebSocket APIs
+        (its routes, integrations and stage are read from the template there, not created)."""
+        props = self.resolver.resolve(props)
+        created = self.client("apigatewayv2").create_api(
+            Name=str(props.get("Name") or logical_id),
+            ProtocolType=str(props["ProtocolType"]),
+            RouteSelectionExpression=str(props.get("RouteSelectionExpression", "$request.method $request.path")),
+        )
+        self.resolver.refs[logical_id] = created["ApiId"]
+        self.resolver.attributes[(logical_id, "ApiEndpoint")] = created["ApiEndpoint"]
 
     def _role(self) -> None:
         iam = self.client("iam")
@@ -270,6 +308,9 @@ class LocalStack:
         """SQS events become pollers with Lambda's semantics (``modelrun_local.sqs``), not moto's mapping."""
         props = self.template.function_properties(logical_id)
         for event in props.get("Events", {}).values():
+            if event.get("Type") == "DynamoDB":
+                self._stream_poller(logical_id, event["Properties"])
+                continue
             if event.get("Type") != "SQS":
                 continue
             event_props = self.resolver.resolve(event["Properties"])
@@ -289,6 +330,37 @@ class LocalStack:
                 )
             )
 
+    def _stream_poller(self, logical_id: str, event_props: Mapping[str, Any]) -> None:
+        """A DynamoDB stream event becomes a poller with Lambda's semantics (``modelrun_local.streams``)."""
+        props = self.resolver.resolve(dict(event_props))
+        if "FilterCriteria" in props:
+            log.warning("%s: FilterCriteria is not applied locally; every record is delivered", logical_id)
+        destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        self.pollers.append(
+            StreamPoller(
+                function=self.function(logical_id),
+                streams=self.client("dynamodbstreams"),
+                stream_arn=str(props["Stream"]),
+                region=self.region,
+                batch_size=int(props.get("BatchSize", 100)),
+                batching_window_s=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+                starting_position=str(props.get("StartingPosition", "LATEST")),
+                maximum_retry_attempts=int(props.get("MaximumRetryAttempts", -1)),
+                maximum_record_age_s=int(props.get("MaximumRecordAgeInSeconds", -1)),
+                bisect_on_error=str(props.get("BisectBatchOnFunctionError", False)).lower() == "true",
+                report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                on_failure=self._queue_destination(str(destination)) if destination else None,
+            )
+        )
+
+    def _queue_destination(self, arn: str) -> Callable[[dict[str, Any]], None]:
+        """An on-failure destination: sends the invocation record to the SQS queue the ARN names."""
+        if ":sqs:" not in arn:
+            raise ValueError(f"on-failure destination {arn}: the local runtime delivers to SQS queues only")
+        sqs = self.client("sqs")
+        url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
+        return lambda record: sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record))
+
     def start_pollers(self) -> None:
         for poller in self.pollers:
             poller.start()
@@ -307,6 +379,15 @@ class LocalStack:
             if value == mount or value.startswith(mount + "/"):
                 return str(local) + value[len(mount) :]
         return value
+
+    def rebase_environment(self, aws_url: str, local_url: str) -> None:
+        """Point variables holding an AWS URL (``aws_url`` or below it) at the local server standing in for it, such as
+        the REST API's ``https://{id}.execute-api.{region}.amazonaws.com/{stage}`` at the local gateway. Call it before
+        the first invocation: handlers read their configuration at cold start."""
+        for function in self.dispatcher.functions.values():
+            for name, value in list(function.environment.items()):
+                if value == aws_url or value.startswith(aws_url.rstrip("/") + "/"):
+                    function.environment[name] = local_url + value[len(aws_url) :]
 
     # -- lookups --------------------------------------------------------------------------------------------
     def ref(self, logical_id: str) -> str:

@@ -41,6 +41,7 @@ def stack(models_dir: Path) -> Iterator[LocalRuntime]:
     runtime = LocalRuntime(
         port=0,
         aws_port=0,
+        ws_port=0,
         api_key=API_KEY,
         models_dir=models_dir,
         parameter_overrides={

@@ -400,7 +400,8 @@ def _resolved_environment(logical_id: str) -> dict[str, str]:
     """The function's variables as Lambda would see them, with fake physical names and local mount folders."""
     resolver = Resolver(
         parameters=dict(TEMPLATE.parameters),
-        refs={name: f"{name.lower()}-test" for name in TEMPLATE.resources},
+        # Resources the SAM transform generates count too (RestApiApiKey, from RestApi's usage plan).
+        refs={name: f"{name.lower()}-test" for name in [*TEMPLATE.resources, *_transformed_template()["Resources"]]},
         attributes=_PlaceholderAttributes(),
     )
     environment: dict[str, str] = {}

@@ -1,0 +1,76 @@
+"""The WebSocket API's routes: $connect (API key check), $disconnect, subscribe, unsubscribe and $default.
+
+Every message to the client goes through the management API (``WEBSOCKET_ENDPOINT``); the routes have no route
+responses, so what this handler returns only tells API Gateway whether to accept a connection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from modelrun.config import require_env
+from modelrun.connections import ConnectionStore
+from modelrun.errors import ModelrunError
+from modelrun.jobs import JobStore
+from modelrun.live import ApiKeyCheck, LiveRoutes
+from modelrun.push import Pusher
+
+logger = Logger()
+tracer = Tracer()
+
+dynamodb = boto3.resource("dynamodb")
+apigateway = boto3.client("apigateway")
+api_key_id = require_env("API_KEY_ID")
+
+
+def load_api_key() -> tuple[str, bool]:
+    """The REST API key's value (read on the first $connect of a container, then cached by ApiKeyCheck)."""
+    key = apigateway.get_api_key(apiKey=api_key_id, includeValue=True)
+    return str(key["value"]), bool(key.get("enabled", True))
+
+
+routes = LiveRoutes(
+    connections=ConnectionStore(dynamodb.Table(require_env("CONNECTIONS_TABLE"))),
+    pusher=Pusher(boto3.client("apigatewaymanagementapi", endpoint_url=require_env("WEBSOCKET_ENDPOINT"))),
+    # Only the jobs table is read (a batch's current state); the items table is not needed here.
+    jobs=JobStore(dynamodb.Table(require_env("JOBS_TABLE")), items=None),
+    api_url=require_env("API_URL"),
+    api_key=ApiKeyCheck(load_api_key),
+)
+
+
+def refused(error: ModelrunError) -> dict[str, Any]:
+    return {"statusCode": error.status, "body": json.dumps({"error": {"code": error.code, "message": error.message}})}
+
+
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+@event_source(data_class=APIGatewayWebSocketEvent)
+def lambda_handler(event: APIGatewayWebSocketEvent, context: LambdaContext) -> dict[str, Any]:
+    request = event.request_context
+    connection_id = request.connection_id
+    if request.event_type == "CONNECT":
+        presented = event.query_string_parameters.get("api_key") or event.headers.get("x-api-key")
+        try:
+            routes.connect(
+                connection_id,
+                connected_at_ms=request.connected_at,
+                source_ip=request.identity.source_ip,
+                api_key=presented,
+            )
+        except ModelrunError as exc:
+            if exc.status >= 500:
+                raise
+            logger.info("connection refused", connection_id=connection_id, code=exc.code, status=exc.status)
+            return refused(exc)
+    elif request.event_type == "DISCONNECT":
+        routes.disconnect(connection_id)
+    else:
+        routes.message(connection_id, event.decoded_body, connected_at_ms=request.connected_at)
+    return {"statusCode": 200}
