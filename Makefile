@@ -30,9 +30,17 @@ run: venv
 	$(BIN)/modelrun-local
 
 ## test: lint, template checks, sam build, then every test
-test: lint build
+test: lint build browser
 	$(BIN)/pytest -n 2 tests/unit
 	$(BIN)/pytest tests/integration
+	$(BIN)/pytest tests/browser
+
+## browser: Debian's chromium for the browser tests (tests/browser drive /usr/bin/chromium; no browser download)
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium (needs root)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
 
 unit: venv
 	$(BIN)/pytest tests/unit

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"API key: {runtime.api_key}", flush=True)
     if runtime.websocket is not None:
         print(f"WebSocket: {runtime.websocket.url}?api_key={quote(runtime.api_key, safe='')}", flush=True)
+    print(f"Web page: {runtime.url}/ui/ (uploads images, runs a batch, shows progress and results)", flush=True)
     print(f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ...; any credentials)", flush=True)
     print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
     if not args.no_demo:

@@ -4,6 +4,12 @@ Routes, binary media types and the API key rule come from template.yaml. What AP
 function is reproduced: API key check (403), 10 MB request limit (413), base64 for binary media types, proxy
 result to HTTP response, a function error as 502 and an integration timeout (29 s) as 504. Paths are served with
 and without the stage prefix (``/v1/predictions`` and ``/predictions``).
+
+CORS as the API's ``Cors`` setting makes API Gateway do it: a preflight ``OPTIONS`` on a path with routes is answered
+by the gateway itself (200, no API key, no function call) with the configured origin, headers, max age and the
+path's methods; the gateway's own error responses carry the headers of the template's ``GatewayResponses``; function
+responses pass through untouched (the functions add their CORS headers themselves). A ``static`` handler answers
+paths outside the API first (the web page under ``/ui/``, see ``modelrun_local.webui``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from modelrun_local.lambdas import Dispatcher
-from modelrun_local.template import ApiRoute
+from modelrun_local.template import ApiRoute, Template
 
 log = logging.getLogger("modelrun.local")
 
@@ -55,6 +62,66 @@ def _gateway_error(status: int, code: str, message: str) -> tuple[int, dict[str,
     return status, {"Content-Type": "application/json"}, body
 
 
+Response = tuple[int, dict[str, str], bytes]
+# Answers (method, path) before the API routes, or returns None to leave the request to them.
+StaticHandler = Callable[[str, str], Response | None]
+ALL_METHODS = frozenset({"DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"})
+
+
+def _literal(value: Any) -> str:
+    """API Gateway header values are expressions: "'*'" is the literal *."""
+    text = str(value)
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
+
+
+@dataclass(frozen=True)
+class CorsRule:
+    """An ``AWS::Serverless::Api`` ``Cors`` property, resolved: what API Gateway's OPTIONS mock integration answers."""
+
+    allow_origin: str
+    allow_headers: str | None = None
+    allow_methods: str | None = None  # None: the requested path's methods plus OPTIONS, as SAM generates them
+    max_age: str | None = None
+    allow_credentials: bool = False
+
+    @classmethod
+    def from_property(cls, value: Any) -> CorsRule | None:
+        if not value:
+            return None
+        if isinstance(value, str):
+            return cls(allow_origin=_literal(value))
+        return cls(
+            allow_origin=_literal(value["AllowOrigin"]),
+            allow_headers=_literal(value["AllowHeaders"]) if "AllowHeaders" in value else None,
+            allow_methods=_literal(value["AllowMethods"]) if "AllowMethods" in value else None,
+            max_age=_literal(value["MaxAge"]) if "MaxAge" in value else None,
+            allow_credentials=str(value.get("AllowCredentials", False)).lower() == "true",
+        )
+
+    def preflight(self, path_methods: set[str]) -> Response:
+        headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": self.allow_origin}
+        headers["Access-Control-Allow-Methods"] = self.allow_methods or ",".join(sorted({*path_methods, "OPTIONS"}))
+        if self.allow_headers:
+            headers["Access-Control-Allow-Headers"] = self.allow_headers
+        if self.max_age:
+            headers["Access-Control-Max-Age"] = self.max_age
+        if self.allow_credentials:
+            headers["Access-Control-Allow-Credentials"] = "true"
+        return HTTPStatus.OK, headers, b"{}"
+
+
+def cors_rule(template: Template, api: str, resolve: Callable[[Any], Any]) -> CorsRule | None:
+    """The API's ``Cors`` property with its intrinsics resolved, or None when it has none."""
+    return CorsRule.from_property(resolve(template.resources.get(api, {}).get("Properties", {}).get("Cors")))
+
+
+def gateway_response_headers(template: Template, api: str, resolve: Callable[[Any], Any]) -> dict[str, str]:
+    """The headers the API's ``DEFAULT_4XX`` gateway response adds (each entry in template.yaml adds the same)."""
+    responses = template.resources.get(api, {}).get("Properties", {}).get("GatewayResponses", {})
+    headers = resolve(responses.get("DEFAULT_4XX", {}).get("ResponseParameters", {}).get("Headers", {}))
+    return {str(name): _literal(value) for name, value in (headers or {}).items()}
+
+
 class Gateway:
     """The routing and API Gateway behaviour, independent of the HTTP server that feeds it."""
 
@@ -67,7 +134,13 @@ class Gateway:
         api_key: str,
         binary_media_types: list[str],
         function_names: dict[str, str],
+        cors: CorsRule | None = None,
+        error_headers: dict[str, str] | None = None,
+        static: StaticHandler | None = None,
     ) -> None:
+        self.cors = cors
+        self.error_headers = dict(error_headers or {})
+        self.static = static
         self.routes = [CompiledRoute.compile(route) for route in routes]
         self.dispatcher = dispatcher
         self.stage = stage
@@ -86,24 +159,42 @@ class Gateway:
                 return compiled, {key: unquote(value) for key, value in found.groupdict().items()}
         return None
 
+    def path_methods(self, path: str) -> set[str]:
+        """Every method some route serves on this path (ANY counts as all of them)."""
+        methods: set[str] = set()
+        for compiled in self.routes:
+            if compiled.pattern.match(path):
+                methods |= ALL_METHODS if compiled.route.method == "ANY" else {compiled.route.method}
+        return methods
+
+    def _error(self, status: int, code: str, message: str) -> Response:
+        """An error the gateway answers itself, with the headers the template's GatewayResponses add."""
+        status, headers, body = _gateway_error(status, code, message)
+        return status, {**headers, **self.error_headers}, body
+
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
     ) -> tuple[int, dict[str, str], bytes]:
         url = urlsplit(raw_path)
+        if self.static is not None:
+            served = self.static(method, url.path)
+            if served is not None:
+                return served
         path = url.path
         if path == f"/{self.stage}" or path.startswith(f"/{self.stage}/"):
             path = path[len(self.stage) + 1 :] or "/"
         lowered = {key.lower(): value for key, value in headers.items()}
         found = self.match(method, path)
+        if found is None and method == "OPTIONS" and self.cors is not None and self.path_methods(path):
+            # API Gateway's mock integration answers the preflight: no API key needed, no function called.
+            return self.cors.preflight(self.path_methods(path))
         if found is None:
-            return _gateway_error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
+            return self._error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
         compiled, path_parameters = found
         if compiled.route.api_key_required and lowered.get("x-api-key") != self.api_key:
-            return _gateway_error(
-                HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header"
-            )
+            return self._error(HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header")
         if len(body) > MAX_REQUEST_BYTES:
-            return _gateway_error(
+            return self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "request_too_large",
                 "the request is larger than API Gateway's 10 MB limit: upload the image to S3 and send image_s3",
@@ -114,7 +205,7 @@ class Gateway:
         encoded = json.dumps(event)
         if len(encoded) > MAX_EVENT_BYTES:
             # On AWS, Lambda refuses an event over 6 MB and API Gateway answers 500; locally we say why.
-            return _gateway_error(
+            return self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "request_too_large",
                 "the request exceeds Lambda's 6 MB event limit (about 4.5 MB of image once base64-encoded): "
@@ -126,17 +217,18 @@ class Gateway:
             # API Gateway stops waiting at 29 s whatever the function does afterwards.
             return (
                 HTTPStatus.GATEWAY_TIMEOUT,
-                {"Content-Type": "application/json"},
+                {"Content-Type": "application/json", **self.error_headers},
                 b'{"message": "Endpoint request timed out"}',
             )
         if invocation.failed:
             if invocation.error_type == "Sandbox.Timedout":
                 return (
                     HTTPStatus.GATEWAY_TIMEOUT,
-                    {"Content-Type": "application/json"},
+                    {"Content-Type": "application/json", **self.error_headers},
                     b'{"message": "Endpoint request timed out"}',
                 )
-            return HTTPStatus.BAD_GATEWAY, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
+            bad_gateway = {"Content-Type": "application/json", **self.error_headers}
+            return HTTPStatus.BAD_GATEWAY, bad_gateway, b'{"message": "Internal server error"}'
         return self.response(invocation.payload)
 
     def event(

@@ -15,10 +15,11 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from modelrun_local import environ
-from modelrun_local.gateway import Gateway, GatewayServer
+from modelrun_local.gateway import Gateway, GatewayServer, cors_rule, gateway_response_headers
 from modelrun_local.stack import LOCAL_CREDENTIALS, LocalStack
 from modelrun_local.template import DEFAULT_TEMPLATE, Template
 from modelrun_local.websocket import LocalWebSocketApi, WebSocketApiRoutes
+from modelrun_local.webui import WebUI
 
 log = logging.getLogger("modelrun.local")
 
@@ -79,6 +80,10 @@ class LocalRuntime:
             api_key=self.api_key,
             binary_media_types=template.binary_media_types(api),
             function_names={name: self.stack.ref(name) for name in template.functions()},
+            # CORS as the template's Cors and GatewayResponses make API Gateway answer it; the web page at /ui/.
+            cors=cors_rule(template, api, self.stack.resolver.resolve),
+            error_headers=gateway_response_headers(template, api, self.stack.resolver.resolve),
+            static=WebUI(self.outputs),
         )
         self.server = GatewayServer(gateway, self.host, self.port).start()
         self._serve_websocket(template, api)

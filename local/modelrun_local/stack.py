@@ -43,6 +43,16 @@ def _physical_name(stack: str, logical_id: str, limit: int = 63) -> str:
     return name[:limit]
 
 
+def _s3_cors(cors: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation's CorsConfiguration in the shape of S3's PutBucketCors (some keys are spelt differently)."""
+    renamed = {"Id": "ID", "ExposedHeaders": "ExposeHeaders", "MaxAge": "MaxAgeSeconds"}
+    rules = [{renamed.get(key, key): value for key, value in rule.items()} for rule in cors.get("CorsRules", [])]
+    for rule in rules:
+        if "MaxAgeSeconds" in rule:
+            rule["MaxAgeSeconds"] = int(rule["MaxAgeSeconds"])
+    return {"CORSRules": rules}
+
+
 def _stub_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -137,6 +147,11 @@ class LocalStack:
             s3.create_bucket(Bucket=name)
         else:
             s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": self.region})
+        cors = self.resolver.resolve(props.get("CorsConfiguration"))
+        if cors:
+            # Browsers upload with presigned PUTs from the web page's origin: without the bucket's CORS rules moto's
+            # server answers their preflight OPTIONS with 403 (it checks it as a signed request).
+            s3.put_bucket_cors(Bucket=name, CORSConfiguration=_s3_cors(cors))
         self.resolver.refs[logical_id] = name
         self.resolver.attributes[(logical_id, "Arn")] = f"arn:aws:s3:::{name}"
         self.resolver.attributes[(logical_id, "DomainName")] = f"{name}.s3.amazonaws.com"

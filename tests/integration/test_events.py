@@ -14,7 +14,11 @@ from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import REPO, sample
 
 EVENTS = REPO / "events"
-FUNCTIONS = {"predict": "PredictFunction", "batch_status": "BatchStatusFunction"}
+FUNCTIONS = {
+    "predict": "PredictFunction",
+    "batch_status": "BatchStatusFunction",
+    "create_uploads": "CreateUploadsFunction",
+}
 # Folders of events that are not REST API requests, each checked by its feature's own test module.
 CHECKED_ELSEWHERE = {"websocket": "test_websocket.py", "notify": "test_websocket.py"}
 CASES = sorted((folder, path) for folder in FUNCTIONS for path in (EVENTS / folder).glob("*.json"))

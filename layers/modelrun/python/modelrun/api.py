@@ -8,13 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
@@ -51,9 +52,18 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     )
 
 
+# Headers a browser page (web/) may send; API Gateway's Cors setting answers the preflight with the same list.
+CORS_ALLOW_HEADERS = ["Content-Type", "X-Api-Key", "Idempotency-Key"]
+
+
+def cors_config() -> CORSConfig:
+    """CORS headers on every response, for the origin the template's WebOrigin parameter names ("*" by default)."""
+    return CORSConfig(allow_origin=os.environ.get("CORS_ALLOW_ORIGIN") or "*", allow_headers=CORS_ALLOW_HEADERS)
+
+
 def create_resolver() -> APIGatewayRestResolver:
-    """A REST resolver with the project's error mapping installed."""
-    app = APIGatewayRestResolver()
+    """A REST resolver with the project's error mapping and CORS headers installed."""
+    app = APIGatewayRestResolver(cors=cors_config())
 
     @app.exception_handler(ModelrunError)
     def _domain_error(exc: ModelrunError) -> Response:

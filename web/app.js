@@ -1,0 +1,792 @@
+// modelrun web page: upload images with presigned URLs, run a batch, follow it live, show results and errors.
+// Plain modern JavaScript, no build step. Reads config.json next to this file:
+//   {"apiUrl": "https://.../v1/", "webSocketUrl": "wss://.../v1" (optional), "apiKey": "..." (local mode only)}
+"use strict";
+
+(() => {
+  const KEY_STORAGE = "modelrun.apiKey";
+  const NAMES_STORAGE = "modelrun.names.";
+  const UPLOADS_PER_CALL = 1000; // POST /uploads accepts at most 1,000 files per call
+  const UPLOAD_CONCURRENCY = 6;
+  const PAGE_SIZE = 100;
+  const POLL_MS = 1000;
+  const SOCKET_CHECK_MS = 10000; // a GET now and then while the socket is quiet, in case a message was lost
+  const TERMINAL = new Set(["COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"]);
+  const TYPES_BY_EXTENSION = {
+    png: "image/png",
+    jpg: "image/jpeg",
+    jpeg: "image/jpeg",
+    gif: "image/gif",
+    bmp: "image/bmp",
+    tif: "image/tiff",
+    tiff: "image/tiff",
+    webp: "image/webp",
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+
+  const state = {
+    config: null,
+    apiKey: null,
+    files: [],
+    busy: false,
+    batchId: null,
+    names: new Map(), // S3 key -> the file name the user picked
+    socket: null,
+    source: "", // how progress arrives: "over the WebSocket API" or "by polling"
+    pollTimer: null,
+    checkTimer: null,
+    finished: false,
+    resultsToken: null,
+    errorsToken: null,
+  };
+
+  class ApiError extends Error {
+    constructor(code, message, status = 0) {
+      super(message);
+      this.code = code;
+      this.status = status;
+    }
+  }
+
+  // -- talking to the API ------------------------------------------------------------------------------------
+  async function readResponse(response) {
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const error = data && data.error;
+      if (error && error.code) throw new ApiError(error.code, error.message || "", response.status);
+      const message = (data && data.message) || text.slice(0, 500) || response.statusText;
+      throw new ApiError(`http_${response.status}`, message, response.status);
+    }
+    return data;
+  }
+
+  function apiUrl(path) {
+    return new URL(path.replace(/^\/+/, ""), state.config.apiUrl);
+  }
+
+  async function api(path, { method = "GET", body, headers = {} } = {}) {
+    const url = apiUrl(path);
+    const sent = { "x-api-key": state.apiKey, ...headers };
+    if (body !== undefined) sent["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(url, { method, headers: sent, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (error) {
+      throw new ApiError("network_error", `could not reach the API at ${url.origin} (${error.message})`);
+    }
+    return readResponse(response);
+  }
+
+  async function putFile(upload, file) {
+    let response;
+    try {
+      response = await fetch(upload.url, { method: "PUT", headers: upload.headers || {}, body: file });
+    } catch (error) {
+      throw new ApiError(
+        "upload_failed",
+        `${file.name}: could not reach the storage endpoint ${new URL(upload.url).origin} (${error.message}); ` +
+          "check the bucket's CORS rules allow this page's origin",
+      );
+    }
+    if (!response.ok) {
+      const xml = new DOMParser().parseFromString(await response.text(), "application/xml");
+      const code = xml.querySelector("Code")?.textContent || `http_${response.status}`;
+      const message = xml.querySelector("Message")?.textContent || response.statusText;
+      throw new ApiError("upload_failed", `${file.name}: storage answered ${response.status} ${code}: ${message}`);
+    }
+  }
+
+  // -- messages to the user ----------------------------------------------------------------------------------
+  function showError(error) {
+    const code = error instanceof ApiError ? error.code : "error";
+    $("alert-code").textContent = code;
+    $("alert-message").textContent = error.message || String(error);
+    $("alert").hidden = false;
+    if (code === "invalid_api_key" && !state.config?.apiKey) {
+      sessionStorage.removeItem(KEY_STORAGE);
+      state.apiKey = null;
+      showKeyForm();
+    }
+  }
+
+  function clearError() {
+    $("alert").hidden = true;
+  }
+
+  function setStatus(text) {
+    $("submit-status").textContent = text;
+  }
+
+  function showKeyForm() {
+    $("key-section").hidden = false;
+    $("api-key").focus();
+  }
+
+  // -- models ------------------------------------------------------------------------------------------------
+  async function loadModels() {
+    const select = $("model");
+    const catalogue = await api("models");
+    const latest = new Map();
+    for (const spec of catalogue.models || []) latest.set(spec.name, spec); // sorted by name then version
+    select.replaceChildren();
+    for (const [name, spec] of latest) {
+      const option = new Option(`${name} (version ${spec.version})`, name);
+      option.dataset.details = describeModel(spec);
+      select.append(option);
+    }
+    if (!latest.size) select.append(new Option("No models on this stack", ""));
+    if (catalogue.default_model && latest.has(catalogue.default_model)) select.value = catalogue.default_model;
+    select.disabled = !latest.size;
+    showModelDetails();
+    updateSubmit();
+  }
+
+  function describeModel(spec) {
+    const parts = [];
+    if (spec.description) parts.push(spec.description);
+    if (spec.input && Array.isArray(spec.input.size)) {
+      parts.push(`input ${spec.input.size.join("×")} ${spec.input.color_mode || ""}`.trim());
+    }
+    if (Array.isArray(spec.labels)) parts.push(`${spec.labels.length} labels`);
+    return parts.join(" · ");
+  }
+
+  function showModelDetails() {
+    const option = $("model").selectedOptions[0];
+    $("model-details").textContent = option?.dataset.details || "";
+  }
+
+  // -- choosing files ----------------------------------------------------------------------------------------
+  function contentType(file) {
+    if (file.type) return file.type;
+    const extension = file.name.includes(".") ? file.name.split(".").pop().toLowerCase() : "";
+    return TYPES_BY_EXTENSION[extension] || "";
+  }
+
+  function addFiles(list) {
+    const seen = new Set(state.files.map((file) => `${file.name}|${file.size}|${file.lastModified}`));
+    const skipped = [];
+    for (const file of list) {
+      const id = `${file.name}|${file.size}|${file.lastModified}`;
+      if (seen.has(id)) continue;
+      if (!contentType(file).startsWith("image/")) {
+        skipped.push(file.name);
+        continue;
+      }
+      seen.add(id);
+      state.files.push(file);
+    }
+    renderSelection();
+    if (skipped.length) {
+      showError(new ApiError("unsupported_media_type", `not an image, left out: ${skipped.join(", ")}`));
+    }
+  }
+
+  function renderSelection() {
+    const files = state.files;
+    const bytes = files.reduce((sum, file) => sum + file.size, 0);
+    $("selection").textContent = files.length
+      ? `${files.length} image${files.length === 1 ? "" : "s"} selected (${formatBytes(bytes)}).`
+      : "No images selected.";
+    const list = $("file-list");
+    list.replaceChildren(
+      ...files.slice(0, 12).map((file) => {
+        const item = document.createElement("li");
+        item.textContent = file.name;
+        return item;
+      }),
+    );
+    if (files.length > 12) {
+      const more = document.createElement("li");
+      more.className = "more";
+      more.textContent = `and ${files.length - 12} more`;
+      list.append(more);
+    }
+    $("clear-files").hidden = !files.length;
+    updateSubmit();
+  }
+
+  function updateSubmit() {
+    $("submit").disabled = state.busy || !state.files.length || !$("model").value || !state.apiKey;
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    for (const id of ["model", "files", "clear-files"]) $(id).disabled = busy;
+    $("drop-zone").classList.toggle("disabled", busy);
+    updateSubmit();
+  }
+
+  // -- submitting --------------------------------------------------------------------------------------------
+  async function runPool(tasks, size) {
+    let next = 0;
+    const worker = async () => {
+      while (next < tasks.length) {
+        const task = tasks[next++];
+        await task();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(size, tasks.length) }, worker));
+  }
+
+  function newIdempotencyKey() {
+    if (window.crypto?.randomUUID) return crypto.randomUUID();
+    return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  }
+
+  async function submitBatch(event) {
+    event.preventDefault();
+    if (state.busy || !state.files.length) return;
+    clearError();
+    setBusy(true);
+    const files = [...state.files];
+    const model = $("model").value;
+    try {
+      const keys = [];
+      const names = new Map();
+      let uploaded = 0;
+      for (let start = 0; start < files.length; start += UPLOADS_PER_CALL) {
+        const group = files.slice(start, start + UPLOADS_PER_CALL);
+        setStatus(`Preparing uploads (${start + group.length} of ${files.length})…`);
+        const plan = await api("uploads", {
+          method: "POST",
+          body: { files: group.map((file) => ({ name: file.name, content_type: contentType(file), size: file.size })) },
+        });
+        const tasks = plan.uploads.map((upload, index) => async () => {
+          await putFile(upload, group[index]);
+          uploaded += 1;
+          setStatus(`Uploaded ${uploaded} of ${files.length} images…`);
+        });
+        await runPool(tasks, UPLOAD_CONCURRENCY);
+        for (const upload of plan.uploads) {
+          keys.push(upload.key);
+          names.set(upload.key, upload.name);
+        }
+      }
+      setStatus("Submitting the batch…");
+      const batch = await api("batches", {
+        method: "POST",
+        body: { model, images: keys },
+        headers: { "Idempotency-Key": newIdempotencyKey() },
+      });
+      setStatus(`Batch ${batch.batch_id} submitted.`);
+      saveNames(batch.batch_id, names);
+      history.replaceState(null, "", `#batch=${encodeURIComponent(batch.batch_id)}`);
+      watchBatch(batch.batch_id, batch, names);
+    } catch (error) {
+      setStatus("");
+      showError(error);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  function saveNames(batchId, names) {
+    try {
+      sessionStorage.setItem(NAMES_STORAGE + batchId, JSON.stringify(Object.fromEntries(names)));
+    } catch {
+      // Too many names for session storage: the table falls back to the S3 key's file name.
+    }
+  }
+
+  function loadNames(batchId) {
+    try {
+      return new Map(Object.entries(JSON.parse(sessionStorage.getItem(NAMES_STORAGE + batchId) || "{}")));
+    } catch {
+      return new Map();
+    }
+  }
+
+  // -- following a batch -------------------------------------------------------------------------------------
+  function watchBatch(batchId, submitted, names) {
+    stopWatching();
+    state.batchId = batchId;
+    state.finished = false;
+    state.names = names || loadNames(batchId);
+    $("batch-id").textContent = batchId;
+    $("progress-section").hidden = false;
+    $("results-section").hidden = true;
+    $("errors-section").hidden = true;
+    $("new-batch").hidden = true;
+    if (submitted) {
+      const total = submitted.total || 0;
+      renderProgress({ status: submitted.status, total, counts: { predicted: 0, failed: 0, pending: total }, percent: 0 });
+    }
+    $("progress-section").scrollIntoView({ behavior: "smooth", block: "start" });
+    if (state.config.webSocketUrl && "WebSocket" in window) {
+      openSocket(batchId);
+    } else {
+      startPolling(batchId, "This stack has no WebSocket API: checking every second.");
+    }
+  }
+
+  function stopWatching() {
+    if (state.socket) {
+      const socket = state.socket;
+      state.socket = null;
+      try {
+        if (socket.readyState === WebSocket.OPEN) {
+          socket.send(JSON.stringify({ action: "unsubscribe", batch_id: state.batchId }));
+        }
+        socket.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+    clearTimeout(state.pollTimer);
+    clearInterval(state.checkTimer);
+    state.pollTimer = null;
+    state.checkTimer = null;
+  }
+
+  function openSocket(batchId) {
+    const url = new URL(state.config.webSocketUrl);
+    if (!url.searchParams.has("api_key")) url.searchParams.set("api_key", state.apiKey);
+    let socket;
+    try {
+      socket = new WebSocket(url);
+    } catch (error) {
+      startPolling(batchId, `The WebSocket could not be opened (${error.message}): checking every second.`);
+      return;
+    }
+    state.socket = socket;
+    let opened = false;
+    $("progress-source").textContent = "Connecting to live progress…";
+    socket.addEventListener("open", () => {
+      opened = true;
+      state.source = "live over the WebSocket API";
+      socket.send(JSON.stringify({ action: "subscribe", batch_id: batchId }));
+      $("progress-source").textContent = "Live progress over the WebSocket API.";
+      state.checkTimer = setInterval(() => checkOnce(batchId), SOCKET_CHECK_MS);
+    });
+    socket.addEventListener("message", (event) => onSocketMessage(batchId, event));
+    socket.addEventListener("close", () => {
+      if (state.socket !== socket) return; // closed on purpose
+      state.socket = null;
+      clearInterval(state.checkTimer);
+      if (state.finished || state.batchId !== batchId) return;
+      startPolling(
+        batchId,
+        opened
+          ? "The WebSocket closed: checking every second instead."
+          : "Live progress is not available (the WebSocket refused the connection): checking every second.",
+      );
+    });
+  }
+
+  function onSocketMessage(batchId, event) {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.batch_id && message.batch_id !== batchId) return;
+    if (message.type === "progress") {
+      renderProgress(message);
+    } else if (message.type === "completed") {
+      renderProgress(message);
+      finish(batchId, message);
+    } else if (message.type === "error") {
+      showError(new ApiError(message.code || "websocket_error", message.message || ""));
+    }
+  }
+
+  async function checkOnce(batchId) {
+    if (state.finished || state.batchId !== batchId) return;
+    try {
+      const job = await api(`batches/${encodeURIComponent(batchId)}`);
+      if (state.finished || state.batchId !== batchId) return;
+      if (TERMINAL.has(job.status)) {
+        const progress = progressFromJob(job);
+        renderProgress(progress);
+        finish(batchId, progress);
+      }
+    } catch {
+      // the socket is still the source; a failed check changes nothing
+    }
+  }
+
+  function startPolling(batchId, note) {
+    state.source = "by polling GET /batches/{id} every second";
+    $("progress-source").textContent = note;
+    clearTimeout(state.pollTimer);
+    const tick = async () => {
+      if (state.finished || state.batchId !== batchId) return;
+      try {
+        const job = await api(`batches/${encodeURIComponent(batchId)}`);
+        if (state.finished || state.batchId !== batchId) return;
+        const progress = progressFromJob(job);
+        renderProgress(progress);
+        if (TERMINAL.has(job.status)) {
+          finish(batchId, progress);
+          return;
+        }
+      } catch (error) {
+        showError(error);
+        if (error.status >= 400 && error.status < 500 && error.status !== 429) return; // asking again won't help
+      }
+      state.pollTimer = setTimeout(tick, POLL_MS);
+    };
+    tick();
+  }
+
+  function progressFromJob(job) {
+    const counts = job.counts || { predicted: 0, failed: 0, pending: job.total || 0 };
+    const done = (counts.predicted || 0) + (counts.failed || 0);
+    let rate = null;
+    let eta = null;
+    const started = job.timings?.started_at ? Date.parse(job.timings.started_at) : NaN;
+    const finished = job.timings?.finished_at ? Date.parse(job.timings.finished_at) : Date.now();
+    if (!Number.isNaN(started) && finished > started && done > 0) {
+      rate = done / ((finished - started) / 1000);
+      eta = counts.pending > 0 ? counts.pending / rate : 0;
+    }
+    return { ...job, counts, rate, eta_s: eta };
+  }
+
+  function renderProgress(progress) {
+    const counts = progress.counts || {};
+    const total = progress.total || 0;
+    const done = (counts.predicted || 0) + (counts.failed || 0);
+    const percent = typeof progress.percent === "number" ? progress.percent : total ? (100 * done) / total : 0;
+    $("progress-bar").value = percent;
+    $("progress-bar").textContent = `${numbers.format(percent)}%`;
+    $("progress-text").textContent =
+      `${done} of ${total} images done (${numbers.format(percent)}%)` +
+      (progress.attempt > 1 ? ` · attempt ${progress.attempt}` : "");
+    const badge = $("batch-status");
+    badge.textContent = progress.status || "";
+    badge.dataset.status = progress.status || "";
+    $("count-predicted").textContent = counts.predicted ?? 0;
+    $("count-failed").textContent = counts.failed ?? 0;
+    $("count-pending").textContent = counts.pending ?? Math.max(total - done, 0);
+    $("rate").textContent = typeof progress.rate === "number" ? `${numbers.format(progress.rate)} images/s` : "–";
+    $("eta").textContent = typeof progress.eta_s === "number" ? formatSeconds(progress.eta_s) : "–";
+  }
+
+  // -- a finished batch --------------------------------------------------------------------------------------
+  async function finish(batchId, progress) {
+    if (state.finished) return;
+    state.finished = true;
+    stopWatching();
+    $("progress-source").textContent = `Finished: ${progress.status} (progress followed ${state.source}).`;
+    $("new-batch").hidden = false;
+    state.resultsToken = null;
+    state.errorsToken = null;
+    $("results-table").tBodies[0].replaceChildren();
+    $("errors-table").tBodies[0].replaceChildren();
+    try {
+      const job = await api(`batches/${encodeURIComponent(batchId)}`);
+      renderResultsHeader(job);
+      await loadResults(batchId);
+      await loadErrors(batchId);
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  function renderResultsHeader(job) {
+    const counts = job.counts || {};
+    const duration = job.timings?.duration_s;
+    $("results-summary").textContent =
+      `${counts.predicted || 0} predicted, ${counts.failed || 0} failed of ${job.total} images` +
+      (typeof duration === "number" ? ` in ${formatSeconds(duration)}` : "") +
+      ` · model ${job.model || "?"} version ${job.version || "?"} · ${job.status}.`;
+    const downloads = $("results-downloads");
+    downloads.replaceChildren();
+    if (job.links?.results_file) {
+      addDownload(downloads, "All results (JSON lines)", { href: job.links.results_file, filename: `${job.batch_id}.jsonl` });
+    }
+    addDownload(downloads, "All results (CSV)", {
+      build: async () => {
+        const rows = await allPages(`batches/${encodeURIComponent(job.batch_id)}/results`, {}, "results");
+        const lines = [["item", "file", "key", "status", "label", "score", "error_code", "error_message"]];
+        for (const row of rows) {
+          lines.push([
+            row.item,
+            fileName(row.key),
+            row.key,
+            row.status,
+            row.label ?? "",
+            row.score ?? "",
+            row.error?.code ?? "",
+            row.error?.message ?? "",
+          ]);
+        }
+        return { blob: csvBlob(lines), filename: `${job.batch_id}-results.csv` };
+      },
+    });
+    $("results-section").hidden = false;
+  }
+
+  async function loadResults(batchId) {
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (state.resultsToken) params.set("next_token", state.resultsToken);
+    const page = await api(`batches/${encodeURIComponent(batchId)}/results?${params}`);
+    const body = $("results-table").tBodies[0];
+    for (const row of page.results || []) {
+      const status = row.status === "predicted" ? "predicted" : `failed · ${row.error?.code || "error"}`;
+      body.append(
+        tableRow([
+          [row.item + 1, "num"],
+          [fileName(row.key), "file", row.key],
+          [row.label ?? "—"],
+          [typeof row.score === "number" ? row.score.toFixed(4) : "—", "num"],
+          [status, `status ${row.status}`],
+        ]),
+      );
+    }
+    state.resultsToken = page.next_token || null;
+    $("more-results").hidden = !state.resultsToken;
+  }
+
+  async function loadErrors(batchId) {
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (state.errorsToken) params.set("next_token", state.errorsToken);
+    const report = await api(`batches/${encodeURIComponent(batchId)}/errors?${params}`);
+    if (!state.errorsToken) renderErrorsHeader(batchId, report);
+    const body = $("errors-table").tBodies[0];
+    for (const row of report.errors || []) {
+      body.append(
+        tableRow([
+          [row.item + 1, "num"],
+          [fileName(row.key), "file", row.key],
+          [row.code || "", "code"],
+          [row.message || ""],
+          [row.attempts ?? "", "num"],
+        ]),
+      );
+    }
+    state.errorsToken = report.next_token || null;
+    $("more-errors").hidden = !state.errorsToken;
+  }
+
+  function renderErrorsHeader(batchId, report) {
+    const summary = report.summary || {};
+    const count = typeof report.failed === "number" ? report.failed : Object.values(summary).reduce((a, b) => a + b, 0);
+    $("errors-summary").textContent = count
+      ? `${count} image${count === 1 ? "" : "s"} could not be predicted.`
+      : "No errors: every image was predicted.";
+    $("errors-codes").replaceChildren(
+      ...Object.entries(summary).map(([code, n]) => {
+        const item = document.createElement("li");
+        const name = document.createElement("code");
+        name.textContent = code;
+        item.append(name, ` ${n}`);
+        return item;
+      }),
+    );
+    $("errors-table-wrap").hidden = !count;
+    const downloads = $("errors-downloads");
+    downloads.replaceChildren();
+    const links = report.links || {};
+    if (links.csv) addDownload(downloads, "Error report (CSV)", { href: links.csv, filename: `${batchId}-errors.csv` });
+    if (links.jsonl) {
+      addDownload(downloads, "Error report (JSON lines)", { href: links.jsonl, filename: `${batchId}-errors.jsonl` });
+    }
+    $("errors-section").hidden = false;
+  }
+
+  async function allPages(path, query, field) {
+    const rows = [];
+    let token = null;
+    do {
+      const params = new URLSearchParams({ ...query, limit: "1000" });
+      if (token) params.set("next_token", token);
+      const page = await api(`${path}?${params}`);
+      rows.push(...(page[field] || []));
+      token = page.next_token || null;
+    } while (token);
+    return rows;
+  }
+
+  // -- downloads ---------------------------------------------------------------------------------------------
+  function addDownload(container, label, source) {
+    const link = document.createElement("a");
+    link.textContent = label;
+    link.className = "download";
+    link.href = source.href || "#";
+    if (source.filename) link.download = source.filename;
+    const viaApi = source.href && source.href.startsWith(new URL(state.config.apiUrl).origin);
+    if (source.build || viaApi) {
+      // A link into the API needs the key header, which a plain link cannot send: fetch it, then save it.
+      link.addEventListener("click", async (event) => {
+        event.preventDefault();
+        try {
+          const { blob, filename } = source.build ? await source.build() : await fetchBlob(source);
+          const url = URL.createObjectURL(blob);
+          const anchor = Object.assign(document.createElement("a"), { href: url, download: filename });
+          document.body.append(anchor);
+          anchor.click();
+          anchor.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 10000);
+        } catch (error) {
+          showError(error);
+        }
+      });
+    } else {
+      link.rel = "noopener";
+    }
+    container.append(link);
+  }
+
+  async function fetchBlob(source) {
+    let response;
+    try {
+      response = await fetch(source.href, { headers: { "x-api-key": state.apiKey } });
+    } catch (error) {
+      throw new ApiError("network_error", `could not download ${source.href} (${error.message})`);
+    }
+    if (!response.ok) await readResponse(response);
+    return { blob: await response.blob(), filename: source.filename };
+  }
+
+  function csvBlob(lines) {
+    const escape = (value) => {
+      const text = String(value ?? "");
+      return /[",\n\r]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+    };
+    return new Blob([lines.map((line) => line.map(escape).join(",")).join("\r\n") + "\r\n"], { type: "text/csv" });
+  }
+
+  // -- small helpers -----------------------------------------------------------------------------------------
+  function fileName(key) {
+    return state.names.get(key) || String(key).split("/").pop();
+  }
+
+  function tableRow(cells) {
+    const row = document.createElement("tr");
+    for (const [text, className, title] of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = String(text);
+      if (className) cell.className = className;
+      if (title) cell.title = title;
+      row.append(cell);
+    }
+    return row;
+  }
+
+  function formatBytes(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${numbers.format(bytes / 1024)} KB`;
+    return `${numbers.format(bytes / (1024 * 1024))} MB`;
+  }
+
+  function formatSeconds(seconds) {
+    if (seconds < 60) return `${numbers.format(seconds)} s`;
+    const minutes = Math.floor(seconds / 60);
+    return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+  }
+
+  function resetForNewBatch() {
+    stopWatching();
+    state.batchId = null;
+    state.files = [];
+    $("files").value = "";
+    renderSelection();
+    setStatus("");
+    clearError();
+    for (const id of ["progress-section", "results-section", "errors-section", "new-batch"]) $(id).hidden = true;
+    history.replaceState(null, "", location.pathname + location.search);
+    $("submit-section").scrollIntoView({ behavior: "smooth", block: "start" });
+  }
+
+  // -- start -------------------------------------------------------------------------------------------------
+  function bindEvents() {
+    $("alert-close").addEventListener("click", clearError);
+    $("model").addEventListener("change", () => {
+      showModelDetails();
+      updateSubmit();
+    });
+    $("files").addEventListener("change", (event) => addFiles(event.target.files));
+    $("clear-files").addEventListener("click", () => {
+      state.files = [];
+      $("files").value = "";
+      renderSelection();
+    });
+    const zone = $("drop-zone");
+    for (const name of ["dragenter", "dragover"]) {
+      zone.addEventListener(name, (event) => {
+        event.preventDefault();
+        if (!state.busy) zone.classList.add("over");
+      });
+    }
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", (event) => {
+      event.preventDefault();
+      zone.classList.remove("over");
+      if (!state.busy && event.dataTransfer?.files?.length) addFiles(event.dataTransfer.files);
+    });
+    // A file dropped beside the zone must not make the browser leave the page to open it.
+    window.addEventListener("dragover", (event) => event.preventDefault());
+    window.addEventListener("drop", (event) => event.preventDefault());
+    $("batch-form").addEventListener("submit", submitBatch);
+    $("more-results").addEventListener("click", () => loadResults(state.batchId).catch(showError));
+    $("more-errors").addEventListener("click", () => loadErrors(state.batchId).catch(showError));
+    $("new-batch").addEventListener("click", resetForNewBatch);
+    $("key-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const key = $("api-key").value.trim();
+      if (!key) return;
+      state.apiKey = key;
+      sessionStorage.setItem(KEY_STORAGE, key);
+      clearError();
+      try {
+        await start();
+        $("key-section").hidden = true;
+      } catch (error) {
+        showError(error);
+      }
+    });
+  }
+
+  async function start() {
+    await loadModels();
+    const batchId = new URLSearchParams(location.hash.slice(1)).get("batch");
+    if (batchId && batchId !== state.batchId) watchBatch(batchId, null, null);
+  }
+
+  async function init() {
+    bindEvents();
+    try {
+      const response = await fetch("config.json", { cache: "no-store" });
+      state.config = await readResponse(response);
+      if (!state.config || typeof state.config.apiUrl !== "string") {
+        throw new ApiError("invalid_config", 'config.json has no "apiUrl": write it with scripts/deploy_web.py');
+      }
+      if (!state.config.apiUrl.endsWith("/")) state.config.apiUrl += "/";
+    } catch (error) {
+      const shown =
+        error instanceof ApiError && error.code !== `http_404`
+          ? error
+          : new ApiError("config_missing", `config.json could not be read next to this page: write it with scripts/deploy_web.py`);
+      showError(shown);
+      return;
+    }
+    $("endpoint").textContent = state.config.apiUrl;
+    state.apiKey = state.config.apiKey || sessionStorage.getItem(KEY_STORAGE);
+    if (!state.apiKey) {
+      $("model").replaceChildren(new Option("Enter the API key first", ""));
+      showKeyForm();
+      return;
+    }
+    try {
+      await start();
+    } catch (error) {
+      showError(error);
+    }
+  }
+
+  init();
+})();
