@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +19,7 @@ RETRY_STATUSES = frozenset({429, 503})
 RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 120.0
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 def error_from_response(response: requests.Response) -> ApiError:
@@ -130,3 +133,57 @@ class ApiClient:
             "GET", f"batches/{quote(batch_id, safe='')}/results", params=params, retry=True
         )
         return result
+
+    def errors(self, batch_id: str, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+        params: dict[str, str] = {}
+        if limit:
+            params["limit"] = str(limit)
+        if next_token:
+            params["next_token"] = next_token
+        result: dict[str, Any] = self.request(
+            "GET", f"batches/{quote(batch_id, safe='')}/errors", params=params, retry=True
+        )
+        return result
+
+    def retry(self, batch_id: str) -> dict[str, Any]:
+        # Not repeated on 429/503: a second retry could start another attempt.
+        result: dict[str, Any] = self.request("POST", f"batches/{quote(batch_id, safe='')}/retry")
+        return result
+
+    def reconcile(self, batch_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", f"batches/{quote(batch_id, safe='')}/reconcile", retry=True)
+        return result
+
+    def download(self, url: str, path: Path) -> int:
+        """Save a presigned link's object at ``path`` (written whole or not at all); the number of bytes.
+
+        A plain request, not the API session: the API key is for the API, not for S3.
+        """
+        partial = path.with_name(path.name + ".part")
+        try:
+            with requests.get(url, stream=True, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)) as response:
+                if not response.ok:
+                    raise ApiError(
+                        response.status_code,
+                        "download_failed",
+                        f"{_shown(url)} answered {response.reason or 'an error'}: links expire after an hour, "
+                        "ask for the report again",
+                    )
+                size = 0
+                with partial.open("wb") as file:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                        file.write(chunk)
+                        size += len(chunk)
+        except requests.RequestException as exc:
+            partial.unlink(missing_ok=True)
+            raise ApiError(0, "connection_error", _unreachable(_shown(url), exc)) from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        os.replace(partial, path)
+        return size
+
+
+def _shown(url: str) -> str:
+    """A presigned URL without its signature, for messages."""
+    return url.split("?", 1)[0]

@@ -7,7 +7,7 @@ user can fix are raised as CliError and reported by ``main``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,10 +26,11 @@ from modelrun_cli.uploads import (
     upload_images,
     upload_prefix,
 )
-from modelrun_cli.waiting import WaitOutcome, wait_for_batch
+from modelrun_cli.waiting import TERMINAL, WaitOutcome, wait_for_batch, watch_batch
 
 FAILED = "FAILED"
 RESULTS_PAGE_WITH_ALL = 1000
+FAULT_SHORTHANDS = (("transient_rate", "--transient-rate"), ("timeout_rate", "--timeout-rate"))
 
 
 class App:
@@ -60,6 +61,7 @@ class App:
             bucket=self.args.bucket,
             aws_endpoint=self.args.aws_endpoint,
             stack=self.args.stack,
+            ws_url=self.args.ws_url,
         )
         return discover(flags, self.env, self.cwd, read_stack=self.read_stack)
 
@@ -112,6 +114,7 @@ def models(args: argparse.Namespace, app: App) -> int:
 # -- batches -----------------------------------------------------------------------------------------------------
 def batch_submit(args: argparse.Namespace, app: App) -> int:
     sources: list[str] = args.sources
+    faults = _faults(args)
     if any(source.startswith("s3://") for source in sources):
         body = _prefix_source(args, app)
         uploaded_to = None
@@ -124,8 +127,10 @@ def batch_submit(args: argparse.Namespace, app: App) -> int:
         "max_concurrency": args.max_concurrency,
     }
     body.update({name: value for name, value in options.items() if value is not None})
+    if faults is not None:
+        body["faults"] = faults
     submitted = app.client.submit_batch(body, idempotency_key=args.idempotency_key)
-    if not args.wait:
+    if not args.wait and not args.watch:
         app.emit(
             output.to_json(submitted) if args.json else output.format_submitted(submitted, uploaded_to=uploaded_to)
         )
@@ -134,7 +139,23 @@ def batch_submit(args: argparse.Namespace, app: App) -> int:
         app.say(f"batch {submitted['batch_id']} submitted ({submitted.get('total')} images); waiting")
     else:
         app.emit(output.format_submitted(submitted, uploaded_to=uploaded_to))
+    if args.watch:
+        return _watch(app, submitted["batch_id"], timeout_s=args.timeout, as_json=args.json)
     return _wait(app, submitted["batch_id"], timeout_s=args.timeout, as_json=args.json)
+
+
+def _faults(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The request's ``faults``: --faults JSON, with --transient-rate / --timeout-rate filling in their field."""
+    faults: dict[str, Any] | None = dict(args.faults) if args.faults is not None else None
+    for field, flag in FAULT_SHORTHANDS:
+        value = getattr(args, field)
+        if value is None:
+            continue
+        faults = faults if faults is not None else {}
+        if field in faults:
+            raise CliError(f"{flag} and --faults both set {field}: give it once")
+        faults[field] = value
+    return faults
 
 
 def _prefix_source(args: argparse.Namespace, app: App) -> dict[str, Any]:
@@ -184,44 +205,96 @@ def _wait(app: App, batch_id: str, *, timeout_s: float, as_json: bool) -> int:
         on_progress=lambda job, elapsed: app.say(output.format_progress(job, elapsed)),
         on_retry=lambda error: app.say(f"polling {batch_id}: {error}; trying again"),
     )
+    return _ended(app, outcome, batch_id, timeout_s=timeout_s, as_json=as_json, again="wait")
+
+
+def _watch(app: App, batch_id: str, *, timeout_s: float, as_json: bool) -> int:
+    """Live progress (WebSocket, else polling) as a bar on stderr, then the summary as ``_wait`` prints it."""
+    line = output.ProgressLine(app.err)
+    try:
+        outcome = watch_batch(
+            app.client,
+            batch_id,
+            ws_url=app.target.ws_url,
+            api_key=app.target.api_key,
+            timeout_s=timeout_s,
+            on_progress=line.show,
+            on_note=line.note,
+        )
+    finally:
+        line.finish()
+    return _ended(app, outcome, batch_id, timeout_s=timeout_s, as_json=as_json, again="watch")
+
+
+def _ended(app: App, outcome: WaitOutcome, batch_id: str, *, timeout_s: float, as_json: bool, again: str) -> int:
+    """The final job document on stdout (JSON or the summary), a word on stderr, and the exit status."""
     job = outcome.job
     app.emit(output.to_json(job) if as_json else output.format_job(job))
     if not outcome.finished:
         app.say(
             f"modelrun: timed out after {timeout_s:g} s; batch {batch_id} is {job.get('status')} and keeps running "
-            f"(`modelrun batch wait {batch_id}` waits again)"
+            f"(`modelrun batch {again} {batch_id}` follows it again)"
         )
         return 1
+    failed = int((job.get("counts") or {}).get("failed", 0))
     if job.get("status") == FAILED:
-        app.say(f"modelrun: batch {batch_id} FAILED (`modelrun batch results {batch_id} --status failed` says why)")
+        app.say(f"modelrun: batch {batch_id} FAILED (`modelrun batch errors {batch_id}` says why)")
         return 1
+    if failed:
+        app.say(
+            f"{failed} image{'s' * (failed != 1)} failed: `modelrun batch errors {batch_id}` lists them, "
+            f"`modelrun batch retry {batch_id}` runs them again"
+        )
     return 0
 
 
+def batch_watch(args: argparse.Namespace, app: App) -> int:
+    return _watch(app, args.batch_id, timeout_s=args.timeout, as_json=args.json)
+
+
+def _pages(
+    fetch: Callable[[str | None], dict[str, Any]], field: str, *, token: str | None, every: bool, batch_id: str
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each page (and its entries under ``field``) from ``token`` on: one page, or with ``every`` all of them,
+    following next_token to the end."""
+    tokens_seen: set[str] = set()
+    while True:
+        page = fetch(token)
+        entries = list(page.get(field) or [])
+        yield page, entries
+        token = page.get("next_token") or None
+        if not every or token is None or not entries:
+            return
+        if token in tokens_seen:
+            raise CliError(f"the API handed out the same next_token twice for batch {batch_id}")
+        tokens_seen.add(token)
+
+
+def _format(args: argparse.Namespace) -> str:
+    return "json" if args.json else "jsonl" if args.jsonl else "csv" if args.csv else "table"
+
+
 def batch_results(args: argparse.Namespace, app: App) -> int:
-    fmt = "json" if args.json else "jsonl" if args.jsonl else "csv" if args.csv else "table"
+    fmt = _format(args)
     limit = args.limit or (RESULTS_PAGE_WITH_ALL if args.all else None)
     collected: list[dict[str, Any]] = []
-    token: str | None = args.next_token
-    tokens_seen: set[str] = set()
-    first_page = True
-    while True:
-        page = app.client.results(args.batch_id, status=args.status, limit=limit, next_token=token)
-        results = list(page.get("results") or [])
+    token: str | None = None
+    pages = _pages(
+        lambda start: app.client.results(args.batch_id, status=args.status, limit=limit, next_token=start),
+        "results",
+        token=args.next_token,
+        every=args.all,
+        batch_id=args.batch_id,
+    )
+    for number, (page, results) in enumerate(pages):
         token = page.get("next_token") or None
         # JSON lines and CSV stream page by page; a table and a JSON document need every result first.
         if fmt == "jsonl":
             app.emit(output.results_jsonl(results))
         elif fmt == "csv":
-            app.emit(output.results_csv(results, header=first_page))
+            app.emit(output.results_csv(results, header=number == 0))
         else:
             collected += results
-        first_page = False
-        if not args.all or token is None or not results:
-            break
-        if token in tokens_seen:
-            raise CliError(f"the API handed out the same next_token twice for batch {args.batch_id}")
-        tokens_seen.add(token)
     if args.all:
         token = None  # every page was read (an empty last page may still carry a token)
     if fmt == "json":
@@ -233,11 +306,97 @@ def batch_results(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
+def batch_errors(args: argparse.Namespace, app: App) -> int:
+    """The error report: the summary by code, then each failed image (or the error files, with --download)."""
+    if args.download is not None:
+        return _download_errors(args, app)
+    fmt = _format(args)
+    limit = args.limit or (RESULTS_PAGE_WITH_ALL if args.all else None)
+    collected: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    pages = _pages(
+        lambda start: app.client.errors(args.batch_id, limit=limit, next_token=start),
+        "errors",
+        token=args.next_token,
+        every=args.all,
+        batch_id=args.batch_id,
+    )
+    for number, (page, entries) in enumerate(pages):
+        if number == 0:
+            report = page
+            if fmt == "table":
+                app.emit(output.format_error_summary(page))
+        report["next_token"] = page.get("next_token") or None
+        if fmt == "jsonl":
+            app.emit(output.results_jsonl(entries))
+        elif fmt == "csv":
+            app.emit(output.errors_csv(entries, header=number == 0))
+        else:
+            collected += entries
+    token = None if args.all else report.get("next_token")
+    if fmt == "json":
+        app.emit(output.to_json({**report, "errors": collected, "next_token": token}))
+    elif fmt == "table" and collected:
+        app.emit(output.format_errors(collected))
+    if token:
+        app.say(f"more failed images: --all, or --next-token {token}")
+    return 0
+
+
+def _download_errors(args: argparse.Namespace, app: App) -> int:
+    """Save the error files the stack wrote when the batch ended (CSV and JSON lines) in the folder given."""
+    report = app.client.errors(args.batch_id, limit=1)
+    links = report.get("links") or {}
+    if not links:
+        if report.get("status") in TERMINAL:
+            app.say(f"batch {args.batch_id} ended {report.get('status')} with no failed images: nothing to download")
+            return 0
+        raise CliError(
+            f"batch {args.batch_id} is {report.get('status')}: its error files are written when it ends "
+            f"(`modelrun batch watch {args.batch_id}`, then download again)"
+        )
+    folder = Path(args.download)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+    for kind in ("csv", "jsonl"):
+        path = folder / f"{args.batch_id}-errors.{kind}"
+        size = app.client.download(links[kind], path)
+        app.say(f"saved {path} ({size} bytes)")
+        app.emit(str(path))
+    return 0
+
+
+def batch_retry(args: argparse.Namespace, app: App) -> int:
+    """POST /batches/{id}/retry: the failed and missing images again, as a new attempt of the same batch."""
+    started = app.client.retry(args.batch_id)
+    if not args.watch:
+        app.emit(output.to_json(started) if args.json else output.format_retried(started))
+        return 0
+    if args.json:
+        app.say(f"batch {args.batch_id}: attempt {started.get('attempt')} runs {started.get('retried')} images")
+    else:
+        app.emit(output.format_retried(started))
+    return _watch(app, args.batch_id, timeout_s=args.timeout, as_json=args.json)
+
+
+def batch_reconcile(args: argparse.Namespace, app: App) -> int:
+    """POST /batches/{id}/reconcile: recount the batch from its outcomes (and close it if every image has one)."""
+    job = app.client.reconcile(args.batch_id)
+    app.emit(output.to_json(job) if args.json else output.format_job(job))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "predict": predict,
     "models": models,
     "batch submit": batch_submit,
     "batch status": batch_status,
     "batch wait": batch_wait,
+    "batch watch": batch_watch,
     "batch results": batch_results,
+    "batch errors": batch_errors,
+    "batch retry": batch_retry,
+    "batch reconcile": batch_reconcile,
 }

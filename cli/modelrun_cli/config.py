@@ -10,6 +10,9 @@
 An endpoint from a flag and an API key from the environment combine (a flag beats the variable of the same
 setting). ``--api-key``, ``--bucket`` and ``--aws-endpoint`` given as flags also override what a stack or the
 local state file says.
+
+The WebSocket URL for live progress comes from ``--ws-url``, else ``MODELRUN_WS_URL``, else the stack's output or
+the local state's ``WebSocketUrl`` (only when the stack itself came from there); without one, waiting polls.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ ENV_BUCKET = "MODELRUN_BUCKET"
 ENV_AWS_ENDPOINT = "MODELRUN_AWS_ENDPOINT"
 ENV_STACK = "MODELRUN_STACK"
 ENV_LOCAL_STATE = "MODELRUN_LOCAL_STATE"
+ENV_WS_URL = "MODELRUN_WS_URL"
 LOCAL_STATE = Path(".modelrun") / "local.json"
 # cli/modelrun_cli/config.py -> the repository root, where `make run` writes .modelrun/local.json.
 PACKAGE_REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +55,7 @@ class Target:
     aws_endpoint: str | None = None  # an S3-compatible endpoint (the local stack's moto server); None on AWS
     region: str | None = None
     local: bool = False
+    ws_url: str | None = None  # the WebSocket API for live progress (WebSocketUrl); None: waiting polls
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Flags:
     bucket: str | None = None
     aws_endpoint: str | None = None
     stack: str | None = None
+    ws_url: str | None = None
 
 
 StackReader = Callable[[str], Target]
@@ -76,18 +82,19 @@ def discover(
     package_repo: Path = PACKAGE_REPO,
 ) -> Target:
     """The stack to talk to, by the precedence in this module's docstring; ConfigError when there is none."""
+    ws_url = flags.ws_url or env.get(ENV_WS_URL) or None
     explicit = _explicit_target(flags, env)
     if explicit is not None:
-        return explicit
+        return replace(explicit, ws_url=ws_url)
     stack_name = flags.stack or env.get(ENV_STACK)
     if stack_name:
         target = (read_stack or read_cloudformation_stack)(stack_name)
-        return _with_flag_overrides(target, flags)
+        return _with_flag_overrides(target, flags, ws_url)
     state = find_local_state(env, cwd, package_repo)
     if state is None:
         searched = ", ".join(str(path) for path in state_candidates(cwd, package_repo))
         raise ConfigError(f"no modelrun stack found: {START_HINT} (looked for {searched})")
-    return _with_flag_overrides(load_local_state(state), flags)
+    return _with_flag_overrides(load_local_state(state), flags, ws_url)
 
 
 def _explicit_target(flags: Flags, env: Mapping[str, str]) -> Target | None:
@@ -110,12 +117,13 @@ def _explicit_target(flags: Flags, env: Mapping[str, str]) -> Target | None:
     )
 
 
-def _with_flag_overrides(target: Target, flags: Flags) -> Target:
+def _with_flag_overrides(target: Target, flags: Flags, ws_url: str | None = None) -> Target:
     return replace(
         target,
         api_key=flags.api_key or target.api_key,
         bucket=flags.bucket or target.bucket,
         aws_endpoint=flags.aws_endpoint or target.aws_endpoint,
+        ws_url=ws_url or target.ws_url,
     )
 
 
@@ -159,6 +167,7 @@ def load_local_state(path: Path) -> Target:
         aws_endpoint=_optional(state, "AwsEndpoint"),
         region=_optional(state, "Region"),
         local=True,
+        ws_url=_optional(state, "WebSocketUrl"),
     )
 
 
@@ -179,7 +188,8 @@ def process_alive(pid: int) -> bool:
 
 # -- a deployed stack --------------------------------------------------------------------------------------------
 def read_cloudformation_stack(name: str) -> Target:
-    """ApiUrl, the API key's value (from ApiKeyId) and ImagesBucketName from a deployed stack's Outputs."""
+    """ApiUrl, the API key's value (from ApiKeyId), ImagesBucketName and WebSocketUrl from a deployed stack's
+    Outputs."""
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -202,4 +212,5 @@ def read_cloudformation_stack(name: str) -> Target:
         source=f"stack {name} ({session.region_name})",
         bucket=outputs["ImagesBucketName"],
         region=session.region_name,
+        ws_url=outputs.get("WebSocketUrl") or None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,8 @@ where the stack is (the first that names one wins):
                                           current folder and its parents, then in the modelrun repository
                                           (MODELRUN_LOCAL_STATE names another file)
   A flag beats its environment variable; --api-key, --bucket and --aws-endpoint also override 3 and 4.
+  Live progress (watch, --watch) uses --ws-url, MODELRUN_WS_URL, or the WebSocketUrl of 3 or 4; without one,
+  or when the WebSocket fails, it polls the REST API.
 
 exit status: 0 done, 1 an API or usage error (or a FAILED / unfinished batch), 2 bad arguments."""
 
@@ -55,6 +58,27 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        example = '{"transient_rate": 0.1}'
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): give an object like '{example}'") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object like '{\"transient_rate\": 0.1}'")
+    return value
+
+
 def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     group = parser.add_argument_group("connection (how they combine: see the end of this help)")
     group.add_argument("--endpoint", metavar="URL", default=default, help="the API's base URL (ApiUrl)")
@@ -64,6 +88,9 @@ def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> 
         "--aws-endpoint", metavar="URL", default=default, help="an S3-compatible endpoint for uploads (local stack)"
     )
     group.add_argument("--stack", metavar="NAME", default=default, help="a deployed CloudFormation stack")
+    group.add_argument(
+        "--ws-url", metavar="URL", default=default, help="the WebSocket API for live progress (WebSocketUrl)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("name", nargs="?", metavar="NAME", help="one model: every version of it")
     models.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
-    batch = commands.add_parser("batch", help="batch jobs: submit, status, wait, results", description="Batch jobs.")
+    batch = commands.add_parser(
+        "batch", help="batch jobs: submit, status, wait, watch, results, errors, retry", description="Batch jobs."
+    )
     batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     _add_batch_submit(batch_commands, common)
 
@@ -101,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     wait = batch_commands.add_parser("wait", help="wait until a batch ends", **common)
     wait.add_argument("batch_id", metavar="ID")
     _add_wait_options(wait)
+
+    watch = batch_commands.add_parser(
+        "watch",
+        help="follow a batch live until it ends",
+        description=(
+            "Follow a batch until it ends: a live progress bar on stderr (percent, counts, rate, ETA, status) "
+            "from the WebSocket API, or from polling when no WebSocket URL is known or it fails; then the summary."
+        ),
+        **common,
+    )
+    watch.add_argument("batch_id", metavar="ID")
+    _add_wait_options(watch)
 
     results = batch_commands.add_parser("results", help="a batch's per-image outcomes", **common)
     results.add_argument("batch_id", metavar="ID")
@@ -114,6 +155,38 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--json", action="store_true", help="one JSON document")
     formats.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     formats.add_argument("--csv", action="store_true", help="CSV with a header row")
+
+    errors = batch_commands.add_parser(
+        "errors",
+        help="a batch's error report: each failed image and why",
+        description=(
+            "The error report: how many images failed per code, then each failed image with its code, message, "
+            "attempt and time. --download saves the CSV and JSON-lines files written when the batch ended."
+        ),
+        **common,
+    )
+    errors.add_argument("batch_id", metavar="ID")
+    errors.add_argument("--limit", type=bounded_int(1, 1000), help="images per request (default 100; 1000 with --all)")
+    errors.add_argument("--all", action="store_true", help="every page, following next_token")
+    errors.add_argument("--next-token", metavar="TOKEN", help="continue from a previous page")
+    error_formats = errors.add_mutually_exclusive_group()
+    error_formats.add_argument("--json", action="store_true", help="one JSON document (summary, errors, links)")
+    error_formats.add_argument("--jsonl", action="store_true", help="one JSON object per failed image")
+    error_formats.add_argument("--csv", action="store_true", help="CSV with a header row (as the error file)")
+    error_formats.add_argument(
+        "--download", metavar="DIR", help="save <ID>-errors.csv and <ID>-errors.jsonl in DIR (an ended batch)"
+    )
+
+    retry = batch_commands.add_parser("retry", help="run a batch's failed and missing images again", **common)
+    retry.add_argument("batch_id", metavar="ID")
+    retry.add_argument("--watch", action="store_true", help="follow the new attempt live until it ends")
+    _add_wait_options(retry, wait_flag=True, flag="--watch", answer="the retry answer")
+
+    reconcile = batch_commands.add_parser(
+        "reconcile", help="recount a batch from its outcomes (and close it if complete)", **common
+    )
+    reconcile.add_argument("batch_id", metavar="ID")
+    reconcile.add_argument("--json", action="store_true", help="print the job document as JSON")
     return parser
 
 
@@ -135,19 +208,32 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
     submit.add_argument("--max-concurrency", type=bounded_int(1, 1000), metavar="N", help="chunks at once (1-1000)")
     submit.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with this key starts no new batch")
     submit.add_argument("--prefix", metavar="P", help="upload under this key prefix instead of uploads/batches/<id>")
-    submit.add_argument("--wait", action="store_true", help="wait until the batch ends (progress on stderr)")
-    _add_wait_options(submit, wait_flag=True)
+    following = submit.add_mutually_exclusive_group()
+    following.add_argument("--wait", action="store_true", help="wait until the batch ends (progress lines on stderr)")
+    following.add_argument("--watch", action="store_true", help="follow the batch live until it ends (a progress bar)")
+    submit.add_argument(
+        "--faults",
+        type=json_object,
+        metavar="JSON",
+        help="injected failures to watch recovery, e.g. '{\"transient_rate\": 0.1}' (stacks that allow it)",
+    )
+    submit.add_argument("--transient-rate", type=rate, metavar="R", help="faults.transient_rate (0-1)")
+    submit.add_argument("--timeout-rate", type=rate, metavar="R", help="faults.timeout_rate (0-1)")
+    _add_wait_options(submit, wait_flag=True, flag="--wait/--watch", answer="the submit answer")
 
 
-def _add_wait_options(parser: argparse.ArgumentParser, *, wait_flag: bool = False) -> None:
+def _add_wait_options(
+    parser: argparse.ArgumentParser, *, wait_flag: bool = False, flag: str = "--wait", answer: str = ""
+) -> None:
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help=f"give up waiting after S seconds (default {DEFAULT_TIMEOUT_S:g})" + (" with --wait" if wait_flag else ""),
+        help=f"give up waiting after S seconds (default {DEFAULT_TIMEOUT_S:g})"
+        + (f" with {flag}" if wait_flag else ""),
     )
-    json_help = "print JSON: the submit answer, or with --wait the final job document (nothing else on stdout)"
+    json_help = f"print JSON: {answer}, or with {flag} the final job document (nothing else on stdout)"
     parser.add_argument(
         "--json", action="store_true", help=json_help if wait_flag else "print the final job document as JSON"
     )

@@ -5,11 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import shutil
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 RESULT_CSV_COLUMNS = ("item", "key", "status", "label", "score", "error_code", "error_message", "attempt", "updated_at")
+# The error report's columns: the same as the errors-<attempt>.csv file the stack writes when a batch ends.
+ERROR_CSV_COLUMNS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
 DESCRIPTION_WIDTH = 60
+BAR_WIDTH = 24
+MESSAGE_WIDTH = 80
 
 
 def to_json(document: Any) -> str:
@@ -104,7 +110,10 @@ def format_submitted(submitted: Mapping[str, Any], *, uploaded_to: str | None = 
 
 def _link_lines(links: Mapping[str, Any]) -> list[str]:
     names = (("self", "status"), ("results", "results"), ("errors", "errors"), ("results_file", "file"))
-    return [f"  {label:<8} {links[name]}" for name, label in names if links.get(name)]
+    lines = [f"  {label:<8} {links[name]}" for name, label in names if links.get(name)]
+    files = links.get("errors_files") or {}
+    lines += [f"  {'err ' + kind:<8} {files[kind]}" for kind in ("csv", "jsonl") if files.get(kind)]
+    return lines
 
 
 def format_progress(job: Mapping[str, Any], elapsed_s: float) -> str:
@@ -189,3 +198,138 @@ def results_csv(results: Iterable[Mapping[str, Any]], *, header: bool = True) ->
 
 def results_jsonl(results: Iterable[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(result, separators=(",", ":"), ensure_ascii=False) + "\n" for result in results)
+
+
+# -- live progress -----------------------------------------------------------------------------------------------
+def duration(seconds: float) -> str:
+    """``45s``, ``3m05s``, ``2h07m``."""
+    whole = max(round(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def format_bar(progress: Mapping[str, Any], width: int = BAR_WIDTH) -> str:
+    """One progress message (or a job document shaped like one) as a bar with percent, counts, rate, ETA, status.
+
+    ``[##########--------------]  41.9%  13/31 (12 predicted, 1 failed)  6.5 img/s  ETA 3s  RUNNING``
+    """
+    predicted, failed, pending = counts_of(progress)
+    done = predicted + failed
+    total = int(progress.get("total") or done + pending)
+    percent = progress.get("percent")
+    if not isinstance(percent, int | float):
+        percent = 100.0 * done / total if total else 100.0
+    filled = min(max(int(width * float(percent) / 100), 0), width)
+    rate = progress.get("rate")
+    eta_s = progress.get("eta_s")
+    shown_rate = f"{float(rate):.1f} img/s" if isinstance(rate, int | float) else "- img/s"
+    shown_eta = f"ETA {duration(float(eta_s))}" if isinstance(eta_s, int | float) else "ETA -"
+    return (
+        f"[{'#' * filled}{'-' * (width - filled)}] {float(percent):5.1f}%  {done}/{total} "
+        f"({predicted} predicted, {failed} failed)  {shown_rate}  {shown_eta}  {progress.get('status')}"
+    )
+
+
+class ProgressLine:
+    """The live progress bar on stderr.
+
+    On a terminal the bar is redrawn in place (notes print above it); elsewhere (a log, a pipe) a line is written
+    when the status changes, or at most every ``interval_s`` while the counts move.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        tty: bool | None = None,
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.interval_s = interval_s
+        self.clock = clock
+        self.shown: str | None = None  # the bar on screen (a terminal) or last written
+        self.status: Any = None
+        self.written_at: float | None = None
+
+    def show(self, progress: Mapping[str, Any]) -> None:
+        text = format_bar(progress)
+        if self.tty:
+            width = max(shutil.get_terminal_size((120, 24)).columns - 1, 20)
+            self.shown = text[:width]
+            self.stream.write("\r" + self.shown + "\x1b[K")
+            self.stream.flush()
+            return
+        now = self.clock()
+        status_changed = progress.get("status") != self.status
+        due = self.written_at is None or now - self.written_at >= self.interval_s
+        if text != self.shown and (status_changed or due):
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            self.shown, self.status, self.written_at = text, progress.get("status"), now
+
+    def note(self, text: str) -> None:
+        """A line of its own (a warning, a notice), without breaking the bar."""
+        if self.tty and self.shown is not None:
+            self.stream.write("\r\x1b[K" + text + "\n\r" + self.shown)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = None
+
+
+# -- the error report --------------------------------------------------------------------------------------------
+def format_error_summary(report: Mapping[str, Any]) -> str:
+    """The report's head: how many images failed and how many per code, most frequent first."""
+    summary: Mapping[str, int] = report.get("summary") or {}
+    total = sum(summary.values())
+    partial = "" if report.get("summary_complete", True) else " (counted so far; the batch is large)"
+    lines = [f"{report.get('batch_id')} {report.get('status')}: {total} failed image{'s' * (total != 1)}{partial}"]
+    if summary:
+        width = max(len(code) for code in summary)
+        ordered = sorted(summary.items(), key=lambda entry: (-entry[1], entry[0]))
+        lines += [f"  {code:<{width}}  {count}" for code, count in ordered]
+    return "\n".join(lines)
+
+
+def format_errors(entries: Sequence[Mapping[str, Any]]) -> str:
+    if not entries:
+        return "no failed images"
+    rows = [
+        (
+            entry.get("item"),
+            entry.get("key"),
+            entry.get("code"),
+            entry.get("attempts"),
+            entry.get("last_attempt_at"),
+            _shorten(entry.get("message"), MESSAGE_WIDTH),
+        )
+        for entry in entries
+    ]
+    return table(("item", "key", "code", "attempt", "last attempt", "message"), rows)
+
+
+def errors_csv(entries: Iterable[Mapping[str, Any]], *, header: bool = True) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ERROR_CSV_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(entries)
+    return buffer.getvalue()
+
+
+def format_retried(started: Mapping[str, Any]) -> str:
+    """POST /batches/{id}/retry: the batch id alone on the first line, then the attempt and the links."""
+    again = f"{started.get('retried')} images again ({started.get('status')})"
+    lines = [str(started.get("batch_id")), f"  attempt  {started.get('attempt')}: {again}"]
+    lines += _link_lines(started.get("links") or {})
+    return "\n".join(lines)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import functools
+import http.server
 import io
 import json
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +21,11 @@ import boto3
 import pytest
 import requests
 from moto import mock_aws
+from websockets.sync.server import serve as websocket_serve
 
+from modelrun.batches import ERROR_FIELDS
 from modelrun_cli import client as client_module
-from modelrun_cli import output, uploads
+from modelrun_cli import output, uploads, waiting
 from modelrun_cli.client import ApiClient, error_from_response
 from modelrun_cli.config import Flags, Target, discover, read_cloudformation_stack
 from modelrun_cli.errors import ApiError, CliError, ConfigError
@@ -29,7 +39,7 @@ from modelrun_cli.uploads import (
     upload_images,
     upload_prefix,
 )
-from modelrun_cli.waiting import poll_intervals, wait_for_batch
+from modelrun_cli.waiting import RateMeter, poll_intervals, wait_for_batch, watch_batch, ws_url_with_key
 
 STATE = {
     "ApiUrl": "http://127.0.0.1:3000/",
@@ -283,6 +293,18 @@ def run_cli(argv: list[str], tmp_path: Path, env: dict[str, str] | None = None) 
         ["batch", "results", "b-1", "--limit", "1001"],
         ["batch", "results", "b-1", "--status", "pending"],
         ["batch", "results", "b-1", "--json", "--csv"],
+        ["batch", "submit", "images/", "--wait", "--watch"],
+        ["batch", "submit", "images/", "--faults", "{not json"],
+        ["batch", "submit", "images/", "--faults", "[0.1]"],
+        ["batch", "submit", "images/", "--transient-rate", "1.5"],
+        ["batch", "submit", "images/", "--timeout-rate", "often"],
+        ["batch", "watch"],
+        ["batch", "watch", "b-1", "--timeout", "0"],
+        ["batch", "errors", "b-1", "--limit", "1001"],
+        ["batch", "errors", "b-1", "--csv", "--download", "dir"],
+        ["batch", "errors", "b-1", "--status", "failed"],
+        ["batch", "retry"],
+        ["batch", "reconcile"],
         ["batch"],
         ["predict"],
         [],
@@ -725,3 +747,640 @@ def test_waiting_polls_through_a_passing_gateway_error_but_not_an_unknown_batch(
     unknown = ScriptedClient(ApiError(404, "not_found", "no batch"))
     with pytest.raises(ApiError, match="no batch"):
         wait_for_batch(unknown, "b-1", clock=clock, sleep=clock.sleep)
+
+
+# -- the WebSocket URL -------------------------------------------------------------------------------------------
+def test_the_ws_url_flag_beats_the_environment_and_the_local_state(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    write_state(cwd, WebSocketUrl="ws://state/v1")
+    target = find(Flags(ws_url="ws://flag/v1"), {"MODELRUN_WS_URL": "ws://env/v1"}, cwd, repo)
+    assert target.ws_url == "ws://flag/v1"
+
+
+def test_the_ws_url_environment_variable_beats_the_local_state(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    write_state(cwd, WebSocketUrl="ws://state/v1")
+    assert find(Flags(), {"MODELRUN_WS_URL": "ws://env/v1"}, cwd, repo).ws_url == "ws://env/v1"
+
+
+def test_the_local_state_gives_its_websocket_url(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    write_state(cwd, WebSocketUrl="ws://127.0.0.1:3001/v1")
+    assert find(Flags(), {}, cwd, repo).ws_url == "ws://127.0.0.1:3001/v1"
+
+
+def test_an_explicit_endpoint_does_not_borrow_the_local_states_websocket_url(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    write_state(cwd, WebSocketUrl="ws://127.0.0.1:3001/v1")
+    env = {"MODELRUN_ENDPOINT": "https://other/v1/", "MODELRUN_API_KEY": "k"}
+    assert find(Flags(), env, cwd, repo).ws_url is None
+
+
+def test_a_deployed_stack_gives_its_websocket_url_output(aws: Any) -> None:
+    key = boto3.client("apigateway").create_api_key(name="clients", value="the-secret-value-of-the-key", enabled=True)
+    deploy_outputs(
+        {
+            "ApiUrl": "https://abc.execute-api/v1/",
+            "ApiKeyId": key["id"],
+            "ImagesBucketName": "images",
+            "WebSocketUrl": "wss://ws.execute-api/v1",
+        }
+    )
+    assert read_cloudformation_stack("modelrun-prod").ws_url == "wss://ws.execute-api/v1"
+
+
+def test_the_api_key_is_added_to_the_websocket_url_unless_it_carries_one() -> None:
+    assert ws_url_with_key("ws://127.0.0.1:3001/v1", "k 1") == "ws://127.0.0.1:3001/v1?api_key=k+1"
+    assert ws_url_with_key("wss://x/v1?a=b", "k") == "wss://x/v1?a=b&api_key=k"
+    assert ws_url_with_key("wss://x/v1?api_key=mine", "k") == "wss://x/v1?api_key=mine"
+
+
+# -- a fake WebSocket API (the progress contract), on a free loopback port ------------------------------------
+KEY = "watch-key"
+Script = Callable[[Any, dict[str, Any]], None]
+
+
+@dataclass
+class FakeLiveApi:
+    """A WebSocket server speaking the progress contract: it checks the API key at connect, records what clients
+    send, and answers a subscribe with ``script(connection, subscribe_message)``."""
+
+    url: str
+    received: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    header_keys: list[str | None] = field(default_factory=list)
+
+
+@pytest.fixture
+def live_api() -> Iterator[Callable[[Script], FakeLiveApi]]:
+    servers: list[Any] = []
+
+    def start(script: Script) -> FakeLiveApi:
+        api = FakeLiveApi(url="")
+
+        def check_key(connection: Any, request: Any) -> Any:
+            api.paths.append(request.path)
+            api.header_keys.append(request.headers.get("x-api-key"))
+            if f"api_key={KEY}" not in request.path:
+                return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden\n")
+            return None
+
+        def handler(connection: Any) -> None:
+            for raw in connection:
+                message = json.loads(raw)
+                api.received.append(message)
+                if message.get("action") == "subscribe":
+                    connection.send(json.dumps({"type": "subscribed", "batch_id": message["batch_id"]}))
+                    script(connection, message)
+
+        server = websocket_serve(handler, "127.0.0.1", 0, process_request=check_key)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        api.url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v1"
+        return api
+
+    yield start
+    for server in servers:
+        server.shutdown()
+
+
+def message(kind: str, status: str, predicted: int, failed: int = 0, total: int = 4, **extra: Any) -> dict[str, Any]:
+    done = predicted + failed
+    return {
+        "type": kind,
+        "batch_id": "b-1",
+        "status": status,
+        "attempt": 1,
+        "total": total,
+        "counts": {"predicted": predicted, "failed": failed, "pending": total - done},
+        "percent": round(100.0 * done / total, 2),
+        "rate": 2.0 if done else None,
+        "eta_s": (total - done) / 2.0 if done else None,
+        "updated_at": "2026-11-19T10:13:20.000Z",
+        **extra,
+    }
+
+
+def sends(*messages: dict[str, Any]) -> Script:
+    def script(connection: Any, _subscribe: dict[str, Any]) -> None:
+        for sent in messages:
+            connection.send(json.dumps(sent))
+
+    return script
+
+
+def watch(client: Any, ws_url: str | None, **kwargs: Any) -> tuple[Any, list[dict[str, Any]], list[str]]:
+    seen: list[dict[str, Any]] = []
+    notes: list[str] = []
+    clock = kwargs.pop("clock", None) or FakeClock()
+    outcome = watch_batch(
+        client,
+        "b-1",
+        ws_url=ws_url,
+        api_key=KEY,
+        timeout_s=kwargs.pop("timeout_s", 30),
+        on_progress=seen.append,
+        on_note=notes.append,
+        clock=clock,
+        sleep=kwargs.pop("sleep", getattr(clock, "sleep", None)),
+    )
+    return outcome, seen, notes
+
+
+def test_watching_follows_the_live_messages_to_the_completed_one_and_ends_with_the_job_document(
+    live_api: Callable[[Script], FakeLiveApi],
+) -> None:
+    # Given a WebSocket API that sends two progress messages and then the completed one
+    completed = message("completed", "COMPLETED", 4, links={"results": "r", "errors": "e"})
+    api = live_api(sends(message("progress", "RUNNING", 1), message("progress", "RUNNING", 3), completed))
+    client = ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4))
+
+    # When the batch is watched
+    outcome, seen, notes = watch(client, api.url)
+
+    # Then every live message reached the view, in order, and the outcome is the final job document
+    assert [(update["type"], update["counts"]["predicted"]) for update in seen] == [
+        ("progress", 0),
+        ("progress", 1),
+        ("progress", 3),
+        ("completed", 4),
+    ]
+    assert (outcome.finished, outcome.succeeded, outcome.job["status"]) == (True, True, "COMPLETED")
+    assert notes == []
+    assert client.calls == 2  # once before subscribing, once at the end: no polling
+
+
+def test_watching_subscribes_to_the_batch_with_the_api_key_in_the_query_and_the_header(
+    live_api: Callable[[Script], FakeLiveApi],
+) -> None:
+    api = live_api(sends(message("completed", "COMPLETED", 4)))
+    watch(ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4)), api.url)
+    assert api.received[0] == {"action": "subscribe", "batch_id": "b-1"}
+    assert api.paths == [f"/v1?api_key={KEY}"]
+    assert api.header_keys == [KEY]
+
+
+def test_messages_about_other_batches_and_unknown_types_are_ignored(
+    live_api: Callable[[Script], FakeLiveApi],
+) -> None:
+    other = {**message("completed", "FAILED", 0, failed=4), "batch_id": "b-other"}
+    api = live_api(sends(other, {"type": "hello", "batch_id": "b-1"}, message("completed", "COMPLETED", 4)))
+    _, seen, _ = watch(ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4)), api.url)
+    assert [update["status"] for update in seen] == ["RUNNING", "COMPLETED"]
+
+
+def test_a_batch_already_ended_needs_no_connection(live_api: Callable[[Script], FakeLiveApi]) -> None:
+    api = live_api(sends())
+    outcome, seen, notes = watch(ScriptedClient(job("COMPLETED_WITH_ERRORS", 3, failed=1)), api.url)
+    assert (outcome.finished, outcome.succeeded) == (True, True)
+    assert [update["type"] for update in seen] == ["completed"]
+    assert (api.paths, notes) == ([], [])
+
+
+def test_a_refused_connection_falls_back_to_polling_and_says_so_once(
+    live_api: Callable[[Script], FakeLiveApi],
+) -> None:
+    # Given a WebSocket API that refuses this key (403)
+    api = live_api(sends())
+    wrong = api.url.replace("/v1", "/v1?api_key=wrong")
+    client = ScriptedClient(job("RUNNING", 0), job("RUNNING", 2), job("RUNNING", 3), job("COMPLETED", 4))
+
+    # When the batch is watched
+    outcome, seen, notes = watch(client, wrong)
+
+    # Then it is polled to its end, with one note naming why
+    assert outcome.job["status"] == "COMPLETED"
+    assert [update["counts"]["predicted"] for update in seen] == [0, 2, 3, 4]
+    assert len(notes) == 1
+    assert "HTTP 403" in notes[0]
+    assert "polling GET /batches/b-1" in notes[0]
+
+
+def test_no_websocket_url_polls_and_says_where_a_url_would_come_from(tmp_path: Path) -> None:
+    outcome, _, notes = watch(ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4)), None)
+    assert outcome.finished is True
+    assert len(notes) == 1
+    assert "--ws-url" in notes[0]
+    assert "MODELRUN_WS_URL" in notes[0]
+
+
+def test_nothing_listening_at_the_websocket_url_falls_back_to_polling() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outcome, _, notes = watch(ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4)), f"ws://127.0.0.1:{port}/v1")
+    assert outcome.job["status"] == "COMPLETED"
+    assert len(notes) == 1
+    assert "nothing answers at the WebSocket URL" in notes[0]
+
+
+def test_a_connection_that_drops_midway_falls_back_to_polling(live_api: Callable[[Script], FakeLiveApi]) -> None:
+    def drop(connection: Any, _subscribe: dict[str, Any]) -> None:
+        connection.send(json.dumps(message("progress", "RUNNING", 1)))
+        connection.close()
+
+    api = live_api(drop)
+    client = ScriptedClient(job("RUNNING", 0), job("RUNNING", 2), job("COMPLETED", 4))
+    outcome, seen, notes = watch(client, api.url)
+    assert outcome.job["status"] == "COMPLETED"
+    assert seen[1]["counts"]["predicted"] == 1  # the live message before the drop
+    assert len(notes) == 1
+    assert "closed" in notes[0]
+
+
+def test_an_error_message_from_the_websocket_api_falls_back_to_polling(
+    live_api: Callable[[Script], FakeLiveApi],
+) -> None:
+    error = {"type": "error", "code": "not_found", "message": "no batch b-1 yet"}
+    api = live_api(sends(error))
+    outcome, _, notes = watch(ScriptedClient(job("RUNNING", 0), job("COMPLETED", 4)), api.url)
+    assert outcome.job["status"] == "COMPLETED"
+    assert "not_found: no batch b-1 yet" in notes[0]
+
+
+def test_a_silent_websocket_is_checked_against_the_rest_api_so_a_lost_completed_message_ends_the_watch(
+    live_api: Callable[[Script], FakeLiveApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a WebSocket API that never sends progress, and a batch that ends meanwhile
+    monkeypatch.setattr(waiting, "LIVE_SILENCE_S", 0.05)
+    api = live_api(sends())
+    client = ScriptedClient(job("RUNNING", 0), job("RUNNING", 1), job("COMPLETED", 4))
+
+    # When it is watched
+    outcome, _, notes = watch(client, api.url)
+
+    # Then the silence is checked through GET /batches/{id} and the watch ends there, still on the WebSocket
+    assert (outcome.finished, outcome.job["status"]) == (True, "COMPLETED")
+    assert notes == []
+
+
+def test_a_live_watch_stops_at_the_deadline_with_the_last_status(live_api: Callable[[Script], FakeLiveApi]) -> None:
+    api = live_api(sends(message("progress", "RUNNING", 1)))
+    outcome, _, _ = watch(ScriptedClient(job("RUNNING", 1)), api.url, timeout_s=0.3, clock=time.monotonic)
+    assert (outcome.finished, outcome.job["status"]) == (False, "RUNNING")
+
+
+def test_polling_measures_a_rate_and_an_eta_once_the_counts_move() -> None:
+    clock = FakeClock()
+    meter = RateMeter(clock)
+    assert meter.measure(job("RUNNING", 0, total=100)) == (None, None)
+    clock.now = 2.0
+    rate, eta_s = meter.measure(job("RUNNING", 10, total=100))
+    assert (rate, eta_s) == (5.0, 18.0)
+
+
+# -- the progress bar --------------------------------------------------------------------------------------------
+def test_the_bar_shows_percent_counts_rate_eta_and_status() -> None:
+    progress = message("progress", "RUNNING", 12, failed=1, total=31)
+    progress.update(percent=41.94, rate=6.5, eta_s=2.6)
+    assert output.format_bar(progress, width=10) == (
+        "[####------]  41.9%  13/31 (12 predicted, 1 failed)  6.5 img/s  ETA 3s  RUNNING"
+    )
+
+
+def test_an_unknown_rate_and_eta_show_as_dashes() -> None:
+    assert "- img/s  ETA -  QUEUED" in output.format_bar(message("progress", "QUEUED", 0))
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0.4, "0s"), (59, "59s"), (185, "3m05s"), (7620, "2h07m")])
+def test_durations_read_as_seconds_minutes_and_hours(seconds: float, shown: str) -> None:
+    assert output.duration(seconds) == shown
+
+
+def test_off_a_terminal_the_bar_is_a_line_per_status_change_and_at_most_one_per_interval_otherwise() -> None:
+    stream, clock = io.StringIO(), FakeClock()
+    line = output.ProgressLine(stream, interval_s=2.0, clock=clock)
+    line.show(message("progress", "QUEUED", 0))
+    line.show(message("progress", "RUNNING", 1))  # a new status: written at once
+    clock.now = 1.0
+    line.show(message("progress", "RUNNING", 2))  # counts only, within the interval: skipped
+    clock.now = 2.5
+    line.show(message("progress", "RUNNING", 3))  # the interval passed: written
+    line.show(message("completed", "COMPLETED", 4))
+    line.finish()
+    assert [text.split()[-1] for text in stream.getvalue().splitlines()] == [
+        "QUEUED",
+        "RUNNING",
+        "RUNNING",
+        "COMPLETED",
+    ]
+    assert "3/4" in stream.getvalue().splitlines()[2]
+
+
+def test_on_a_terminal_the_bar_is_redrawn_in_place_and_notes_print_above_it() -> None:
+    stream = io.StringIO()
+    line = output.ProgressLine(stream, tty=True)
+    line.show(message("progress", "RUNNING", 1))
+    line.note("live progress unavailable")
+    line.show(message("progress", "RUNNING", 2))
+    line.finish()
+    text = stream.getvalue()
+    assert text.count("\n") == 2  # the note's line and the end of the bar
+    assert "\r\x1b[Klive progress unavailable\n" in text
+    assert text.endswith("RUNNING\x1b[K\n")
+
+
+# -- watch, errors, retry, reconcile from the command line -----------------------------------------------------
+ENDPOINT = {"MODELRUN_ENDPOINT": "http://x/", "MODELRUN_API_KEY": KEY}
+
+
+def scripted_batches(monkeypatch: pytest.MonkeyPatch, *documents: dict[str, Any]) -> ScriptedClient:
+    scripted = ScriptedClient(*documents)
+    monkeypatch.setattr(ApiClient, "batch", lambda self, batch_id: scripted.batch(batch_id))
+    monkeypatch.setattr(waiting, "FIRST_INTERVAL_S", 0.01)
+    return scripted
+
+
+def test_batch_watch_json_prints_only_the_final_job_document_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, live_api: Callable[[Script], FakeLiveApi]
+) -> None:
+    api = live_api(sends(message("progress", "RUNNING", 2), message("completed", "COMPLETED", 4)))
+    scripted_batches(monkeypatch, job("QUEUED", 0), job("COMPLETED", 4))
+    code, out, err = run_cli(["batch", "watch", "b-1", "--json", "--ws-url", api.url], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert json.loads(out)["status"] == "COMPLETED"
+    assert "2/4 (2 predicted, 0 failed)" in err
+    assert "polling" not in err
+
+
+def test_batch_watch_without_a_websocket_polls_and_prints_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted_batches(monkeypatch, job("RUNNING", 0), job("COMPLETED_WITH_ERRORS", 3, failed=1))
+    code, out, err = run_cli(["batch", "watch", "b-1"], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert out.splitlines()[0] == "b-1 COMPLETED_WITH_ERRORS"
+    assert err.count("polling GET /batches/b-1") == 1
+    assert "modelrun batch errors b-1" in err
+
+
+def test_batch_watch_exits_1_for_a_failed_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted_batches(monkeypatch, job("RUNNING", 0), job("FAILED", 0, failed=4))
+    code, _, err = run_cli(["batch", "watch", "b-1"], tmp_path, env=ENDPOINT)
+    assert code == 1
+    assert "FAILED" in err
+
+
+def test_batch_watch_exits_1_at_its_timeout_saying_how_to_follow_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted_batches(monkeypatch, job("RUNNING", 1))
+    code, out, err = run_cli(["batch", "watch", "b-1", "--timeout", "0.2"], tmp_path, env=ENDPOINT)
+    assert code == 1
+    assert out.splitlines()[0] == "b-1 RUNNING"
+    assert "`modelrun batch watch b-1` follows it again" in err
+
+
+def test_an_unknown_batch_ends_the_watch_with_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scripted_batches(monkeypatch, ApiError(404, "not_found", "no batch 'b-1'"))
+    code, _, err = run_cli(["batch", "watch", "b-1"], tmp_path, env=ENDPOINT)
+    assert code == 1
+    assert "not_found: no batch 'b-1' (HTTP 404)" in err
+
+
+def capture_submits(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
+
+    def submit(self: ApiClient, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        bodies.append(dict(body))
+        return {"batch_id": "b-1", "status": "QUEUED", "total": 4, "links": {}}
+
+    monkeypatch.setattr(ApiClient, "submit_batch", submit)
+    return bodies
+
+
+@pytest.mark.parametrize(
+    ("flags", "faults"),
+    [
+        (["--faults", '{"transient_rate": 0.1, "fail_chunks": [2]}'], {"transient_rate": 0.1, "fail_chunks": [2]}),
+        (["--transient-rate", "0.2", "--timeout-rate", "0.05"], {"transient_rate": 0.2, "timeout_rate": 0.05}),
+        (["--faults", '{"fail_chunks": [0]}', "--timeout-rate", "1"], {"fail_chunks": [0], "timeout_rate": 1.0}),
+    ],
+)
+def test_faults_go_into_the_request_from_json_and_the_shorthands(
+    flags: list[str], faults: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = capture_submits(monkeypatch)
+    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
+    code, _, _ = run_cli(["batch", "submit", "s3://images/scans/", *flags], tmp_path, env=env)
+    assert code == 0
+    assert bodies == [{"s3_prefix": "scans/", "faults": faults}]
+
+
+def test_a_fault_given_twice_is_refused_before_submitting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = capture_submits(monkeypatch)
+    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
+    argv = ["batch", "submit", "s3://images/scans/", "--faults", '{"transient_rate": 0.1}', "--transient-rate", "0.2"]
+    code, _, err = run_cli(argv, tmp_path, env=env)
+    assert (code, bodies) == (1, [])
+    assert "--transient-rate and --faults both set transient_rate" in err
+
+
+def test_submit_watch_prints_the_batch_id_first_then_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    capture_submits(monkeypatch)
+    scripted_batches(monkeypatch, job("QUEUED", 0), job("COMPLETED", 4))
+    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
+    code, out, err = run_cli(["batch", "submit", "s3://images/scans/", "--watch"], tmp_path, env=env)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "b-1"
+    assert "b-1 COMPLETED" in lines
+    assert "[" in err
+
+
+REPORT = {
+    "batch_id": "b-1",
+    "status": "COMPLETED_WITH_ERRORS",
+    "attempt": 1,
+    "failed": 3,
+    "summary": {"invalid_image": 2, "image_not_found": 1},
+    "summary_complete": True,
+    "links": {"csv": "http://files/errors-1.csv?X-Amz-Signature=s", "jsonl": "http://files/errors-1.jsonl?s"},
+}
+ENTRIES = [
+    {
+        "item": item,
+        "key": f"scans/{item}.png",
+        "code": code,
+        "message": f"bad, {item}",
+        "attempts": 1,
+        "last_attempt_at": "2026-11-19T10:13:20.000Z",
+    }
+    for item, code in ((1, "invalid_image"), (3, "image_not_found"), (4, "invalid_image"))
+]
+
+
+def paged_errors(monkeypatch: pytest.MonkeyPatch, report: dict[str, Any] = REPORT) -> list[tuple[Any, Any]]:
+    """GET /batches/{id}/errors over ENTRIES, ``limit`` at a time, with opaque tokens; the calls made."""
+    calls: list[tuple[Any, Any]] = []
+
+    def errors(self: ApiClient, batch_id: str, *, limit: int | None = None, next_token: str | None = None) -> Any:
+        calls.append((limit, next_token))
+        start = int(next_token or 0)
+        size = limit or 100
+        end = start + size
+        token = str(end) if end < len(ENTRIES) else None
+        return {**report, "errors": ENTRIES[start:end], "next_token": token}
+
+    monkeypatch.setattr(ApiClient, "errors", errors)
+    return calls
+
+
+def test_the_error_report_prints_the_summary_by_code_then_a_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paged_errors(monkeypatch)
+    code, out, _ = run_cli(["batch", "errors", "b-1"], tmp_path, env=ENDPOINT)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[:3] == [
+        "b-1 COMPLETED_WITH_ERRORS: 3 failed images",
+        "  invalid_image    2",
+        "  image_not_found  1",
+    ]
+    assert lines[3].split() == ["ITEM", "KEY", "CODE", "ATTEMPT", "LAST", "ATTEMPT", "MESSAGE"]
+    assert lines[4].split()[:3] == ["1", "scans/1.png", "invalid_image"]
+    assert lines[4].endswith("bad, 1")
+
+
+def test_the_error_report_as_csv_follows_every_page_with_one_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = paged_errors(monkeypatch)
+    code, out, _ = run_cli(["batch", "errors", "b-1", "--all", "--limit", "2", "--csv"], tmp_path, env=ENDPOINT)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert calls == [(2, None), (2, "2")]
+    assert rows == [{name: str(entry[name]) for name in ERROR_FIELDS} for entry in ENTRIES]
+
+
+def test_the_error_report_csv_columns_are_those_of_the_error_file() -> None:
+    assert output.ERROR_CSV_COLUMNS == ERROR_FIELDS
+
+
+def test_the_error_report_as_json_holds_the_summary_links_and_every_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paged_errors(monkeypatch)
+    code, out, _ = run_cli(["batch", "errors", "b-1", "--all", "--limit", "1", "--json"], tmp_path, env=ENDPOINT)
+    document = json.loads(out)
+    assert code == 0
+    assert (document["errors"], document["summary"], document["next_token"]) == (ENTRIES, REPORT["summary"], None)
+    assert document["links"] == REPORT["links"]
+
+
+def test_one_page_of_the_error_report_says_how_to_get_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paged_errors(monkeypatch)
+    code, out, err = run_cli(["batch", "errors", "b-1", "--limit", "2", "--jsonl"], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == ENTRIES[:2]
+    assert "--next-token 2" in err
+
+
+def test_download_saves_both_error_files_in_the_folder_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paged_errors(monkeypatch)
+    fetched: list[str] = []
+
+    def download(self: ApiClient, url: str, path: Path) -> int:
+        fetched.append(url)
+        path.write_text(url)
+        return len(url)
+
+    monkeypatch.setattr(ApiClient, "download", download)
+    folder = tmp_path / "reports" / "today"
+    code, out, _ = run_cli(["batch", "errors", "b-1", "--download", str(folder)], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert out.splitlines() == [str(folder / "b-1-errors.csv"), str(folder / "b-1-errors.jsonl")]
+    assert fetched == [REPORT["links"]["csv"], REPORT["links"]["jsonl"]]
+
+
+def test_download_of_a_running_batch_says_the_files_come_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paged_errors(monkeypatch, {**REPORT, "status": "RUNNING", "links": {}})
+    code, out, err = run_cli(["batch", "errors", "b-1", "--download", str(tmp_path)], tmp_path, env=ENDPOINT)
+    assert (code, out) == (1, "")
+    assert "written when it ends" in err
+
+
+def test_download_of_a_batch_without_failures_has_nothing_to_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paged_errors(monkeypatch, {**REPORT, "status": "COMPLETED", "summary": {}, "links": {}})
+    code, out, err = run_cli(["batch", "errors", "b-1", "--download", str(tmp_path / "d")], tmp_path, env=ENDPOINT)
+    assert (code, out) == (0, "")
+    assert "nothing to download" in err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[str]:
+    """A plain HTTP server over a folder holding errors.csv, on a free loopback port."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "errors.csv").write_text("item,key\n1,a.png\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_download_writes_the_object_whole(file_server: str, tmp_path: Path) -> None:
+    target = tmp_path / "got.csv"
+    size = ApiClient("http://x/", "k").download(f"{file_server}/errors.csv?X-Amz-Signature=abc", target)
+    assert (size, target.read_text()) == (17, "item,key\n1,a.png\n")
+
+
+def test_a_refused_download_leaves_no_file_and_says_links_expire(file_server: str, tmp_path: Path) -> None:
+    target = tmp_path / "got.csv"
+    with pytest.raises(ApiError, match="links expire after an hour") as raised:
+        ApiClient("http://x/", "k").download(f"{file_server}/missing.csv?sig", target)
+    assert raised.value.status == 404
+    assert not target.exists()
+    assert list(tmp_path.glob("*.part")) == []
+
+
+def test_retry_prints_the_new_attempt_and_how_many_images_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answer = {"batch_id": "b-1", "status": "QUEUED", "attempt": 2, "retried": 3, "execution_arn": "arn", "links": {}}
+    monkeypatch.setattr(ApiClient, "retry", lambda self, batch_id: answer)
+    code, out, _ = run_cli(["batch", "retry", "b-1"], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert out.splitlines() == ["b-1", "  attempt  2: 3 images again (QUEUED)"]
+
+
+def test_retry_with_nothing_to_retry_exits_1_with_the_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def conflict(self: ApiClient, batch_id: str) -> dict[str, Any]:
+        raise ApiError(409, "conflict", "batch b-1 is COMPLETED: only a batch that ended with failures ...")
+
+    monkeypatch.setattr(ApiClient, "retry", conflict)
+    code, out, err = run_cli(["batch", "retry", "b-1", "--watch"], tmp_path, env=ENDPOINT)
+    assert (code, out) == (1, "")
+    assert "conflict: batch b-1 is COMPLETED" in err
+
+
+def test_retry_watch_follows_the_new_attempt_to_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"batch_id": "b-1", "status": "QUEUED", "attempt": 2, "retried": 1, "links": {}}
+    monkeypatch.setattr(ApiClient, "retry", lambda self, batch_id: answer)
+    scripted_batches(monkeypatch, job("QUEUED", 3), job("COMPLETED", 4))
+    code, out, _ = run_cli(["batch", "retry", "b-1", "--watch", "--json"], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert json.loads(out)["status"] == "COMPLETED"
+
+
+def test_reconcile_prints_the_recounted_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ApiClient, "reconcile", lambda self, batch_id: JOB)
+    code, out, _ = run_cli(["batch", "reconcile", "b-1"], tmp_path, env=ENDPOINT)
+    assert code == 0
+    assert out.splitlines()[0] == "b-1 COMPLETED_WITH_ERRORS"
+
+
+def test_the_job_summary_lists_the_error_files() -> None:
+    files = {"csv": "http://f/errors-1.csv", "jsonl": "http://f/errors-1.jsonl"}
+    lines = output.format_job({**JOB, "links": {**JOB["links"], "errors_files": files}}).splitlines()
+    assert lines[-2:] == ["  err csv  http://f/errors-1.csv", "  err jsonl http://f/errors-1.jsonl"]

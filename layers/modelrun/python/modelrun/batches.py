@@ -458,7 +458,7 @@ class BatchCloser:
         fixed everything drops the last attempt's) and ``error_summary`` ({code: count}), so the report's summary
         costs no read of the items.
         """
-        keys = {
+        keys: dict[str, str | None] = {
             "results_key": results_key(batch_id, attempt),
             "errors_csv_key": errors_key(batch_id, attempt, "csv"),
             "errors_jsonl_key": errors_key(batch_id, attempt, "jsonl"),
