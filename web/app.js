@@ -128,6 +128,7 @@
   }
 
   function showKeyForm() {
+    $("change-key").hidden = true;
     $("key-section").hidden = false;
     $("api-key").focus();
   }
@@ -563,7 +564,7 @@
           [row.item + 1, "num"],
           [fileName(row.key), "file", row.key],
           [row.code || "", "code"],
-          [row.message || ""],
+          [row.message || "", "message"],
           [row.attempts ?? "", "num"],
         ]),
       );
@@ -735,6 +736,13 @@
     $("more-results").addEventListener("click", () => loadResults(state.batchId).catch(showError));
     $("more-errors").addEventListener("click", () => loadErrors(state.batchId).catch(showError));
     $("new-batch").addEventListener("click", resetForNewBatch);
+    $("change-key").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_STORAGE);
+      state.apiKey = null;
+      $("api-key").value = "";
+      updateSubmit();
+      showKeyForm();
+    });
     $("key-form").addEventListener("submit", async (event) => {
       event.preventDefault();
       const key = $("api-key").value.trim();
@@ -745,6 +753,7 @@
       try {
         await start();
         $("key-section").hidden = true;
+        $("change-key").hidden = false;
       } catch (error) {
         showError(error);
       }
@@ -781,6 +790,7 @@
       showKeyForm();
       return;
     }
+    $("change-key").hidden = Boolean(state.config.apiKey); // a key typed by the user can be changed
     try {
       await start();
     } catch (error) {
