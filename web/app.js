@@ -22,6 +22,8 @@
     tiff: "image/tiff",
     webp: "image/webp",
   };
+  // The image types POST /uploads accepts (the format itself is read from the bytes by the model's preprocessing).
+  const ACCEPTED_TYPES = new Set([...Object.values(TYPES_BY_EXTENSION), "image/jpg", "image/x-ms-bmp"]);
 
   const $ = (id) => document.getElementById(id);
   const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
@@ -180,7 +182,7 @@
     for (const file of list) {
       const id = `${file.name}|${file.size}|${file.lastModified}`;
       if (seen.has(id)) continue;
-      if (!contentType(file).startsWith("image/")) {
+      if (!ACCEPTED_TYPES.has(contentType(file))) {
         skipped.push(file.name);
         continue;
       }
@@ -189,7 +191,8 @@
     }
     renderSelection();
     if (skipped.length) {
-      showError(new ApiError("unsupported_media_type", `not an image, left out: ${skipped.join(", ")}`));
+      const types = "PNG, JPEG, GIF, BMP, TIFF or WebP";
+      showError(new ApiError("unsupported_media_type", `not a ${types} image, left out: ${skipped.join(", ")}`));
     }
   }
 
@@ -776,11 +779,13 @@
       }
       if (!state.config.apiUrl.endsWith("/")) state.config.apiUrl += "/";
     } catch (error) {
-      const shown =
-        error instanceof ApiError && error.code !== `http_404`
-          ? error
-          : new ApiError("config_missing", `config.json could not be read next to this page: write it with scripts/deploy_web.py`);
-      showError(shown);
+      if (error.code === "invalid_config") {
+        showError(error);
+      } else {
+        const why = error.status ? `HTTP ${error.status}` : error.message;
+        const message = `config.json could not be read next to this page (${why}): write it with scripts/deploy_web.py`;
+        showError(new ApiError("config_missing", message));
+      }
       return;
     }
     $("endpoint").textContent = state.config.apiUrl;
