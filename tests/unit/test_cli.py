@@ -1067,7 +1067,8 @@ def test_off_a_terminal_the_bar_is_a_line_per_status_change_and_at_most_one_per_
     assert "3/4" in stream.getvalue().splitlines()[2]
 
 
-def test_on_a_terminal_the_bar_is_redrawn_in_place_and_notes_print_above_it() -> None:
+def test_on_a_terminal_the_bar_is_redrawn_in_place_and_notes_print_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
     stream = io.StringIO()
     line = output.ProgressLine(stream, tty=True)
     line.show(message("progress", "RUNNING", 1))
@@ -1078,6 +1079,13 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place_and_notes_print_above_it() ->
     assert text.count("\n") == 2  # the note's line and the end of the bar
     assert "\r\x1b[Klive progress unavailable\n" in text
     assert text.endswith("RUNNING\x1b[K\n")
+
+
+def test_on_a_narrow_terminal_the_bar_is_cut_to_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "41")
+    stream = io.StringIO()
+    output.ProgressLine(stream, tty=True).show(message("progress", "RUNNING", 1))
+    assert stream.getvalue() == "\r[######------------------]  25.0%  1/4 (\x1b[K"  # 40 characters
 
 
 # -- watch, errors, retry, reconcile from the command line -----------------------------------------------------
