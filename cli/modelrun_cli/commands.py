@@ -240,7 +240,7 @@ def _ended(app: App, outcome: WaitOutcome, batch_id: str, *, timeout_s: float, a
     if job.get("status") == FAILED:
         app.say(f"modelrun: batch {batch_id} FAILED (`modelrun batch errors {batch_id}` says why)")
         return 1
-    if failed:
+    if failed and again == "watch":  # --wait keeps its last stderr line the last progress line
         app.say(
             f"{failed} image{'s' * (failed != 1)} failed: `modelrun batch errors {batch_id}` lists them, "
             f"`modelrun batch retry {batch_id}` runs them again"
