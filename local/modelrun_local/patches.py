@@ -3,6 +3,7 @@
 1. Powertools REST resolvers and concurrency (below). 2. moto's Step Functions context object:
 ``$$.Execution.StartTime`` is a ``datetime`` where AWS gives an ISO-8601 string, so a state that passes it on
 (``"S.$": "$$.Execution.StartTime"``) fails to serialise; ``install()`` gives it the string AWS gives.
+3. moto's S3 -> Lambda notifications: synchronous inside PutObject and not shaped as S3 shapes them (section 3 below).
 
 
 On Lambda an execution environment serves one invocation at a time, so Powertools' REST resolvers keep the
@@ -16,9 +17,18 @@ Nothing changes for the functions on AWS.
 from __future__ import annotations
 
 import contextvars
+import copy
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
 from abc import ABCMeta
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 _ATTRIBUTES = ("current_event", "lambda_context")
 _values: dict[str, contextvars.ContextVar[Any]] = {
@@ -50,6 +60,7 @@ def install() -> None:
     """Idempotent; must run before handlers resolve requests concurrently and before executions start."""
     _install_router_state()
     _install_iso_start_time()
+    _install_s3_notification_delivery()
 
 
 def iso8601(moment: datetime) -> str:
@@ -85,3 +96,98 @@ def _install_router_state() -> None:
         setattr(BaseRouter, name, _PerContext(name))
     # ... and class-level writes and reads (``BaseRouter.current_event = ...``) find the metaclass's.
     BaseRouter.__class__ = _PerContextRouterMeta  # type: ignore[method-assign,assignment]
+
+
+# -- 3. S3 event notifications to Lambda ---------------------------------------------------------------------------
+# moto calls a notified function inside PutObject (moto.s3.notifications._invoke_awslambda): an upload waits for the
+# function, whose errors vanish. And its record is not the one S3 sends: the key is quote_plus'ed with "/" as %2F, and
+# the object's sequencer, userIdentity, requestParameters, responseElements and the bucket's ownerIdentity are
+# missing. Replacing that one function makes the delivery S3's: the record as S3 shapes it, handed over as Lambda
+# hands over asynchronous (Event) invocations, on background workers, with two retries after a function error (after
+# 1 s and 2 s here; about 1 and 2 minutes on AWS), then logged and dropped: a function's on-failure destination
+# (DeadLetterQueue) is not served locally. moto still decides which configurations match (event names, prefix and
+# suffix filters on the raw key), for uploads through the SDK in-process and through its server alike.
+
+S3_EVENT_WORKERS = 8
+S3_EVENT_RETRY_DELAYS = (1.0, 2.0)
+_log = logging.getLogger("modelrun.local")
+# Increasing hex strings, as S3's sequencers are for the writes of one key (and unique per write).
+_sequencer = itertools.count(time.time_ns())
+
+
+def s3_record_as_sent_by_s3(record: dict[str, Any]) -> dict[str, Any]:
+    """moto's S3 event record with the key URL-encoded as S3 encodes it and the fields S3 adds."""
+    shaped = copy.deepcopy(record)
+    s3 = shaped["s3"]
+    s3["object"]["key"] = quote_plus(unquote_plus(s3["object"]["key"]), safe="/")
+    s3["object"].setdefault("sequencer", f"{next(_sequencer):018X}")
+    s3["bucket"].setdefault("ownerIdentity", {"principalId": "LOCALOWNER"})
+    shaped.setdefault("userIdentity", {"principalId": "AWS:LOCAL"})
+    shaped.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
+    request_id = uuid.uuid4().hex[:16].upper()
+    shaped.setdefault("responseElements", {"x-amz-request-id": request_id, "x-amz-id-2": f"local/{request_id}"})
+    return shaped
+
+
+class S3EventDelivery:
+    """Lambda's queue of asynchronous invocations, for the S3 events of the local stack."""
+
+    def __init__(self, workers: int = S3_EVENT_WORKERS, retry_delays: tuple[float, ...] = S3_EVENT_RETRY_DELAYS):
+        self.workers = workers
+        self.retry_delays = retry_delays
+        self._queue: queue.Queue[tuple[str, dict[str, Any], str, str, int]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def send(self, account_id: str, event: dict[str, Any], function_arn: str, region: str, attempt: int = 0) -> None:
+        with self._lock:
+            if not self._started:
+                for number in range(self.workers):
+                    threading.Thread(target=self._work, name=f"s3-events-{number}", daemon=True).start()
+                self._started = True
+        self._queue.put((account_id, event, function_arn, region, attempt))
+
+    def _work(self) -> None:
+        while True:
+            self._deliver(*self._queue.get())
+
+    def _deliver(self, account_id: str, event: dict[str, Any], function_arn: str, region: str, attempt: int) -> None:
+        from moto.awslambda.utils import get_backend
+
+        keys = [record["s3"]["object"]["key"] for record in event.get("Records", [])]
+        headers: dict[str, str] = {}
+        try:
+            function = get_backend(account_id, region).get_function(function_arn)
+            function.invoke(json.dumps(event), {"x-amz-invocation-type": "Event"}, headers)
+        except Exception:
+            _log.exception("S3 event for %s not delivered (keys %s)", function_arn, keys)
+            return
+        if "x-amz-function-error" not in headers:
+            return
+        if attempt < len(self.retry_delays):
+            _log.warning("S3 event for %s failed (keys %s): retry %d", function_arn, keys, attempt + 1)
+            retry = threading.Timer(
+                self.retry_delays[attempt], self.send, args=(account_id, event, function_arn, region, attempt + 1)
+            )
+            retry.daemon = True
+            retry.start()
+        else:
+            _log.error("S3 event for %s failed %d times, dropped (keys %s)", function_arn, attempt + 1, keys)
+
+
+def _install_s3_notification_delivery() -> None:
+    from moto.s3 import notifications
+
+    if getattr(notifications._invoke_awslambda, "modelrun_patched", False):
+        return
+    delivery = S3EventDelivery()
+
+    def invoke_asynchronously(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
+        try:
+            event = {**event_body, "Records": [s3_record_as_sent_by_s3(record) for record in event_body["Records"]]}
+            delivery.send(account_id, event, fn_arn, region_name)
+        except Exception:  # never fail the upload itself: S3 accepts the object whatever happens to the event
+            _log.exception("S3 event for %s not queued", fn_arn)
+
+    invoke_asynchronously.modelrun_patched = True  # type: ignore[attr-defined]
+    notifications._invoke_awslambda = invoke_asynchronously

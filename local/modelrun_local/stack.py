@@ -320,9 +320,13 @@ class LocalStack:
         )
 
     def _event_sources(self, logical_id: str) -> None:
-        """SQS events become pollers with Lambda's semantics (``modelrun_local.sqs``), not moto's mapping."""
+        """SQS events become pollers with Lambda's semantics (``modelrun_local.sqs``), not moto's mapping; S3 events
+        become the bucket's notification configuration (``_s3_notification``)."""
         props = self.template.function_properties(logical_id)
-        for event in props.get("Events", {}).values():
+        for event_id, event in props.get("Events", {}).items():
+            if event.get("Type") == "S3":
+                self._s3_notification(logical_id, event_id, event["Properties"])
+                continue
             if event.get("Type") == "DynamoDB":
                 self._stream_poller(logical_id, event["Properties"])
                 continue
@@ -344,6 +348,30 @@ class LocalStack:
                     in event_props.get("FunctionResponseTypes", []),
                 )
             )
+
+    def _s3_notification(self, logical_id: str, event_id: str, event_props: Mapping[str, Any]) -> None:
+        """An S3 event as the notification configuration SAM adds to the bucket (one LambdaFunctionConfiguration per
+        event; the bucket's whole configuration is replaced on each put, so the existing entries are kept). moto
+        matches event names and prefix/suffix filters itself; ``patches`` makes its delivery S3's (asynchronous, the
+        key encoded as S3 encodes it, a sequencer)."""
+        props = self.resolver.resolve(dict(event_props))
+        bucket = str(props["Bucket"])
+        events = props["Events"] if isinstance(props["Events"], list) else [props["Events"]]
+        entry: dict[str, Any] = {
+            "Id": f"{logical_id}{event_id}",
+            "LambdaFunctionArn": self.resolver.attributes[(logical_id, "Arn")],
+            "Events": [str(name) for name in events],
+        }
+        rules = props.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+        if rules:
+            # CloudFormation's FilterRule names are case-insensitive; the S3 API (and moto) take lower case.
+            filter_rules = [{"Name": str(rule["Name"]).lower(), "Value": str(rule["Value"])} for rule in rules]
+            entry["Filter"] = {"Key": {"FilterRules": filter_rules}}
+        s3 = self.client("s3")
+        configuration = s3.get_bucket_notification_configuration(Bucket=bucket)
+        configuration.pop("ResponseMetadata", None)
+        configuration["LambdaFunctionConfigurations"] = [*configuration.get("LambdaFunctionConfigurations", []), entry]
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=configuration)
 
     def _stream_poller(self, logical_id: str, event_props: Mapping[str, Any]) -> None:
         """A DynamoDB stream event becomes a poller with Lambda's semantics (``modelrun_local.streams``)."""

@@ -20,7 +20,11 @@ FUNCTIONS = {
     "create_uploads": "CreateUploadsFunction",
 }
 # Folders of events that are not REST API requests, each checked by its feature's own test module.
-CHECKED_ELSEWHERE = {"websocket": "test_websocket.py", "notify": "test_websocket.py"}
+CHECKED_ELSEWHERE = {
+    "websocket": "test_websocket.py",
+    "notify": "test_websocket.py",
+    "on_upload": "test_upload_triggers.py",
+}
 CASES = sorted((folder, path) for folder in FUNCTIONS for path in (EVENTS / folder).glob("*.json"))
 
 
