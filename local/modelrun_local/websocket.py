@@ -12,7 +12,7 @@ functions, with real-shaped proxy events invoked through the local dispatcher:
   falling back to ``$default`` (``eventType: MESSAGE``); a function error answers the client
   ``{"message": "Internal server error", ...}`` as API Gateway does, and a message without a route ``Forbidden``;
 - closing (either side) is the ``$disconnect`` route (``disconnectStatusCode``, ``disconnectReason``);
-- messages over 128 KB close the connection (1009), as API Gateway's limit does; no compression, no server pings.
+- a message over 128 KB closes the connection (1009), as API Gateway's limit does; no compression, no server pings.
 
 Not reproduced: the 10-minute idle timeout and the 2-hour connection limit, and per-route throttling. Messages of
 one connection are handled one at a time, in order (API Gateway may invoke them concurrently).
@@ -51,6 +51,8 @@ from modelrun_local.template import Template, references
 log = logging.getLogger("modelrun.local")
 
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit (frames are 32 KB; we take whole messages)
+MAX_FRAME_GUARD_BYTES = 16 * 1024 * 1024
+SHUTDOWN_WAIT_S = 15.0
 CONNECT, DISCONNECT, DEFAULT = "$connect", "$disconnect", "$default"
 SELECTION_PREFIX = "$request.body."
 
@@ -170,7 +172,9 @@ class LocalWebSocketApi:
             process_request=self._handshake,
             compression=None,
             ping_interval=None,
-            max_size=MAX_MESSAGE_BYTES,
+            # The 128 KB limit is checked in _serve (a close the server starts there honours close_timeout; the
+            # library's max_size failure waits for the client's TCP close with no deadline): this is a memory guard.
+            max_size=MAX_FRAME_GUARD_BYTES,
             server_header=None,
         )
         self._thread = threading.Thread(target=self._server.serve_forever, name="local-websocket", daemon=True)
@@ -195,8 +199,19 @@ class LocalWebSocketApi:
         return self
 
     def stop(self) -> None:
-        """Stop accepting connections, close the open ones (each gets its $disconnect), and forget this API."""
-        self._server.shutdown()
+        """Stop accepting connections, close the open ones (each gets its $disconnect), and forget this API.
+
+        A client that never completes the closing handshake cannot hold the stop up: after ``SHUTDOWN_WAIT_S`` the
+        remaining sockets are closed outright."""
+        shutdown = threading.Thread(target=self._server.shutdown, name="local-websocket-shutdown", daemon=True)
+        shutdown.start()
+        shutdown.join(SHUTDOWN_WAIT_S)
+        if shutdown.is_alive():
+            with self._server.lock:
+                stuck = list(self._server.all_connections)
+            for socket in stuck:
+                socket.close_socket()
+            shutdown.join(SHUTDOWN_WAIT_S)
         self._thread.join(10)
         with _registry_lock:
             if self in _running:
@@ -222,10 +237,11 @@ class LocalWebSocketApi:
             raise ConnectionGoneError(connection_id) from exc
 
     def close(self, connection_id: str) -> None:
+        """Start closing a connection (DeleteConnection answers at once; the closing handshake goes on meanwhile)."""
         found = self.connection(connection_id)
         if found is None or found.socket is None:
             raise ConnectionGoneError(connection_id)
-        found.socket.close(1000, "")
+        threading.Thread(target=found.socket.close, args=(1000, ""), name="websocket-close", daemon=True).start()
 
     # -- serving ---------------------------------------------------------------------------------------------------
     def _function(self, route_key: str) -> LocalFunction | None:
@@ -271,19 +287,27 @@ class LocalWebSocketApi:
             connection.socket = socket
             self._open[connection.connection_id] = connection
         log.info("websocket %s connected", connection.connection_id)
+        closed_with: tuple[int | None, str | None] = (None, None)
         try:
             for message in socket:
                 connection.last_active_ms = int(time.time() * 1000)
+                size = len(message) if isinstance(message, bytes) else len(message.encode("utf-8"))
+                if size > MAX_MESSAGE_BYTES:
+                    # API Gateway closes a connection that sends a message over its limit.
+                    closed_with = (1009, f"message of {size} bytes: the limit is {MAX_MESSAGE_BYTES} bytes")
+                    socket.close(*closed_with)
+                    break
                 self._message(connection, message)
         except ConnectionClosed:
             pass
         finally:
             with self._lock:
                 self._open.pop(connection.connection_id, None)
+            code, reason = closed_with if closed_with[0] else (socket.close_code, socket.close_reason)
             function = self._function(DISCONNECT)
             if function is not None:
-                function.invoke(self.disconnect_event(connection, socket.close_code, socket.close_reason))
-            log.info("websocket %s disconnected (%s)", connection.connection_id, socket.close_code)
+                function.invoke(self.disconnect_event(connection, code, reason))
+            log.info("websocket %s disconnected (%s)", connection.connection_id, code)
 
     def _message(self, connection: _Connection, message: str | bytes) -> None:
         route_key = self.routes.select(message)
