@@ -129,7 +129,7 @@ def test_a_json_body_with_an_s3_reference_gives_the_bucket_and_key() -> None:
     request = parse_image_request(event["body"], is_base64=event["isBase64Encoded"], headers=event["headers"], query={})
 
     # then the reference, not image bytes, comes back
-    assert request.ref == S3Ref("modelrun-local-images-bucket", "uploads/digits/digit-7-0081.png")
+    assert request.ref == S3Ref("modelrun-local-images-123456789012-us-east-1", "uploads/digits/digit-7-0081.png")
     assert (request.image, request.model) == (b"", "digits")
 
 
