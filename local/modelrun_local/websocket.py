@@ -218,9 +218,17 @@ class LocalWebSocketApi:
                 _running.remove(self)
 
     # -- the management API's side ---------------------------------------------------------------------------------
-    def connection(self, connection_id: str) -> _Connection | None:
-        with self._lock:
-            return self._open.get(connection_id)
+    def connection(self, connection_id: str, wait_s: float = 2.0) -> _Connection | None:
+        """The open connection with that id. One whose $connect succeeded is postable at once, as on API Gateway,
+        even if its serving thread has not picked it up yet: wait (bounded) for that moment."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                found = self._open.get(connection_id)
+                opening = any(pending.connection_id == connection_id for pending in self._opening.values())
+            if found is not None or not opening or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.01)
 
     def post(self, connection_id: str, data: bytes) -> None:
         found = self.connection(connection_id)
