@@ -8,7 +8,6 @@ the environment the template gives it, on AWS services mocked by moto.
 from __future__ import annotations
 
 import ast
-import copy
 import functools
 import importlib.metadata
 import importlib.util
@@ -19,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
 
 from modelrun_local.template import Resolver, Template
+from tests.samtransform import transformed_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -401,7 +398,7 @@ def _resolved_environment(logical_id: str) -> dict[str, str]:
     resolver = Resolver(
         parameters=dict(TEMPLATE.parameters),
         # Resources the SAM transform generates count too (RestApiApiKey, from RestApi's usage plan).
-        refs={name: f"{name.lower()}-test" for name in [*TEMPLATE.resources, *_transformed_template()["Resources"]]},
+        refs={name: f"{name.lower()}-test" for name in [*TEMPLATE.resources, *transformed_template()["Resources"]]},
         attributes=_PlaceholderAttributes(),
     )
     environment: dict[str, str] = {}
@@ -547,23 +544,6 @@ def test_every_api_event_is_served_by_an_api_that_requires_an_api_key(logical_id
 # 6. Outputs
 # ----------------------------------------------------------------------------------------------------------------
 
-LOCAL_URI_PROPERTIES = ("CodeUri", "ContentUri", "DefinitionUri")
-
-
-@functools.cache
-def _transformed_template() -> dict[str, Any]:
-    """The template after the SAM transform (offline), so generated resources such as RestApiApiKey exist."""
-    data = copy.deepcopy(TEMPLATE.data)
-    sections = [*data["Resources"].values(), *({"Properties": g} for g in data.get("Globals", {}).values())]
-    for section in sections:
-        props = section.get("Properties", {})
-        for key in LOCAL_URI_PROPERTIES:
-            if isinstance(props.get(key), str):
-                props[key] = f"s3://placeholder-bucket/{key}"
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
-    transformed: dict[str, Any] = translator.translate(data, parameter_values={}, get_managed_policy_map=dict)
-    return transformed
-
 
 def _references(value: Any) -> Iterator[str]:
     """Logical ids and parameter names a value refers to through Ref, GetAtt and Sub."""
@@ -590,7 +570,7 @@ def _references(value: Any) -> Iterator[str]:
 @pytest.mark.parametrize("output", sorted(TEMPLATE.data.get("Outputs", {})))
 def test_every_output_references_an_existing_resource_or_parameter(output: str) -> None:
     # Given an output, after the SAM transform
-    transformed = _transformed_template()
+    transformed = transformed_template()
 
     # When the names its value refers to are collected
     known = set(transformed["Resources"]) | set(TEMPLATE.parameters)

@@ -14,8 +14,6 @@ from urllib.parse import quote_plus
 
 import boto3
 import pytest
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
 
 from modelrun.batches import BatchSubmitter
 from modelrun.errors import TransientFailure
@@ -37,6 +35,7 @@ from modelrun.uploads import (
 from modelrun_local.patches import s3_record_as_sent_by_s3
 from modelrun_local.template import load_yaml
 from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws, batch_aws
+from tests.samtransform import transformed_template
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "on_upload"
 PASS_MACHINE = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
@@ -350,20 +349,6 @@ def test_local_s3_records_carry_increasing_sequencers_and_s3s_other_fields() -> 
 
 
 # -- the template ------------------------------------------------------------------------------------------------
-
-
-def transformed_template() -> dict[str, Any]:
-    """template.yaml after the SAM transform (offline): the S3 events' notifications and permissions are there."""
-    data = load_yaml(TEMPLATE)
-    sections = [*data["Resources"].values(), *({"Properties": g} for g in data.get("Globals", {}).values())]
-    for section in sections:
-        props = section.get("Properties", {})
-        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
-            if isinstance(props.get(key), str):
-                props[key] = f"s3://placeholder-bucket/{key}"
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1"))
-    transformed: dict[str, Any] = translator.translate(data, parameter_values={}, get_managed_policy_map=dict)
-    return transformed
 
 
 def dependencies(value: Any) -> Iterator[str]:
