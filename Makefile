@@ -62,6 +62,7 @@ build: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/batch.py
 
 ## models: regenerate the demo model and its sample images (committed), and the benchmark model (not committed)
 models: venv
