@@ -187,7 +187,8 @@ class Resolver:
 
 
 def references(value: Any) -> set[str]:
-    """The logical ids and parameters a piece of template refers to (Ref, GetAtt, ${...} in Sub, DependsOn)."""
+    """The logical ids and parameters a piece of template refers to (Ref, GetAtt, ${...} in Sub; a Sub's own
+    variables are not references)."""
     found: set[str] = set()
     if isinstance(value, list):
         for item in value:
@@ -199,10 +200,9 @@ def references(value: Any) -> set[str]:
             elif key == "Fn::GetAtt":
                 found.add(item[0] if isinstance(item, list) else str(item).split(".", 1)[0])
             elif key == "Fn::Sub":
-                text = item[0] if isinstance(item, list) else item
-                found |= {name.split(".", 1)[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", str(text))}
-                if isinstance(item, list):
-                    found |= references(item[1])
+                text, variables = (item[0], item[1]) if isinstance(item, list) else (item, {})
+                names = {name.split(".", 1)[0] for name in re.findall(r"\$\{([^!}][^}]*)\}", str(text))}
+                found |= (names - set(variables)) | references(variables)
             else:
                 found |= references(item)
     return found

@@ -23,7 +23,7 @@ from moto import mock_aws
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from modelrun_local.template import Resolver, Template
+from modelrun_local.template import Resolver, Template, references
 from tests.samtransform import transformed_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -545,28 +545,6 @@ def test_every_api_event_is_served_by_an_api_that_requires_an_api_key(logical_id
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _references(value: Any) -> Iterator[str]:
-    """Logical ids and parameter names a value refers to through Ref, GetAtt and Sub."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _references(item)
-    elif isinstance(value, dict):
-        for key, argument in value.items():
-            if key == "Ref":
-                yield argument
-            elif key == "Fn::GetAtt":
-                yield argument[0] if isinstance(argument, list) else argument.split(".", 1)[0]
-            elif key == "Fn::Sub":
-                text, variables = (argument, {}) if isinstance(argument, str) else argument
-                for token in re.findall(r"\$\{([^}!][^}]*)\}", text):
-                    name = token if token.startswith("AWS::") else token.split(".", 1)[0]
-                    if name not in variables:
-                        yield name
-                yield from _references(variables)
-            else:
-                yield from _references(argument)
-
-
 @pytest.mark.parametrize("output", sorted(TEMPLATE.data.get("Outputs", {})))
 def test_every_output_references_an_existing_resource_or_parameter(output: str) -> None:
     # Given an output, after the SAM transform
@@ -576,7 +554,7 @@ def test_every_output_references_an_existing_resource_or_parameter(output: str) 
     known = set(transformed["Resources"]) | set(TEMPLATE.parameters)
     unknown = sorted(
         name
-        for name in _references(transformed["Outputs"][output]["Value"])
+        for name in references(transformed["Outputs"][output]["Value"])
         if name not in known and not name.startswith("AWS::")
     )
 

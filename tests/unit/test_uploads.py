@@ -33,7 +33,7 @@ from modelrun.uploads import (
     route,
 )
 from modelrun_local.patches import s3_record_as_sent_by_s3
-from modelrun_local.template import load_yaml
+from modelrun_local.template import load_yaml, references
 from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws, batch_aws
 from tests.samtransform import transformed_template
 
@@ -351,27 +351,6 @@ def test_local_s3_records_carry_increasing_sequencers_and_s3s_other_fields() -> 
 # -- the template ------------------------------------------------------------------------------------------------
 
 
-def dependencies(value: Any) -> Iterator[str]:
-    """The logical ids a value depends on through Ref, GetAtt and Sub."""
-    if isinstance(value, list):
-        for item in value:
-            yield from dependencies(item)
-    elif isinstance(value, dict):
-        for key, argument in value.items():
-            if key == "Ref":
-                yield argument
-            elif key == "Fn::GetAtt":
-                yield argument[0] if isinstance(argument, list) else argument.split(".", 1)[0]
-            elif key == "Fn::Sub":
-                text, variables = (argument, {}) if isinstance(argument, str) else argument
-                for token in re.findall(r"\$\{([^}!][^}]*)\}", text):
-                    if token.split(".", 1)[0] not in variables:
-                        yield token.split(".", 1)[0]
-                yield from dependencies(variables)
-            else:
-                yield from dependencies(argument)
-
-
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, str] = {}
     path: list[str] = []
@@ -405,7 +384,7 @@ def test_the_template_has_no_circular_dependency_once_sam_adds_the_bucket_notifi
     for name, resource in resources.items():
         depends_on = resource.get("DependsOn", [])
         depends_on = [depends_on] if isinstance(depends_on, str) else depends_on
-        graph[name] = {ref for ref in dependencies(resource) if ref in resources} | set(depends_on)
+        graph[name] = {ref for ref in references(resource) if ref in resources} | set(depends_on)
 
     # Then no chain of them comes back to where it started
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
