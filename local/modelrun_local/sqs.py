@@ -14,15 +14,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from modelrun_local.lambdas import LocalFunction
+from modelrun_local.polling import PollingLoop
 
 log = logging.getLogger("modelrun.local")
 
 
 @dataclass
-class SqsPoller:
+class SqsPoller(PollingLoop):
+    kind: ClassVar[str] = "sqs"
+
     function: LocalFunction
     sqs: Any
     queue_url: str
@@ -35,24 +38,8 @@ class SqsPoller:
     _thread: threading.Thread | None = None
 
     def start(self) -> SqsPoller:
-        self._thread = threading.Thread(target=self._run, name=f"sqs-{self.function.logical_id}", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.poll_once()
-            except Exception:
-                log.exception("SQS poller for %s failed; polling on", self.function.logical_id)
-                handled = 0
-            if not handled:
-                self._stop.wait(self.idle_wait_s)
 
     def poll_once(self) -> int:
         """One receive and one invocation; returns how many messages were received."""

@@ -24,9 +24,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from modelrun_local.lambdas import LocalFunction
+from modelrun_local.polling import PollingLoop
 
 log = logging.getLogger("modelrun.local")
 
@@ -66,7 +67,9 @@ class _Shard:
 
 
 @dataclass
-class StreamPoller:
+class StreamPoller(PollingLoop):
+    kind: ClassVar[str] = "stream"
+
     function: LocalFunction
     streams: Any  # a boto3 dynamodbstreams client
     stream_arn: str
@@ -87,14 +90,8 @@ class StreamPoller:
     def start(self) -> StreamPoller:
         """Take the shard iterators now (LATEST: what is written from here on) and poll on a thread."""
         self.open_shards()
-        self._thread = threading.Thread(target=self._run, name=f"stream-{self.function.logical_id}", daemon=True)
-        self._thread.start()
+        self._start_thread()
         return self
-
-    def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def open_shards(self) -> None:
         description = self.streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"]
@@ -103,16 +100,6 @@ class StreamPoller:
                 StreamArn=self.stream_arn, ShardId=shard["ShardId"], ShardIteratorType=self.starting_position
             )["ShardIterator"]
             self._shards.append(_Shard(shard_id=shard["ShardId"], iterator=iterator))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.poll_once()
-            except Exception:
-                log.exception("stream poller for %s failed; polling on", self.function.logical_id)
-                handled = 0
-            if not handled:
-                self._stop.wait(self.idle_wait_s)
 
     def poll_once(self) -> int:
         """Read each shard once and deliver what is due; returns how many records were delivered."""
