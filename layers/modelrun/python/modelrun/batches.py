@@ -23,6 +23,7 @@ from modelrun.inference import predict_arrays
 from modelrun.jobs import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
+    ERROR_FIELDS,
     FAILED,
     FAILED_OUTCOME,
     PREDICTED,
@@ -30,6 +31,7 @@ from modelrun.jobs import (
     TERMINAL,
     JobStore,
     Outcome,
+    error_entry,
     new_batch_id,
     now_iso,
     public_outcome,
@@ -382,29 +384,11 @@ def errors_key(batch_id: str, attempt: int, extension: str) -> str:
     return f"results/{batch_id}/errors-{attempt}.{extension}"
 
 
-# The error report's fields, in this order in errors-<attempt>.csv and in GET /batches/{id}/errors.
-ERROR_FIELDS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
-
-
 def csv_line(cells: Iterable[Any]) -> bytes:
     """One CSV row (RFC 4180 quoting, None as an empty cell), UTF-8 encoded."""
     line = io.StringIO()
     csv.writer(line, lineterminator="\n").writerow(cells)
     return line.getvalue().encode("utf-8")
-
-
-def error_entry(record: dict[str, Any]) -> dict[str, Any]:
-    """A failed outcome as the error report shows it: which image, why (code, message), which attempt, when."""
-    shown = public_outcome(record)
-    error = shown.get("error") or {}
-    return {
-        "item": shown["item"],
-        "key": shown["key"],
-        "code": error.get("code"),
-        "message": error.get("message"),
-        "attempts": shown["attempt"],
-        "last_attempt_at": shown["updated_at"],
-    }
 
 
 @dataclass

@@ -121,6 +121,24 @@ def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+# The error report's fields, in this order in errors-<attempt>.csv and in GET /batches/{id}/errors.
+ERROR_FIELDS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
+
+
+def error_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A failed outcome as the error report shows it: which image, why (code, message), which attempt, when."""
+    shown = public_outcome(record)
+    error = shown.get("error") or {}
+    return {
+        "item": shown["item"],
+        "key": shown["key"],
+        "code": error.get("code"),
+        "message": error.get("message"),
+        "attempts": shown["attempt"],
+        "last_attempt_at": shown["updated_at"],
+    }
+
+
 @dataclass
 class JobStore:
     """Jobs and items tables (boto3 ``Table`` resources)."""
