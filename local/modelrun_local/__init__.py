@@ -4,3 +4,8 @@ This package is glue around moto, not a cloud emulator: it reads the template, c
 dispatches Lambda invocations in-process to the unchanged handlers, and serves the template's Api events over
 HTTP. Nothing in ``functions/`` or ``layers/`` knows it exists.
 """
+
+LOGGER = "local"
+"""The local runtime's own logger. Not under ``modelrun``: that is the functions' Powertools service logger, whose
+JSON handler would stamp these records with a function's request keys, and whose root-handler filter drops every
+logger name that contains it."""

@@ -11,10 +11,11 @@ from typing import Any
 import boto3
 import requests
 
+from modelrun_local import LOGGER
 from modelrun_local.runtime import LocalRuntime
 from modelrun_local.template import REPO_ROOT
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 SAMPLES = REPO_ROOT / "samples" / "digits"
 PREFIX = "samples/digits/"

@@ -29,10 +29,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import Dispatcher
 from modelrun_local.template import ApiRoute, Template
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # API Gateway REST payload limit
 MAX_EVENT_BYTES = 6 * 1024 * 1024  # Lambda synchronous invocation payload limit

@@ -26,10 +26,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from modelrun_local import patches
+from modelrun_local import LOGGER, patches
 from modelrun_local.environ import function_environment
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Sandbox:
         self.index = index
         self.handler: Any = None
         self.init_ms = 0.0
+        self.log_state = patches.SandboxLogState()
 
     def cold_start(self) -> None:
         module_file, handler_name = self.function.handler_location()
@@ -160,10 +161,13 @@ class LocalFunction:
         def run() -> None:
             with function_environment(self.environment):
                 try:
+                    # This thread's context is a copy of the caller's, which may itself be an invocation.
+                    patches.enter_sandbox(None)
                     if sandbox.handler is None:
                         stage = "init"
                         sandbox.cold_start()
                     stage = "invoke"
+                    patches.enter_sandbox(sandbox.log_state)
                     outcome["payload"] = sandbox.handler(event, context)
                 except Exception as exc:  # a handler error becomes a function error, as on Lambda
                     outcome["error"] = exc

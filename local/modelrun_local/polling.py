@@ -6,9 +6,10 @@ import logging
 import threading
 from typing import ClassVar
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import LocalFunction
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 
 class PollingLoop:

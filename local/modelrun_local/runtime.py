@@ -14,14 +14,14 @@ from typing import Any
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from modelrun_local import environ
+from modelrun_local import LOGGER, environ
 from modelrun_local.gateway import Gateway, GatewayServer, cors_rule, gateway_response_headers
 from modelrun_local.stack import LOCAL_CREDENTIALS, LocalStack
 from modelrun_local.template import DEFAULT_TEMPLATE, Template
 from modelrun_local.websocket import LocalWebSocketApi, WebSocketApiRoutes
 from modelrun_local.webui import WebUI
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 STATE_FILE = DEFAULT_TEMPLATE.parent / ".modelrun" / "local.json"
 # Local mode differs from a default deployment in two documented ways: batches may ask for injected faults (to show

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import LocalFunction
 from modelrun_local.polling import PollingLoop
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 
 @dataclass

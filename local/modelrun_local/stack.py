@@ -20,12 +20,13 @@ from typing import Any
 
 import boto3
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import Dispatcher, LocalFunction, lambda_runtime_environment
 from modelrun_local.sqs import SqsPoller
 from modelrun_local.streams import StreamPoller
 from modelrun_local.template import Resolver, Template, creation_order
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 ACCOUNT_ID = "123456789012"
 LOCAL_CREDENTIALS = {

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import LocalFunction
 from modelrun_local.polling import PollingLoop
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 RETRY_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 

@@ -45,10 +45,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
+from modelrun_local import LOGGER
 from modelrun_local.lambdas import LocalFunction
 from modelrun_local.template import Template, references
 
-log = logging.getLogger("modelrun.local")
+log = logging.getLogger(LOGGER)
 
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit (frames are 32 KB; we take whole messages)
 MAX_FRAME_GUARD_BYTES = 16 * 1024 * 1024

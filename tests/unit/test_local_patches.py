@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -202,3 +203,99 @@ def test_after_install_the_execution_context_start_time_is_an_iso_string() -> No
     # then it holds the string AWS gives (a state passing $$.Execution.StartTime on can serialise it)
     assert data["StartTime"] == "2026-11-25T04:21:22.153Z"
     assert data["Id"] == "arn:aws:states:us-east-1:123456789012:execution:batch:run-1"
+
+
+# --- Powertools Logger state per sandbox ---------------------------------------------------------------------
+
+LOGGING_HANDLER = """
+import threading
+
+from aws_lambda_powertools import Logger
+
+logger = Logger(service="modelrun-patch-test")
+both_inside = None  # a barrier a test may set
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event, context):
+    if event.get("append"):
+        logger.append_keys(**event["append"])
+    if both_inside is not None:
+        both_inside.wait()
+    return dict(logger.get_current_keys())
+"""
+
+
+def logging_function(tmp_path: Path, logical_id: str) -> LocalFunction:
+    """An in-process function whose handler returns the keys its Powertools Logger would stamp on a record."""
+    code = tmp_path / logical_id
+    code.mkdir()
+    (code / "app.py").write_text(LOGGING_HANDLER, encoding="utf-8")
+    return LocalFunction(logical_id, f"local-{logical_id}", f"arn:{logical_id}", code, "app.handler", {}, WAIT_S, 128)
+
+
+def test_keys_one_function_appends_are_not_on_another_functions_records(tmp_path: Path) -> None:
+    # given two functions that log as the same Powertools service, as every function of the stack does
+    chunks, status = logging_function(tmp_path, "ChunksFunction"), logging_function(tmp_path, "StatusFunction")
+
+    # when the first appends a batch's keys to its records, and then the second serves a request
+    chunks.invoke({"append": {"batch_id": "b-1", "chunk": 3}})
+    keys = status.invoke({}).payload
+
+    # then the second's records carry its own function name and none of the first's keys
+    assert keys["function_name"] == "local-StatusFunction"
+    assert "batch_id" not in keys
+    assert "chunk" not in keys
+
+
+def test_concurrent_invocations_each_stamp_their_own_request_id(tmp_path: Path) -> None:
+    # given two functions of one service, each with a handler that waits until both are inside
+    functions = [logging_function(tmp_path, "FirstFunction"), logging_function(tmp_path, "SecondFunction")]
+    for function in functions:
+        function.invoke({})  # warm: the module is imported, its sandbox idle
+    both_inside = threading.Barrier(2, timeout=WAIT_S)
+    for function in functions:
+        for module in [m for name, m in sys.modules.items() if name.startswith(f"modelrun_fn_{function.logical_id}_")]:
+            module.both_inside = both_inside
+    results: dict[str, dict[str, Any]] = {}
+
+    # when both serve a request at the same time, each appending its own key
+    def serve(function: LocalFunction) -> None:
+        results[function.logical_id] = function.invoke({"append": {"owner": function.logical_id}}).payload
+
+    threads = [threading.Thread(target=serve, args=(function,)) for function in functions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not any(thread.is_alive() for thread in threads), "an invocation did not finish before the deadline"
+
+    # then each saw only its own function name and key
+    for function in functions:
+        assert results[function.logical_id]["function_name"] == function.name
+        assert results[function.logical_id]["owner"] == function.logical_id
+
+
+def test_each_sandbox_logs_its_first_invocation_as_its_cold_start(tmp_path: Path) -> None:
+    # given a function that has already served a request (another sandbox's cold start came first)
+    logging_function(tmp_path, "EarlierFunction").invoke({})
+    function = logging_function(tmp_path, "LaterFunction")
+
+    # when it serves two requests, one after the other, on its one sandbox
+    first, second = function.invoke({}).payload, function.invoke({}).payload
+
+    # then only its first is a cold start
+    assert (first["cold_start"], second["cold_start"]) == (True, False)
+
+
+def test_keys_appended_in_one_invocation_stay_for_the_next_on_the_same_sandbox(tmp_path: Path) -> None:
+    # given a warm sandbox whose last request appended a key (Powertools keeps it, as on Lambda)
+    function = logging_function(tmp_path, "KeepsFunction")
+    earlier = function.invoke({"append": {"tenant": "radiology"}}).payload
+
+    # when it serves the next request
+    keys = function.invoke({}).payload
+
+    # then the key is still there, beside the new request's id
+    assert keys["tenant"] == "radiology"
+    assert keys["function_request_id"] != earlier["function_request_id"]
