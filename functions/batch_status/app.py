@@ -26,7 +26,10 @@ LINK_EXPIRY_S = 3600
 # SUMMARY_MAX_PAGES pages of SUMMARY_PAGE_ITEMS the count stops and says it is partial (a closed batch's is stored).
 SUMMARY_PAGE_ITEMS = 2000
 SUMMARY_MAX_PAGES = 25
-TOKEN_FIELDS = {"batch_id", "item", "batch_status"}
+# What a next_token stands for: the LastEvaluatedKey of the items table (all outcomes) or of its by_status index.
+TABLE_KEY = {"batch_id", "item"}
+INDEX_KEY = {"batch_id", "item", "batch_status"}
+MAX_ITEM = 2**63 - 1
 
 
 def presigned(key: str) -> str:
@@ -76,19 +79,22 @@ def error_summary(job: dict[str, Any]) -> tuple[dict[str, int], bool]:
     return counts, False
 
 
-def error_page_start(batch_id: str, token: str | None) -> dict[str, Any] | None:
-    """The index key a next_token of this batch's error report stands for; 400 for any other token."""
+def page_start(batch_id: str, token: str | None, status: str | None, listing: str) -> dict[str, Any] | None:
+    """The key a next_token of this batch's outcomes (of one status, or all) stands for; 400 for any other token,
+    which DynamoDB would refuse or misread as a start key."""
     start = decode_token(token)
     if start is None:
         return None
+    item = start.get("item")
     if (
-        set(start) != TOKEN_FIELDS
+        set(start) != (TABLE_KEY if status is None else INDEX_KEY)
         or start["batch_id"] != batch_id
-        or start["batch_status"] != f"{batch_id}#{FAILED_OUTCOME}"
-        or not isinstance(start["item"], int)
-        or isinstance(start["item"], bool)
+        or (status is not None and start["batch_status"] != f"{batch_id}#{status}")
+        or not isinstance(item, int)
+        or isinstance(item, bool)
+        or not 0 <= item <= MAX_ITEM
     ):
-        raise InvalidRequest('"next_token" is not a token this batch\'s error report returned: start again without it')
+        raise InvalidRequest(f'"next_token" is not a token {listing} returned: start again without it')
     return start
 
 
@@ -115,7 +121,8 @@ def get_results(batch_id: str) -> dict[str, Any]:
     if status not in (None, PREDICTED, FAILED_OUTCOME):
         raise InvalidRequest(f'"status" must be {PREDICTED!r} or {FAILED_OUTCOME!r}, got {status!r}')
     limit = query_int(query, "limit", default=100, maximum=1000)
-    start = decode_token(query.get("next_token"))
+    listing = f"this batch's {status} results" if status else "this batch's results"
+    start = page_start(batch_id, query.get("next_token"), status, listing)
     store.get(batch_id)  # 404 for an unknown batch, not an empty page
     page, last = store.outcomes(batch_id, status=status, limit=limit, start=start)
     return {
@@ -131,7 +138,7 @@ def get_errors(batch_id: str) -> dict[str, Any]:
     """One page of the batch's failed images (item order), the summary by code, and the error files' links."""
     query = dict(app.current_event.query_string_parameters or {})
     limit = query_int(query, "limit", default=100, maximum=1000)
-    start = error_page_start(batch_id, query.get("next_token"))
+    start = page_start(batch_id, query.get("next_token"), FAILED_OUTCOME, "this batch's error report")
     job = store.get(batch_id)  # 404 for an unknown batch, not an empty report
     page, last = store.outcomes(batch_id, status=FAILED_OUTCOME, limit=limit, start=start)
     summary, complete = error_summary(job)

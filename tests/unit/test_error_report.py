@@ -3,6 +3,7 @@ writes beside the results file, and the job document's links to both (moto S3 an
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
 import importlib.util
@@ -412,4 +413,20 @@ def test_a_next_token_of_the_results_route_is_400_invalid_request_on_the_error_r
     assert status == 200
     status, body = stack.get(f"/batches/{BATCH}/errors", {"next_token": page["next_token"]})
     assert status == 400
+    assert body["error"]["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize("item", [10**40, -1])
+def test_a_next_token_whose_item_no_image_can_have_is_400_invalid_request(stack: Stack, item: int) -> None:
+    # Given a token of this batch's report whose item is beyond any DynamoDB number a page ends on (10**40 was a 502:
+    # the start key could not be serialized) or negative
+    make_batch(stack.aws)
+    start = {"batch_id": BATCH, "item": item, "batch_status": f"{BATCH}#{FAILED_OUTCOME}"}
+    token = base64.urlsafe_b64encode(json.dumps(start).encode()).decode().rstrip("=")
+
+    # When the report is asked for with it
+    status, body = stack.get(f"/batches/{BATCH}/errors", {"next_token": token})
+
+    # Then it is refused as the client's error
+    assert status == 400, body
     assert body["error"]["code"] == "invalid_request"
