@@ -16,7 +16,15 @@ import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from PIL import Image
 
-from modelrun.api import IMAGE_CONTENT_TYPES, S3Ref, create_resolver, error_response, parse_image_request
+from modelrun.api import (
+    IMAGE_CONTENT_TYPES,
+    S3Ref,
+    create_resolver,
+    error_response,
+    json_body,
+    parse_image_request,
+    query_int,
+)
 from modelrun.errors import (
     InvalidJson,
     InvalidRequest,
@@ -341,11 +349,79 @@ def test_a_json_document_that_is_not_an_object_is_invalid_json() -> None:
         parse_image_request("[1, 2]", is_base64=False, headers=JSON_HEADERS, query={})
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model": "digits", "image_s3": {"bucket": "b", "key": "\\ud800"}}',
+        '{"\\udc00": 1, "image": "AAAA"}',
+        '{"image": "AAAA", "version": ["1", {"v": "x\\udbff"}]}',
+    ],
+    ids=["lone-high-surrogate-value", "lone-low-surrogate-key", "nested"],
+)
+def test_json_escaping_a_lone_surrogate_is_invalid_json(body: str) -> None:
+    # given valid JSON syntax that escapes half of a UTF-16 surrogate pair (an S3 key of one was a 502)
+    # when it is parsed, then it is refused as invalid_json: it holds no text a key or name could be
+    with pytest.raises(InvalidJson, match="lone UTF-16 surrogate") as caught:
+        parse_image_request(body, is_base64=False, headers=JSON_HEADERS, query={})
+    assert caught.value.status == 400
+
+
+def test_json_escaping_a_surrogate_pair_is_the_character_it_encodes() -> None:
+    # given a key escaped as a UTF-16 surrogate pair, as JSON encoders write characters outside the BMP
+    body = '{"image_s3": {"bucket": "b", "key": "scans/\\ud83d\\ude00.png"}}'
+
+    # when it is parsed, then the pair is one character
+    assert parse_image_request(body, is_base64=False, headers=JSON_HEADERS, query={}).ref == S3Ref(
+        "b", "scans/\U0001f600.png"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000 + "]" * 100_000, '{"a": ' * 5_000 + "1" + "}" * 5_000],
+    ids=["arrays", "objects"],
+)
+def test_json_nested_deeper_than_the_parser_goes_is_invalid_json(body: str) -> None:
+    # given a small body nested deeper than Python's recursion limit (it was a 502)
+    # when it is read, then it is refused as invalid_json
+    with pytest.raises(InvalidJson, match="too deeply"):
+        json_body(body, is_base64=False)
+
+
+def test_json_with_an_integer_of_more_digits_than_python_reads_is_invalid_json() -> None:
+    # given an integer of 5,000 digits (past int_max_str_digits: json.loads raised a plain ValueError, a 502)
+    body = '{"images": ["a.png"], "chunk_size": ' + "1" * 5_000 + "}"
+
+    # when it is read, then it is refused as invalid_json
+    with pytest.raises(InvalidJson, match="too many digits"):
+        json_body(body, is_base64=False)
+
+
 def test_invalid_json_is_a_kind_of_invalid_request() -> None:
     # given the error hierarchy
     # then a handler catching InvalidRequest also catches InvalidJson, with its own code
     assert issubclass(InvalidJson, InvalidRequest)
     assert InvalidJson("x").code != InvalidRequest("x").code
+
+
+# --- query parameters --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["1", "250", "1000"])
+def test_an_integer_query_parameter_in_range_is_read(raw: str) -> None:
+    # given ASCII digits from 1 to the maximum
+    # when the parameter is read, then it is that number
+    assert query_int({"limit": raw}, "limit", default=100, maximum=1000) == int(raw)
+
+
+@pytest.mark.parametrize(
+    "raw", ["\u00b2", "\u0661", "1\u00b2", "\uff15"], ids=["superscript", "arabic", "mixed", "fullwidth"]
+)
+def test_an_integer_query_parameter_of_digits_other_than_ascii_is_an_invalid_request(raw: str) -> None:
+    # given characters str.isdigit() accepts but that are not ASCII digits ("²" made int() raise: a 502)
+    # when the parameter is read, then it is refused saying what it must be
+    with pytest.raises(InvalidRequest, match="must be an integer from 1 to 1000"):
+        query_int({"limit": raw}, "limit", default=100, maximum=1000)
 
 
 # --- the resolver's error mapping ------------------------------------------------------------------------

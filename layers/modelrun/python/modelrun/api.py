@@ -132,18 +132,48 @@ def json_body(body: str | None, is_base64: bool, *, expected: str = "a JSON obje
     if not text.strip():
         raise InvalidJson(f"the request body is empty: send {expected}")
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidJson(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from exc
+    except ValueError as exc:
+        # The one other ValueError of json.loads: an integer over Python's int_max_str_digits (4,300 digits).
+        raise InvalidJson("the request body has a number with too many digits to read") from exc
+    except RecursionError as exc:
+        raise InvalidJson("the request body nests arrays or objects too deeply: send a flatter document") from exc
+    if not _is_unicode(parsed):
+        # JSON can escape half of a UTF-16 surrogate pair alone ("\ud800"): no key, name or S3 key can hold it.
+        raise InvalidJson('the request body escapes a lone UTF-16 surrogate (such as "\\ud800"): send UTF-8 text')
+    return parsed
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether every string (key or value) of a parsed JSON document is Unicode text; iterative, as deep as it is."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, str):
+            if current.isascii():
+                continue
+            try:
+                current.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(current, dict):
+            pending.extend(current)
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return True
 
 
 def query_int(query: dict[str, str], name: str, *, default: int, maximum: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise InvalidRequest(f'query parameter "{name}" must be an integer from 1 to {maximum}, got {raw!r}')
     return int(raw)
 
