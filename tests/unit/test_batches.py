@@ -13,16 +13,18 @@ import boto3
 import pytest
 
 from modelrun.batches import (
+    RETRYABLE,
     BatchCloser,
     BatchLimits,
     BatchRequest,
+    BatchRetrier,
     BatchSubmitter,
     Chunk,
     ChunkPredictor,
     final_status,
     resolve_version,
 )
-from modelrun.errors import ImageNotFound, InvalidRequest, NotFound, UnknownModel
+from modelrun.errors import Conflict, ImageNotFound, InvalidRequest, NotFound, UnknownModel
 from modelrun.faults import Faults
 from modelrun.jobs import (
     COMPLETED,
@@ -578,7 +580,9 @@ def test_a_later_attempt_replaces_only_the_failures(predictor: ChunkPredictor, a
     predictor.run(chunk_of(keys, attempt=1))
     first_prediction = outcomes_by_item(aws.store)[0]
 
-    # when the image arrives and attempt 2 runs the chunk
+    # when the image arrives and attempt 2 (started after attempt 1 ended with the failure) runs the chunk
+    aws.store.close(BATCH, COMPLETED_WITH_ERRORS)
+    assert aws.store.start_attempt(BATCH, seen_attempt=1, statuses=RETRYABLE)
     aws.put("uploads/late.png", digit_samples()[7].read_bytes())
     summary = predictor.run(chunk_of(keys, attempt=2))
 
@@ -654,16 +658,18 @@ def results_lines(aws: BatchAws, attempt: int = 1) -> list[dict[str, Any]]:
 def test_a_batch_with_missing_outcomes_waits_for_recovery_with_its_pending_count(
     closer: BatchCloser, aws: BatchAws
 ) -> None:
-    # given a running job of five with three outcomes
+    # given a running job of five with three outcomes, the last of whose writers has not added it to the counters yet
     new_job(aws.store, total=5)
     aws.store.update(BATCH, status=RUNNING)
     for item in (0, 1, 2):
         record(aws.store, item, ok=item != 1)
+    aws.store.add_counts(BATCH, predicted=1, failed=1)
 
-    # when it is closed
+    # when it is closed, and then that writer adds its outcome
     result = closer.try_close(BATCH)
+    aws.store.add_counts(BATCH, predicted=1, failed=0)
 
-    # then it is RECOVERING with two pending, its counters recounted, and no results file
+    # then it is RECOVERING with two pending, its counters exact (the writer's ADD was not lost), and no results file
     assert result == {"batch_id": BATCH, "status": RECOVERING, "pending": 2, "closed": False}
     job = aws.store.get(BATCH)
     assert (job["status"], job["predicted"], job["failed"]) == (RECOVERING, 2, 1)
@@ -681,10 +687,10 @@ def test_a_recount_while_the_map_may_still_run_keeps_the_status_and_reports_pend
     # when recovery (not the end of the Map) tries to close it
     result = closer.try_close(BATCH, map_done=False)
 
-    # then it stays RUNNING, with three pending and its counters recounted
+    # then it stays RUNNING, with three pending and its counters still the writers' (none added yet)
     assert result == {"batch_id": BATCH, "status": RUNNING, "pending": 3, "closed": False}
     job = aws.store.get(BATCH)
-    assert (job["status"], job["predicted"], job["failed"]) == (RUNNING, 1, 0)
+    assert (job["status"], job["predicted"], job["failed"]) == (RUNNING, 0, 0)
 
 
 def test_a_batch_whose_images_were_all_predicted_completes(closer: BatchCloser, aws: BatchAws) -> None:
@@ -809,8 +815,8 @@ def test_closing_calls_back_once_with_the_closed_job(aws: BatchAws) -> None:
 class FinalizeAndRecoverRace(JobStore):
     """A store on which another closer closes the job right after this one has recounted it."""
 
-    def recount(self, batch_id: str) -> dict[str, int]:
-        counts = super().recount(batch_id)
+    def recount(self, batch_id: str, *, attempt: int = 1) -> dict[str, int]:
+        counts = super().recount(batch_id, attempt=attempt)
         assert self.close(batch_id, COMPLETED, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME])
         return counts
 
@@ -830,6 +836,77 @@ def test_a_closer_that_loses_the_race_reports_closed_false_and_does_not_call_bac
     assert result["closed"] is False
     assert notified == []
     assert aws.store.get(BATCH)["status"] == COMPLETED
+
+
+# --- BatchRetrier.retry ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def retrier(aws: BatchAws, sfn: Any, state_machine: str) -> BatchRetrier:
+    return BatchRetrier(store=aws.store, s3=aws.s3, sfn=sfn, bucket=BUCKET, state_machine_arn=state_machine)
+
+
+def ended_with_one_failure(submitter: BatchSubmitter, closer: BatchCloser, aws: BatchAws) -> str:
+    """A closed batch of three whose item 2 failed; its id."""
+    batch_id: str = submitter.submit(parse(images=["uploads/a.png", "uploads/b.png", "uploads/c.png"]))["batch_id"]
+    for item in range(3):
+        outcome = Outcome(item=item, key=f"k{item}", chunk=0, status=PREDICTED, label="4", score=0.5)
+        if item == 2:
+            outcome = Outcome(item=2, key="k2", chunk=0, status=FAILED_OUTCOME, error_code="image_not_found")
+        aws.store.record_outcome(batch_id, outcome)
+    assert closer.try_close(batch_id)["status"] == COMPLETED_WITH_ERRORS
+    return batch_id
+
+
+def test_a_retried_batch_does_not_close_while_its_new_attempt_has_not_recorded_the_failed_image(
+    submitter: BatchSubmitter, closer: BatchCloser, retrier: BatchRetrier, aws: BatchAws
+) -> None:
+    # given a batch that ended with one failed image, retried as attempt 2
+    batch_id = ended_with_one_failure(submitter, closer, aws)
+    started = retrier.retry(batch_id)
+    assert (started["attempt"], started["retried"]) == (2, 1)
+
+    # when recovery tries to close it before attempt 2 has recorded that image
+    early = closer.try_close(batch_id, map_done=False)
+
+    # then it stays open with the image pending, and closes once attempt 2 predicts it
+    assert (early["closed"], early["pending"], aws.store.get(batch_id)["status"]) == (False, 1, QUEUED)
+    prediction = Outcome(item=2, key="k2", chunk=0, status=PREDICTED, attempt=2, label="4", score=0.5)
+    aws.store.record_outcome(batch_id, prediction)
+    closed = closer.try_close(batch_id)
+    assert (closed["closed"], closed["status"], closed["predicted"], closed["failed"]) == (True, COMPLETED, 3, 0)
+
+
+class AnotherRetryInBetween(JobStore):
+    """A store on which another retry starts the next attempt right after this one has read the job."""
+
+    other_retry: Any = None
+
+    def get(self, batch_id: str) -> dict[str, Any]:
+        job = super().get(batch_id)
+        other, self.other_retry = self.other_retry, None
+        if other is not None:
+            other(batch_id)
+        return job
+
+
+def test_of_two_retries_at_once_only_one_starts_an_attempt_and_the_other_is_a_conflict(
+    submitter: BatchSubmitter, closer: BatchCloser, retrier: BatchRetrier, aws: BatchAws, sfn: Any, state_machine: str
+) -> None:
+    # given a batch that ended with a failure, and a retry that another retry overtakes after reading the job
+    batch_id = ended_with_one_failure(submitter, closer, aws)
+    racing = AnotherRetryInBetween(aws.jobs, aws.items)
+    racing.other_retry = retrier.retry
+    overtaken = BatchRetrier(store=racing, s3=aws.s3, sfn=sfn, bucket=BUCKET, state_machine_arn=state_machine)
+
+    # when the overtaken retry goes on
+    with pytest.raises(Conflict):
+        overtaken.retry(batch_id)
+
+    # then one attempt 2 runs: one execution for it, and the job at attempt 2
+    names = [execution["name"] for execution in sfn.list_executions(stateMachineArn=state_machine)["executions"]]
+    assert sorted(names) == sorted([batch_id, f"{batch_id}-a2"])
+    assert aws.store.get(batch_id)["attempt"] == 2
 
 
 def test_closing_an_unknown_batch_is_not_found(closer: BatchCloser) -> None:

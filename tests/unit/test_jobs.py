@@ -218,6 +218,52 @@ def test_parked_chunks_are_appended_to_the_job_in_order_and_shown_in_its_documen
     assert job_document(store.get(BATCH), {})["parked"] == parked
 
 
+# --- start_attempt ------------------------------------------------------------------------------------------
+
+RETRYABLE = (COMPLETED_WITH_ERRORS, FAILED, RECOVERING)
+
+
+def test_starting_the_next_attempt_queues_the_job_and_moves_its_failures_back_to_pending(store: JobStore) -> None:
+    # given a job of ten that ended with seven predicted and three failed
+    new_job(store)
+    store.add_counts(BATCH, predicted=7, failed=3)
+    store.close(BATCH, COMPLETED_WITH_ERRORS)
+
+    # when attempt 2 starts
+    started = store.start_attempt(BATCH, seen_attempt=1, statuses=RETRYABLE, retried=3)
+
+    # then the job is QUEUED at attempt 2 with the three failures pending again
+    assert started is True
+    job = store.get(BATCH)
+    assert (job["status"], job["attempt"], job["retried"]) == (QUEUED, 2, 3)
+    assert job_document(job, {})["counts"] == {"predicted": 7, "failed": 0, "pending": 3}
+
+
+def test_of_two_retries_that_saw_the_same_attempt_only_the_first_starts_one(store: JobStore) -> None:
+    # given a job that ended with failures, read by two retries at once
+    new_job(store, attempt=1)
+    store.close(BATCH, FAILED)
+
+    # when both try to start attempt 2
+    first = store.start_attempt(BATCH, seen_attempt=1, statuses=RETRYABLE)
+    second = store.start_attempt(BATCH, seen_attempt=1, statuses=RETRYABLE)
+
+    # then only the first did, and the job is at attempt 2
+    assert (first, second) == (True, False)
+    assert store.get(BATCH)["attempt"] == 2
+
+
+@pytest.mark.parametrize("current", [QUEUED, RUNNING, COMPLETED])
+def test_a_job_that_is_running_or_completed_starts_no_attempt(store: JobStore, current: str) -> None:
+    # given a job that is not in a retryable status (created before attempts were recorded: attempt 1)
+    new_job(store)
+    store.update(BATCH, status=current)
+
+    # when another attempt is asked for, then none starts and the job is as it was
+    assert store.start_attempt(BATCH, seen_attempt=1, statuses=RETRYABLE) is False
+    assert (store.get(BATCH)["status"], store.get(BATCH).get("attempt")) == (current, None)
+
+
 # --- close --------------------------------------------------------------------------------------------------
 
 
@@ -312,15 +358,15 @@ def test_a_prediction_is_never_replaced_even_by_a_later_attempt(aws: BatchAws) -
     assert (stored(aws, 3)["label"], stored(aws, 3)["attempt"]) == ("7", 1)
 
 
-def test_a_failure_replaced_by_a_later_attempts_prediction_moves_one_from_failed_to_predicted(aws: BatchAws) -> None:
-    # given a failure from attempt 1
+def test_a_failure_replaced_by_a_later_attempts_prediction_counts_one_prediction(aws: BatchAws) -> None:
+    # given a failure from attempt 1 (attempt 2 moved it back to pending when it started)
     aws.store.record_outcome(BATCH, failed(5, attempt=1))
 
     # when attempt 2 predicts the image
     delta = aws.store.record_outcome(BATCH, predicted(5, attempt=2))
 
-    # then the change is one more prediction and one less failure, and the record is the prediction
-    assert delta == (1, -1)
+    # then the change is one more prediction, and the record is the prediction
+    assert delta == (1, 0)
     record = stored(aws, 5)
     assert (record["status"], record["attempt"], record["label"]) == (PREDICTED, 2, "7")
     assert "error_code" not in record
@@ -350,7 +396,7 @@ def test_a_failure_is_not_replaced_by_an_earlier_attempt(aws: BatchAws) -> None:
     assert (stored(aws, 5)["status"], stored(aws, 5)["attempt"]) == (FAILED_OUTCOME, 2)
 
 
-def test_a_failure_replaced_by_a_later_attempts_failure_keeps_the_counts_and_takes_the_new_error(
+def test_a_failure_replaced_by_a_later_attempts_failure_counts_one_failure_and_takes_the_new_error(
     aws: BatchAws,
 ) -> None:
     # given a failure from attempt 1
@@ -359,8 +405,8 @@ def test_a_failure_replaced_by_a_later_attempts_failure_keeps_the_counts_and_tak
     # when attempt 2 fails it differently
     delta = aws.store.record_outcome(BATCH, failed(5, attempt=2, code="invalid_image"))
 
-    # then the counts do not move and the record is attempt 2's
-    assert delta == (0, 0)
+    # then it counts as attempt 2's failure, and the record is attempt 2's
+    assert delta == (0, 1)
     assert (stored(aws, 5)["error_code"], stored(aws, 5)["attempt"]) == ("invalid_image", 2)
 
 
@@ -451,6 +497,49 @@ def test_a_recount_counts_each_status_from_the_items(store: JobStore) -> None:
 
     # then the figures are the items' own
     assert counts == {PREDICTED: 5, FAILED_OUTCOME: 2}
+
+
+def test_a_recount_for_a_later_attempt_counts_earlier_failures_as_pending(store: JobStore) -> None:
+    # given attempt 1's outcomes of six images, three failed, and attempt 2 that has recorded one of those again
+    record_mixed(store, 6, failing={1, 3, 5})
+    store.record_outcome(BATCH, predicted(3, attempt=2))
+
+    # when the batch is recounted for attempt 2
+    counts = store.recount(BATCH, attempt=2)
+
+    # then only the final outcomes count: attempt 1's two failures wait for attempt 2
+    assert counts == {PREDICTED: 4, FAILED_OUTCOME: 0}
+
+
+def test_reconciling_a_running_job_leaves_its_counters_to_the_writers(store: JobStore) -> None:
+    # given a running job whose last writer recorded its outcome but has not yet added it to the counters
+    new_job(store, total=3)
+    store.update(BATCH, status=RUNNING)
+    for item in (0, 1):
+        store.add_counts(BATCH, predicted=store.record_outcome(BATCH, predicted(item))[0], failed=0)
+    store.record_outcome(BATCH, predicted(2))
+
+    # when the job is reconciled, and then that writer adds its outcome
+    counts = store.reconcile(BATCH)
+    store.add_counts(BATCH, predicted=1, failed=0)
+
+    # then the recount saw three, and the counters are exact: the writer's ADD was not counted twice
+    assert counts == {PREDICTED: 3, FAILED_OUTCOME: 0}
+    assert store.get(BATCH)["predicted"] == 3
+
+
+def test_reconciling_an_ended_job_sets_its_counters_to_the_recount(store: JobStore) -> None:
+    # given a completed job whose counters drifted (a writer died between its outcome and its ADD)
+    new_job(store, total=4)
+    record_mixed(store, 4, failing={2})
+    store.add_counts(BATCH, predicted=1, failed=0)
+    store.close(BATCH, COMPLETED_WITH_ERRORS)
+
+    # when it is reconciled
+    store.reconcile(BATCH)
+
+    # then its counters are the items' own
+    assert (store.get(BATCH)["predicted"], store.get(BATCH)["failed"]) == (3, 1)
 
 
 def test_a_recount_of_a_batch_without_outcomes_is_zero(store: JobStore) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from modelrun import recovery
 from modelrun.batches import Chunk
 from modelrun.errors import FaultsNotAllowed, InvalidImage, InvalidRequest, TransientFailure
 from modelrun.failures import PERMANENT, TRANSIENT, classify_state_error, is_transient
 from modelrun.faults import Faults
-from modelrun.recovery import DeadLetter, Recoverer, backoff_seconds
+from modelrun.recovery import DeadLetter, GivenUp, Recoverer, backoff_seconds
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -117,10 +119,13 @@ class FakePredictor:
 
     poisoned: set[int]
     ran: list[set[int]] = field(default_factory=list)
+    transient: bool = False  # fail as an outage would, instead of as a crash on that image
 
     def run(self, chunk: Chunk, only: set[int] | None = None) -> dict[str, Any]:
         items = only if only is not None else {item for item, _ in chunk.items}
         if items & self.poisoned:
+            if self.transient:
+                raise TransientFailure("the service is still down")
             raise ValueError("the model raised on this input")
         self.ran.append(items)
         return {}
@@ -214,7 +219,7 @@ def test_the_last_try_records_retries_exhausted_for_images_without_an_outcome_an
     store.outcomes[1] = "already final"
     last = recoverer(FakePredictor(poisoned=set()), store, sqs)
     message = DeadLetter({}, receive_count=5, receipt_handle="r", message_id="m-1")
-    last.exhaust(chunk_of(range(3)), message, TransientFailure("still down"))
+    last.exhaust(chunk_of(range(3)), message)
     assert store.outcomes[1] == "already final"
     assert {item: outcome.error_code for item, outcome in store.outcomes.items() if item != 1} == {
         0: "retries_exhausted",
@@ -222,3 +227,58 @@ def test_the_last_try_records_retries_exhausted_for_images_without_an_outcome_an
     }
     assert store.parked[0]["chunk"] == 3
     assert store.parked[0]["queue_url"] == "parking"
+
+
+def received(monkeypatch: pytest.MonkeyPatch, chunk: Chunk, receive_count: int) -> DeadLetter:
+    """A dead-letter message of ``chunk`` at its ``receive_count``-th receive (its keys file is not read)."""
+    monkeypatch.setattr(recovery.Chunk, "from_event", classmethod(lambda cls, body, s3: chunk))
+    cause = json.dumps({"errorMessage": "Task timed out after 300.00 seconds", "errorType": "Sandbox.Timedout"})
+    body = {"error": {"Error": "Sandbox.Timedout", "Cause": cause}}
+    return DeadLetter(body, receive_count=receive_count, receipt_handle="r", message_id="m-9")
+
+
+def test_the_last_receive_runs_nothing_records_the_images_and_sends_the_message_to_parking_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a chunk whose message comes for the last receive the queue allows, one image already final
+    predictor, store, sqs = FakePredictor(poisoned=set()), FakeStore(), FakeSqs()
+    store.outcomes[0] = "already final"
+    message = received(monkeypatch, chunk_of(range(3)), receive_count=5)
+
+    # when recover handles it
+    with pytest.raises(GivenUp):
+        recoverer(predictor, store, sqs).handle(message)
+
+    # then nothing ran (a crash now would park the chunk with its images missing), the two images without an outcome
+    # are retries_exhausted with the state machine's error, the chunk is noted as parked, and the message is
+    # visible again at once so that SQS moves it to the parking queue
+    assert predictor.ran == []
+    assert store.outcomes[0] == "already final"
+    exhausted = {item: outcome for item, outcome in store.outcomes.items() if item != 0}
+    assert {outcome.error_code for outcome in exhausted.values()} == {"retries_exhausted"}
+    assert set(exhausted) == {1, 2}
+    assert "after 4 recovery attempts" in exhausted[1].error_message
+    assert "Sandbox.Timedout: Task timed out after 300.00 seconds" in exhausted[1].error_message
+    assert [entry["message_id"] for entry in store.parked] == ["m-9"]
+    assert sqs.visibility == [0]
+
+
+def test_an_earlier_receive_that_fails_again_records_nothing_and_comes_back_after_its_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a chunk with a broken image, at its fourth of five receives, and a backoff of 2 s doubling
+    predictor, store, sqs = FakePredictor(poisoned={1}), FakeStore(), FakeSqs()
+    predictor.transient = True
+    message = received(monkeypatch, chunk_of(range(3)), receive_count=4)
+    handler = recoverer(predictor, store, sqs)
+    handler.backoff_base_s = 2
+
+    # when recover handles it and the chunk fails transiently again
+    with pytest.raises(TransientFailure):
+        handler.handle(message)
+
+    # then nothing is recorded or parked, and the message is handed back within its backoff ceiling (2 * 2^3 s)
+    assert store.outcomes == {}
+    assert store.parked == []
+    assert len(sqs.visibility) == 1
+    assert 0 <= sqs.visibility[0] <= 16

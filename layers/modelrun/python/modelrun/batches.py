@@ -410,15 +410,18 @@ class BatchCloser:
         job = self.store.get(batch_id)
         if job["status"] in TERMINAL:
             return {"batch_id": batch_id, "status": job["status"], "closed": False}
-        counts = self.store.recount(batch_id)
+        attempt = int(job.get("attempt", 1))
+        counts = self.store.recount(batch_id, attempt=attempt)
         predicted, failed = counts.get(PREDICTED, 0), counts.get(FAILED_OUTCOME, 0)
         pending = int(job["total"]) - predicted - failed
         if pending > 0:
+            # Only the status: the counters stay the writers' (a recount cannot be atomic with their ADDs).
             status = RECOVERING if map_done else job["status"]
-            self.store.update(batch_id, status=status, predicted=predicted, failed=failed, updated_at=now_iso())
+            if status != job["status"]:
+                self.store.update(batch_id, status=status, updated_at=now_iso())
             logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
             return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
-        files = self.write_results(batch_id, int(job.get("attempt", 1)))
+        files = self.write_results(batch_id, attempt)
         status = final_status(predicted, failed)
         closed = self.store.close(
             batch_id,
@@ -505,7 +508,12 @@ class BatchRetrier:
                 f"or waits for recovery ({', '.join(sorted(RETRYABLE))}) can be retried",
                 status=job["status"],
             )
-        attempt = int(job.get("attempt", 1)) + 1
+        seen = int(job.get("attempt", 1))
+        attempt = seen + 1
+        # Claimed before its files are written: a second retry at the same time gets a conflict, and cannot rewrite
+        # the keys file under a running attempt.
+        if not self.store.start_attempt(batch_id, seen_attempt=seen, statuses=RETRYABLE, updated_at=now_iso()):
+            raise Conflict(f"batch {batch_id} was retried or changed at the same time: read it again", status="QUEUED")
         try:
             summary = write_manifest(
                 self.s3,
@@ -517,8 +525,11 @@ class BatchRetrier:
                 attempt=attempt,
             )
         except InvalidRequest as exc:
+            # Nothing to run (its last images got outcomes meanwhile): the job goes back as it was; closing it, if
+            # it is complete, is reconcile's.
+            self.store.update(batch_id, status=job["status"], attempt=seen, failed=int(job.get("failed", 0)))
             raise Conflict(f"batch {batch_id} has no failed or missing images to retry", status=job["status"]) from exc
-        self.store.update(batch_id, status="QUEUED", attempt=attempt, retried=summary.total, updated_at=now_iso())
+        self.store.update(batch_id, retried=summary.total, updated_at=now_iso())
         concurrency = int(job.get("max_concurrency", self.limits.default_concurrency))
         execution_arn = start_execution(
             self.sfn,

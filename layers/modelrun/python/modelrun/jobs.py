@@ -5,13 +5,17 @@ Items table: one item per image outcome (``batch_id``, ``item``), written with a
 a chunk never records or counts an image twice. A failed outcome may be replaced by a later *attempt* (a retry of
 the batch), never by the same one. Counters on the job move atomically (``ADD``) by what each write changed;
 ``recount`` derives the exact figures from the items, and is what closes a job.
+
+Attempts: a retry runs every failed and missing image again as attempt *n*, and moves the job's failures back to
+pending (``start_attempt``). Until attempt *n* records an image, the failure an earlier attempt left on it is not a
+final outcome of the job: ``recount`` counts it as pending, so a job never closes while its retry still runs.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -176,6 +180,39 @@ class JobStore:
             ExpressionAttributeValues=values,
         )
 
+    def start_attempt(self, batch_id: str, *, seen_attempt: int, statuses: Iterable[str], **fields: Any) -> bool:
+        """Move a job from attempt ``seen_attempt`` to the next, QUEUED, with its failures back to pending (the new
+        attempt runs them all again); only while it is still at that attempt and in one of ``statuses``. False when
+        another writer moved it first (two retries at once start one attempt)."""
+        allowed = {f":s{number}": status for number, status in enumerate(statuses)}
+        names = {"#status": "status", "#attempt": "attempt", **{f"#{name}": name for name in fields}}
+        values = {
+            ":queued": QUEUED,
+            ":next": seen_attempt + 1,
+            ":seen": seen_attempt,
+            ":zero": 0,
+            **allowed,
+            **{f":{name}": value for name, value in dynamo(fields).items()},
+        }
+        assignments = ", ".join(
+            ["#status = :queued", "#attempt = :next", "failed = :zero", *(f"#{name} = :{name}" for name in fields)]
+        )
+        # Jobs created before attempts were recorded have none: that is attempt 1.
+        seen = "#attempt = :seen" if seen_attempt != 1 else "(#attempt = :seen OR attribute_not_exists(#attempt))"
+        try:
+            self.jobs.update_item(
+                Key={"batch_id": batch_id},
+                UpdateExpression=f"SET {assignments}",
+                ConditionExpression=f"attribute_exists(batch_id) AND {seen} AND #status IN ({', '.join(allowed)})",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
     def add_counts(self, batch_id: str, *, predicted: int, failed: int) -> None:
         if not predicted and not failed:
             return
@@ -215,23 +252,22 @@ class JobStore:
 
     # -- items ------------------------------------------------------------------------------------------------
     def record_outcome(self, batch_id: str, outcome: Outcome) -> tuple[int, int]:
-        """Write one outcome unless the image already has a final one; the (predicted, failed) change it made."""
+        """Write one outcome unless the image already has a final one; the (predicted, failed) change it made.
+
+        A failure replaced by a later attempt's outcome was moved back to pending when that attempt started
+        (``start_attempt``), so replacing it counts only the new outcome."""
         try:
-            response = self.items.put_item(
+            self.items.put_item(
                 Item=outcome.record(batch_id),
                 ConditionExpression="attribute_not_exists(#item) OR (#status = :failed AND #attempt < :attempt)",
                 ExpressionAttributeNames={"#item": "item", "#status": "status", "#attempt": "attempt"},
                 ExpressionAttributeValues={":failed": FAILED_OUTCOME, ":attempt": outcome.attempt},
-                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return 0, 0
             raise
-        replaced_failure = response.get("Attributes", {}).get("status") == FAILED_OUTCOME
-        predicted = 1 if outcome.status == PREDICTED else 0
-        failed = (1 if outcome.status == FAILED_OUTCOME else 0) - (1 if replaced_failure else 0)
-        return predicted, failed
+        return (1, 0) if outcome.status == PREDICTED else (0, 1)
 
     def outcomes(
         self, batch_id: str, *, status: str | None = None, limit: int = 1000, start: dict[str, Any] | None = None
@@ -260,27 +296,36 @@ class JobStore:
                 return
 
     def reconcile(self, batch_id: str) -> dict[str, int]:
-        """Set the job's counters to what its items say (they only drift if a writer died between two writes)."""
-        counts = self.recount(batch_id)
-        self.update(batch_id, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME], updated_at=now_iso())
+        """Recount a job from its items; set its counters to the recount once it has ended.
+
+        The counters only drift if a writer died between an outcome and its ``ADD``. While a job runs, writers are
+        still adding, and a recount cannot be atomic with their writes, so its counters are left to them (closing
+        always sets the exact figures); once it has ended nothing writes, and the recount is the truth."""
+        job = self.get(batch_id)
+        counts = self.recount(batch_id, attempt=int(job.get("attempt", 1)))
+        if job["status"] in TERMINAL:
+            self.update(batch_id, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME], updated_at=now_iso())
         return counts
 
-    def recount(self, batch_id: str) -> dict[str, int]:
-        """Exact counts from the items themselves (the reconciliation check)."""
+    def recount(self, batch_id: str, *, attempt: int = 1) -> dict[str, int]:
+        """Exact counts of the final outcomes of ``attempt`` from the items themselves (the reconciliation check):
+        a failure an earlier attempt recorded is pending, as ``attempt`` runs that image again."""
         counts = {PREDICTED: 0, FAILED_OUTCOME: 0}
         start: dict[str, Any] | None = None
         while True:
             query: dict[str, Any] = {
                 "KeyConditionExpression": "batch_id = :b",
                 "ExpressionAttributeValues": {":b": batch_id},
-                "ProjectionExpression": "#status",
-                "ExpressionAttributeNames": {"#status": "status"},
+                "ProjectionExpression": "#status, #attempt",
+                "ExpressionAttributeNames": {"#status": "status", "#attempt": "attempt"},
                 "ConsistentRead": True,
             }
             if start:
                 query["ExclusiveStartKey"] = start
             page = self.items.query(**query)
             for record in page.get("Items", []):
+                if record["status"] == FAILED_OUTCOME and int(record.get("attempt", 1)) < attempt:
+                    continue
                 counts[record["status"]] = counts.get(record["status"], 0) + 1
             start = page.get("LastEvaluatedKey")
             if not start:

@@ -8,10 +8,12 @@ A message is a Map iteration's input plus the error that made it fail (after the
   receive count (backoff by attempt), and comes back later;
 - a permanent failure of the whole chunk: the chunk is split in halves, recursively, until the image at fault is
   alone; it is recorded as ``unprocessable`` with the error, and every other image gets its outcome;
-- the last receive the queue allows (``maxReceiveCount``): if it fails again, every image still without an outcome
+- the last receive the queue allows (``maxReceiveCount``) tries nothing more: every image still without an outcome
   is recorded as ``retries_exhausted``, the job notes the parked chunk, and the message is left to fail once more,
   so SQS moves it to the parking queue for a person to look at. The job can then close: no image is left without
-  an outcome, and none has two.
+  an outcome, and none has two. That receive does only this bookkeeping because SQS parks a message whatever ends
+  its last receive: had it run the chunk again, a crash or a timeout there would park the chunk with its images
+  still missing and leave the job waiting for them (the retry API is then the way out).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from modelrun.jobs import FAILED_OUTCOME, JobStore, Outcome, now_iso
 logger = Logger(child=True)
 
 MAX_VISIBILITY_S = 12 * 3600
+MAX_CAUSE_CHARS = 500
 
 
 def backoff_seconds(receive_count: int, base_s: int, *, draw: Callable[[], float] = random.random) -> int:
@@ -56,6 +59,24 @@ class DeadLetter:
         error = self.body.get("error") or {}
         name = error.get("Error") if isinstance(error, dict) else None
         return str(name) if name else None
+
+    @property
+    def error_cause(self) -> str | None:
+        """What the error said: a Lambda error's ``errorMessage`` from the ``Cause`` the state machine caught."""
+        error = self.body.get("error") or {}
+        cause = error.get("Cause") if isinstance(error, dict) else None
+        if not cause:
+            return None
+        try:
+            parsed = json.loads(cause)
+        except (TypeError, ValueError):
+            parsed = None
+        message = parsed.get("errorMessage") if isinstance(parsed, dict) else None
+        return str(message or cause)[:MAX_CAUSE_CHARS]
+
+
+class GivenUp(Exception):
+    """Raised on a message's last receive, after its bookkeeping, so that SQS moves it to the parking queue."""
 
 
 @dataclass
@@ -83,21 +104,18 @@ class Recoverer:
             "error": message.error_name,
             "kind": classify_state_error(message.error_name),
         }
+        if message.receive_count >= self.max_receive_count:
+            logger.warning("chunk recovery given up", extra=context)
+            self.exhaust(chunk, message)
+            # Visible again at once, so SQS moves it to the parking queue now, not after the visibility timeout.
+            self.delay(message, seconds=0)
+            raise GivenUp(f"chunk {chunk.index} of {chunk.batch_id}: recovery given up, the message goes to parking")
         logger.info("recovering chunk", extra=context)
         try:
             self.recover(chunk)
         except Exception as exc:
-            last_try = message.receive_count >= self.max_receive_count
-            logger.warning(
-                "chunk recovery failed",
-                extra={**context, "reason": f"{type(exc).__name__}: {exc}", "last_try": last_try},
-            )
-            if last_try:
-                self.exhaust(chunk, message, exc)
-                # Visible again at once, so SQS moves it to the parking queue now, not after the visibility timeout.
-                self.delay(message, seconds=0)
-            else:
-                self.delay(message)
+            logger.warning("chunk recovery failed", extra={**context, "reason": f"{type(exc).__name__}: {exc}"})
+            self.delay(message)
             raise
         result = self.closer.try_close(chunk.batch_id, map_done=False)
         logger.info("chunk recovered", extra={**context, "job_status": result["status"]})
@@ -130,11 +148,12 @@ class Recoverer:
         self._record(chunk, item, key, UNPROCESSABLE, f"the model could not process this image: {message}")
         logger.warning("image isolated as unprocessable", extra={"batch_id": chunk.batch_id, "item": item, "key": key})
 
-    def exhaust(self, chunk: Chunk, message: DeadLetter, exc: BaseException) -> None:
-        """The last try failed: every image still without an outcome fails with ``retries_exhausted``."""
+    def exhaust(self, chunk: Chunk, message: DeadLetter) -> None:
+        """The tries are used up: every image still without an outcome fails with ``retries_exhausted``."""
+        error = ": ".join(part for part in (message.error_name, message.error_cause) if part)
         reason = (
-            f"chunk {chunk.index} still failed after {message.receive_count} recovery attempts "
-            f"({type(exc).__name__}: {exc}); its message is in the parking queue"
+            f"chunk {chunk.index} still failed after {message.receive_count - 1} recovery attempts"
+            f"{f' (in the state machine: {error})' if error else ''}; its message is in the parking queue"
         )
         for item, key in chunk.items:
             self._record(chunk, item, key, RETRIES_EXHAUSTED, reason)
