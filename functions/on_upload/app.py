@@ -102,6 +102,7 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
         target = processor.target(upload)
         if isinstance(target, Ignored):
             logger.info("upload ignored", key=upload.key, event_name=record.event_name, reason=target.reason)
+            metrics.add_metric(name="UploadsIgnored", unit=MetricUnit.Count, value=1)
             outcomes.append({"key": upload.key, "ignored": target.reason})
             continue
         outcomes.append(process_once(upload=upload.to_dict(), target=target))

@@ -158,7 +158,7 @@ def test_batch_links_are_paths_relative_to_the_api_url() -> None:
     assert batch_paths("b-1") == {
         "self": "batches/b-1",
         "results": "batches/b-1/results",
-        "errors": "batches/b-1/results?status=failed",
+        "errors": "batches/b-1/errors",
     }
 
 

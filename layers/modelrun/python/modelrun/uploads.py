@@ -158,7 +158,7 @@ def route(key: str) -> Target:
 def batch_paths(batch_id: str) -> dict[str, str]:
     """Where to follow a batch: paths relative to the stack's ``ApiUrl`` output (which ends with ``/``)."""
     base = f"batches/{batch_id}"
-    return {"self": base, "results": f"{base}/results", "errors": f"{base}/results?status=failed"}
+    return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
 
 
 def prediction_document(upload: UploadedObject, prediction: dict[str, Any], *, at: str) -> dict[str, Any]:
