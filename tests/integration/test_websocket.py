@@ -160,10 +160,15 @@ def test_a_subscriber_is_first_told_it_is_subscribed(watched: dict[str, Any]) ->
 
 def test_a_subscriber_of_a_running_batch_receives_progress_while_it_runs(watched: dict[str, Any]) -> None:
     progress = [m for m in watched["messages"] if m["type"] == "progress"]
-    # The state right after subscribing, then at least one more as chunks finish.
-    assert len(progress) >= 2
+    done = [m["counts"]["predicted"] + m["counts"]["failed"] for m in progress]
+    # Received while the batch ran: at least two as chunks finished (neither before the first image nor after the
+    # last), each with a rate and an ETA, and the figures never go back.
+    midway = [m for m, count in zip(progress, done, strict=True) if 0 < count < 450]
+    assert len(midway) >= 2, done
+    assert all(m["status"] == "RUNNING" and m["counts"]["pending"] > 0 for m in midway)
+    assert all(m["rate"] > 0 and m["eta_s"] >= 0 for m in midway)
+    assert done == sorted(done)
     assert all(m["total"] == 450 for m in progress)
-    assert any(m["counts"]["predicted"] + m["counts"]["failed"] > 0 for m in progress)
 
 
 def test_a_subscriber_of_a_running_batch_receives_exactly_one_completed_message(watched: dict[str, Any]) -> None:
