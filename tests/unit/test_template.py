@@ -635,3 +635,20 @@ def test_every_library_a_function_imports_ships_in_the_layer_or_the_runtime(logi
 
     # Then it ships in the RuntimeLayer or with the Lambda runtime
     assert not unshipped, f"{logical_id} imports modules neither the layer nor the runtime provides: {unshipped}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. Parameters
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_the_readme_deploy_section_names_every_parameter_of_the_template() -> None:
+    # Given the README's Deploy section, which tells a deployer what can be set
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    deploy = readme.split("\n## Deploy\n", 1)[1].split("\n## ", 1)[0]
+
+    # When the template's parameters are looked for in it
+    missing = sorted(name for name in TEMPLATE.data["Parameters"] if f"`{name}`" not in deploy)
+
+    # Then none is left out
+    assert missing == []
