@@ -99,6 +99,13 @@ class ApiClient:
         )
         return result
 
+    def predict_stored(self, bucket: str, key: str, *, model: str | None, version: str | None) -> dict[str, Any]:
+        """POST /predictions for an image already in the images bucket (``image_s3``): any size the API accepts."""
+        body: dict[str, Any] = {name: value for name, value in (("model", model), ("version", version)) if value}
+        body["image_s3"] = {"bucket": bucket, "key": key}
+        result: dict[str, Any] = self.request("POST", "predictions", json=body, retry=True)
+        return result
+
     def models(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "models", retry=True)
         return result

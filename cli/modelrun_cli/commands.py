@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
 
-from modelrun_cli import output
+from modelrun_cli import output, uploads
 from modelrun_cli.client import ApiClient
 from modelrun_cli.config import Flags, StackReader, Target, discover
 from modelrun_cli.errors import CliError
@@ -22,6 +22,7 @@ from modelrun_cli.uploads import (
     images_source,
     parse_s3_url,
     s3_client,
+    stage_image,
     throttled_progress,
     upload_images,
     upload_prefix,
@@ -95,14 +96,39 @@ Command = Callable[[argparse.Namespace, App], int]
 
 # -- predict and models ------------------------------------------------------------------------------------------
 def predict(args: argparse.Namespace, app: App) -> int:
+    """The image as the request body; one too large for a request is uploaded first and named by ``image_s3``."""
     path = Path(args.file)
     try:
-        image = path.read_bytes()
+        size = path.stat().st_size
+        image = path.read_bytes() if uploads.fits_in_a_request(size) else None
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    result = app.client.predict(image, content_type_for(path), model=args.model, version=args.version)
+    if image is not None:
+        result = app.client.predict(image, content_type_for(path), model=args.model, version=args.version)
+    else:
+        bucket, key = _stage_for_prediction(app, path, size)
+        result = app.client.predict_stored(bucket, key, model=args.model, version=args.version)
     app.emit(output.to_json(result) if args.json else output.format_prediction(result))
     return 0
+
+
+def _stage_for_prediction(app: App, path: Path, size: int) -> tuple[str, str]:
+    limit = output.size(uploads.DIRECT_BODY_LIMIT)
+    too_large = f"{path} ({output.size(size)}) is over the {limit} a request body can carry through API Gateway"
+    bucket = _images_bucket(app, f"{too_large}; sending it by image_s3")
+    prefix = upload_prefix()
+    app.say(f"{too_large}: uploading it to s3://{bucket}/{prefix}/ and predicting it from there (image_s3)")
+    return bucket, stage_image(app.s3, bucket, path, prefix)
+
+
+def _images_bucket(app: App, purpose: str) -> str:
+    bucket = app.target.bucket
+    if not bucket:
+        raise CliError(
+            f"{purpose} needs the stack's images bucket, and {app.target.source} names none: "
+            "pass --bucket NAME (env MODELRUN_BUCKET)"
+        )
+    return bucket
 
 
 def models(args: argparse.Namespace, app: App) -> int:
@@ -175,12 +201,7 @@ def _prefix_source(args: argparse.Namespace, app: App) -> dict[str, Any]:
 
 def _upload_source(args: argparse.Namespace, app: App) -> tuple[dict[str, Any], str]:
     images = collect_images([Path(source) for source in args.sources])
-    bucket = app.target.bucket
-    if not bucket:
-        raise CliError(
-            f"uploading needs the stack's images bucket, and {app.target.source} names none: "
-            "pass --bucket NAME (env MODELRUN_BUCKET)"
-        )
+    bucket = _images_bucket(app, "uploading")
     prefix = upload_prefix(args.prefix, idempotency_key=args.idempotency_key)
     app.say(f"uploading {len(images)} images to s3://{bucket}/{prefix}/")
     keys = upload_images(app.s3, bucket, images, prefix, progress=throttled_progress(app.say))

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 from modelrun_cli.commands import COMMANDS, App
 from modelrun_cli.config import StackReader
 from modelrun_cli.errors import ApiError, CliError
+from modelrun_cli.output import size
+from modelrun_cli.uploads import DIRECT_BODY_LIMIT
 from modelrun_cli.waiting import DEFAULT_TIMEOUT_S
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -83,7 +85,9 @@ def add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> 
     group = parser.add_argument_group("connection (how they combine: see the end of this help)")
     group.add_argument("--endpoint", metavar="URL", default=default, help="the API's base URL (ApiUrl)")
     group.add_argument("--api-key", metavar="KEY", default=default, help="the API key (x-api-key)")
-    group.add_argument("--bucket", metavar="NAME", default=default, help="the images bucket, for batch uploads")
+    group.add_argument(
+        "--bucket", metavar="NAME", default=default, help="the images bucket, for uploads (batches, large images)"
+    )
     group.add_argument(
         "--aws-endpoint", metavar="URL", default=default, help="an S3-compatible endpoint for uploads (local stack)"
     )
@@ -106,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     predict = commands.add_parser(
-        "predict", help="predict one image file", description="Predict one image file.", **common
+        "predict",
+        help="predict one image file",
+        description=(
+            f"Predict one image file. It goes as the request body; a file over {size(DIRECT_BODY_LIMIT)} (more than "
+            "API Gateway and Lambda let through once base64-encoded) is uploaded to the images bucket first and "
+            "sent as image_s3."
+        ),
+        **common,
     )
     predict.add_argument("file", metavar="FILE", help="an image (PNG, JPEG, GIF, BMP, TIFF, WebP)")
     predict.add_argument("--model", help="model name (default: the stack's default model)")

@@ -39,6 +39,15 @@ def score(value: Any) -> str:
 
 
 # -- predictions and models --------------------------------------------------------------------------------------
+def size(count: int) -> str:
+    """A number of bytes for people: ``300 bytes``, ``12.5 KiB``, ``4.2 MiB``."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / (1024 * 1024):.1f} MiB"
+
+
 def format_prediction(result: Mapping[str, Any]) -> str:
     """``label score`` on the first line (easy to cut), then the top-k table and which model answered."""
     lines = [f"{result.get('label')} {score(result.get('score'))}"]

@@ -34,6 +34,11 @@ UPLOAD_ROOT = "uploads/batches"
 MANIFEST_ROOT = "uploads/manifests"
 # Past this many keys the request carries a manifest file's key instead of the list, so it stays small.
 INLINE_KEYS_LIMIT = 20_000
+# The largest image `predict` sends as the request body. Lambda refuses a synchronous event over 6 MB, and API Gateway
+# puts a binary body in the event base64-encoded, 4 bytes for every 3 (a JSON body's base64 image is as large): past
+# 6 MB * 3/4 = 4.5 MB of image, less the event's own headers and fields, the request never reaches the function and
+# API Gateway answers a 5xx. 4 MiB leaves half a MiB for those; a larger image is uploaded and sent as image_s3.
+DIRECT_BODY_LIMIT = 4 * 1024 * 1024
 UPLOAD_WORKERS = 16
 UPLOAD_WINDOW = 1000
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -189,6 +194,20 @@ def upload_images(
         for start in range(0, len(images), UPLOAD_WINDOW):
             keys += pool.map(put, images[start : start + UPLOAD_WINDOW])
     return keys
+
+
+def fits_in_a_request(size: int) -> bool:
+    """Whether an image of ``size`` bytes can go as the body of POST /predictions (else: upload it, send image_s3)."""
+    return size <= DIRECT_BODY_LIMIT
+
+
+def stage_image(s3: Any, bucket: str, path: Path, prefix: str) -> str:
+    """Upload one image for POST /predictions to name by ``image_s3``, the way a batch's images go; its key.
+
+    ``prefix`` is an ``upload_prefix()``: under ``uploads/batches/`` the upload triggers leave it alone.
+    """
+    [key] = upload_images(s3, bucket, collect_images([path]), prefix, workers=1)
+    return key
 
 
 def throttled_progress(report: Callable[[str], None], *, every_s: float = 1.0) -> Progress:

@@ -98,6 +98,21 @@ def test_predict_with_json_prints_the_api_answer(flags: list[str]) -> None:
     assert (answer["label"], answer["model"], answer["version"]) == ("3", "digits", "1")
 
 
+def test_predict_of_a_file_over_the_body_limit_uploads_it_and_predicts_it_by_image_s3(
+    flags: list[str], monkeypatch: pytest.MonkeyPatch, s3: Any, images_bucket: str
+) -> None:
+    # The real limit (4 MiB) is past this stack's MaxImageBytes: lowered, a committed sample takes the same path.
+    monkeypatch.setattr(uploads, "DIRECT_BODY_LIMIT", 64)
+    image = sample(4, 2)
+    code, out, err = cli("predict", str(image), "--json", *flags)
+    assert code == 0, err
+    assert json.loads(out)["label"] == "4"
+    [note] = err.splitlines()
+    assert f"uploading it to s3://{images_bucket}/uploads/batches/" in note
+    key = note.split(f"s3://{images_bucket}/", 1)[1].split()[0] + image.name
+    assert s3.get_object(Bucket=images_bucket, Key=key)["Body"].read() == image.read_bytes()
+
+
 def test_predict_of_an_unknown_model_exits_1_with_the_api_error(flags: list[str]) -> None:
     code, out, err = cli("predict", str(sample(1)), "--model", "no-such-model", *flags)
     assert code == 1

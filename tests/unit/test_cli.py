@@ -25,7 +25,7 @@ from websockets.sync.server import serve as websocket_serve
 
 from modelrun.batches import ERROR_FIELDS
 from modelrun_cli import client as client_module
-from modelrun_cli import output, uploads, waiting
+from modelrun_cli import commands, output, uploads, waiting
 from modelrun_cli.client import ApiClient, error_from_response
 from modelrun_cli.config import Flags, Target, discover, read_cloudformation_stack
 from modelrun_cli.errors import ApiError, CliError, ConfigError
@@ -1392,3 +1392,99 @@ def test_the_job_summary_lists_the_error_files() -> None:
     files = {"csv": "http://f/errors-1.csv", "jsonl": "http://f/errors-1.jsonl"}
     lines = output.format_job({**JOB, "links": {**JOB["links"], "errors_files": files}}).splitlines()
     assert lines[-2:] == ["  err csv  http://f/errors-1.csv", "  err jsonl http://f/errors-1.jsonl"]
+
+
+# -- predict: the image as the body, or uploaded and named by image_s3 ------------------------------------------
+PREDICTION = {"model": "digits", "version": "1", "label": "7", "score": 0.99, "top_k": [{"label": "7", "score": 0.99}]}
+
+
+class LoggingS3:
+    """S3 for the uploads, writing each put into a log the API calls share (so their order shows)."""
+
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        self.log = log
+
+    def put_object(self, Bucket: str, Key: str, Body: Any, ContentType: str) -> None:
+        self.log.append(("put", {"bucket": Bucket, "key": Key, "body": Body.read(), "content_type": ContentType}))
+
+
+@pytest.fixture
+def predict_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every S3 put and API request of a ``predict`` run, in order, with a body limit of 100 bytes."""
+    log: list[tuple[str, Any]] = []
+
+    def request(self: ApiClient, method: str, path: str, **kwargs: Any) -> Any:
+        log.append(("request", {"method": method, "path": path, **kwargs}))
+        return PREDICTION
+
+    monkeypatch.setattr(ApiClient, "request", request)
+    monkeypatch.setattr(commands, "s3_client", lambda target: LoggingS3(log))
+    monkeypatch.setattr(uploads, "DIRECT_BODY_LIMIT", 100)
+    return log
+
+
+def test_the_body_limit_leaves_room_in_lambdas_6_mb_event_for_the_base64_image_and_the_rest() -> None:
+    base64_image = -(-uploads.DIRECT_BODY_LIMIT // 3) * 4
+    assert base64_image + 256 * 1024 <= 6 * 1024 * 1024  # headers, request context and the JSON around the body
+    assert uploads.DIRECT_BODY_LIMIT == 4 * 1024 * 1024
+
+
+def test_an_image_of_up_to_the_body_limit_goes_as_the_request_body(
+    tmp_path: Path, predict_calls: list[tuple[str, Any]]
+) -> None:
+    (tmp_path / "small.png").write_bytes(b"p" * 100)
+    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
+    code, out, err = run_cli(["predict", str(tmp_path / "small.png"), "--model", "digits"], tmp_path, env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == "7 0.9900"
+    assert predict_calls == [
+        (
+            "request",
+            {
+                "method": "POST",
+                "path": "predictions",
+                "data": b"p" * 100,
+                "params": {"model": "digits"},
+                "headers": {"Content-Type": "image/png"},
+                "retry": True,
+            },
+        )
+    ]
+
+
+def test_an_image_over_the_body_limit_is_uploaded_then_predicted_by_image_s3(
+    tmp_path: Path, predict_calls: list[tuple[str, Any]]
+) -> None:
+    (tmp_path / "big.png").write_bytes(b"p" * 101)
+    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
+    argv = ["predict", str(tmp_path / "big.png"), "--model", "digits", "--version", "1", "--json"]
+    code, out, err = run_cli(argv, tmp_path, env=env)
+    assert code == 0
+    assert json.loads(out) == PREDICTION  # stdout is the answer alone
+    assert [kind for kind, _ in predict_calls] == ["put", "request"]  # uploaded first, then named
+    put, request = (details for _, details in predict_calls)
+    assert put["bucket"] == "images"
+    assert put["key"].startswith("uploads/batches/")  # where batch uploads go (the upload triggers ignore it)
+    assert put["key"].endswith("/big.png")
+    assert (put["body"], put["content_type"]) == (b"p" * 101, "image/png")
+    assert request == {
+        "method": "POST",
+        "path": "predictions",
+        "json": {"model": "digits", "version": "1", "image_s3": {"bucket": "images", "key": put["key"]}},
+        "retry": True,
+    }
+    prefix = put["key"].rsplit("/", 1)[0]
+    assert err.splitlines() == [
+        f"{tmp_path / 'big.png'} (101 bytes) is over the 100 bytes a request body can carry through API Gateway: "
+        f"uploading it to s3://images/{prefix}/ and predicting it from there (image_s3)"
+    ]
+
+
+def test_an_image_over_the_body_limit_without_a_known_bucket_asks_for_one_before_any_request(
+    tmp_path: Path, predict_calls: list[tuple[str, Any]]
+) -> None:
+    (tmp_path / "big.png").write_bytes(b"p" * 101)
+    code, out, err = run_cli(["predict", str(tmp_path / "big.png")], tmp_path, env=ENDPOINT)
+    assert (code, out, predict_calls) == (1, "", [])
+    assert "sending it by image_s3 needs the stack's images bucket" in err
+    assert "--bucket NAME" in err
