@@ -96,6 +96,8 @@ def uploaded_object(record: S3EventRecord) -> UploadedObject:
 @event_source(data_class=S3Event)
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
+    # An uploaded list too large to read in this invocation gets an error document, not a timeout.
+    processor.submitter.remaining_ms = context.get_remaining_time_in_millis
     outcomes: list[dict[str, Any]] = []
     for record in event.records:
         upload = uploaded_object(record)

@@ -64,4 +64,6 @@ def submit_batch() -> tuple[dict[str, Any], int]:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     idempotency.register_lambda_context(context)
+    # A prefix or list file too large to read before API Gateway's 29 s is refused (413), not left to time out.
+    submitter.remaining_ms = context.get_remaining_time_in_millis
     return app.resolve(event, context)

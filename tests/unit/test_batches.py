@@ -3,6 +3,7 @@ the demo digits model, and closing the job (moto S3, DynamoDB tables from templa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from modelrun.batches import (
     final_status,
     resolve_version,
 )
-from modelrun.errors import Conflict, ImageNotFound, InvalidRequest, NotFound, UnknownModel
+from modelrun.errors import Conflict, ImageNotFound, InvalidRequest, NotFound, TooManyToList, UnknownModel
 from modelrun.faults import Faults
 from modelrun.jobs import (
     COMPLETED,
@@ -39,6 +40,7 @@ from modelrun.jobs import (
     Outcome,
     plain,
 )
+from modelrun.manifest import SUBMIT_MARGIN_MS
 from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
 from modelrun.registry import ModelRegistry
 from modelrun.storage import ImageStore
@@ -417,6 +419,88 @@ def test_a_missing_manifest_file_is_image_not_found_and_starts_nothing(
     with pytest.raises(ImageNotFound, match=r"lists/none\.jsonl"):
         submitter.submit(parse(manifest="lists/none.jsonl"))
     assert aws.jobs.scan()["Items"] == []
+
+
+class TimeLeft:
+    """An invocation's remaining time: the given answers in turn (the last one repeats), each call counted."""
+
+    def __init__(self, *answers_ms: int) -> None:
+        self.answers_ms = answers_ms
+        self.calls = 0
+
+    def __call__(self) -> int:
+        answer = self.answers_ms[min(self.calls, len(self.answers_ms) - 1)]
+        self.calls += 1
+        return answer
+
+
+PLENTY_MS = 20_000
+SHORT_MS = SUBMIT_MARGIN_MS - 1
+
+
+def timed(submitter: BatchSubmitter, time_left: TimeLeft) -> BatchSubmitter:
+    """The submitter in an invocation with that much time left, checking it every 10 keys."""
+    return dataclasses.replace(submitter, remaining_ms=time_left, deadline_check_every=10)
+
+
+def test_a_prefix_that_cannot_be_listed_in_time_is_refused_with_its_count_and_starts_nothing(
+    submitter: BatchSubmitter, aws: BatchAws, sfn: Any, state_machine: str
+) -> None:
+    # given 25 objects under a prefix, and time that runs short at the third check
+    for number in range(25):
+        aws.put(f"set/{number:02d}.png", b"")
+    late = timed(submitter, TimeLeft(PLENTY_MS, PLENTY_MS, SHORT_MS))
+
+    # when the prefix is submitted
+    with pytest.raises(TooManyToList) as caught:
+        late.submit(parse(s3_prefix="set/"))
+
+    # then it is a 413 naming the 20 keys listed, and no job, no execution and no jobs/ object exist
+    assert (caught.value.code, caught.value.status) == ("too_many_to_list", 413)
+    assert "after 20 keys" in caught.value.message
+    assert aws.jobs.scan()["Items"] == []
+    assert sfn.list_executions(stateMachineArn=state_machine)["executions"] == []
+    assert [key for key in aws.object_keys() if key.startswith("jobs/")] == []
+
+
+def test_a_prefix_listed_within_time_is_submitted_whole(submitter: BatchSubmitter, aws: BatchAws) -> None:
+    # given 25 objects under a prefix and time enough throughout
+    for number in range(25):
+        aws.put(f"set/{number:02d}.png", b"")
+    time_left = TimeLeft(PLENTY_MS)
+
+    # when the prefix is submitted
+    submitted = timed(submitter, time_left).submit(parse(s3_prefix="set/"))
+
+    # then the batch holds every object, and the time left was asked per 10 keys
+    assert submitted["total"] == 25
+    assert aws.store.get(submitted["batch_id"])["total"] == 25
+    assert time_left.calls == 3
+
+
+def test_a_manifest_file_that_cannot_be_read_in_time_is_refused_and_starts_nothing(
+    submitter: BatchSubmitter, aws: BatchAws, sfn: Any, state_machine: str
+) -> None:
+    # given a list file of 25 keys, and time that runs short at the second check
+    aws.put("lists/big.jsonl", "".join(f'"set/{number:02d}.png"\n' for number in range(25)).encode())
+    late = timed(submitter, TimeLeft(PLENTY_MS, SHORT_MS))
+
+    # when it is submitted
+    with pytest.raises(TooManyToList, match=r"manifest file 'lists/big\.jsonl' after 10 keys"):
+        late.submit(parse(manifest="lists/big.jsonl"))
+
+    # then no job and no execution exist
+    assert aws.jobs.scan()["Items"] == []
+    assert sfn.list_executions(stateMachineArn=state_machine)["executions"] == []
+
+
+def test_an_inline_list_is_never_refused_for_time(submitter: BatchSubmitter) -> None:
+    # given an invocation already short of time
+    time_left = TimeLeft(SHORT_MS)
+
+    # when an inline list is submitted, then it is (the list is in memory already) and the time was not asked
+    assert timed(submitter, time_left).submit(parse(images=["a.png", "b.png"]))["total"] == 2
+    assert time_left.calls == 0
 
 
 def test_an_unknown_model_is_refused_before_anything_is_written(submitter: BatchSubmitter, aws: BatchAws) -> None:

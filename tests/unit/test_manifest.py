@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from modelrun.errors import ImageNotFound, InvalidRequest
+from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
 from modelrun.manifest import (
     MAX_KEY_LENGTH,
+    SUBMIT_MARGIN_MS,
     ManifestSummary,
     check_key,
     file_keys,
@@ -20,6 +21,7 @@ from modelrun.manifest import (
     iter_keys_file,
     prefix_keys,
     read_chunk_items,
+    until_deadline,
     write_manifest,
 )
 from tests.batchfixtures import BUCKET, BatchAws, batch_aws
@@ -522,3 +524,93 @@ def test_a_missing_manifest_file_is_image_not_found_naming_the_s3_uri(aws: Batch
     # then it is a 404 with the full address
     assert (caught.value.code, caught.value.status) == ("image_not_found", 404)
     assert caught.value.message == f"no manifest file s3://{BUCKET}/lists/missing.jsonl"
+
+
+# --- until_deadline -----------------------------------------------------------------------------------------
+
+
+class TimeLeft:
+    """An invocation's remaining time, as a Lambda context reports it: the given answers in turn (the last one
+    repeats), each call counted. No clock, no sleeping."""
+
+    def __init__(self, *answers_ms: int) -> None:
+        self.answers_ms = answers_ms
+        self.calls = 0
+
+    def __call__(self) -> int:
+        answer = self.answers_ms[min(self.calls, len(self.answers_ms) - 1)]
+        self.calls += 1
+        return answer
+
+
+PLENTY_MS = 20_000
+SHORT_MS = SUBMIT_MARGIN_MS - 1
+
+
+def test_keys_read_within_time_come_through_unchanged() -> None:
+    # given 25 keys and time enough throughout
+    keys = names(25)
+
+    # when they stream through the deadline, checked every 10 keys
+    passed = list(until_deadline(keys, TimeLeft(PLENTY_MS), source="s3_prefix", value="set/", check_every=10))
+
+    # then every key comes, in order
+    assert passed == keys
+
+
+def test_a_prefix_that_runs_short_of_time_is_too_many_to_list_with_the_count_read() -> None:
+    # given time that runs short at the third check, every 10 keys
+    time_left = TimeLeft(PLENTY_MS, PLENTY_MS, SHORT_MS)
+
+    # when a prefix of 25 keys streams through
+    with pytest.raises(TooManyToList) as caught:
+        list(until_deadline(names(25), time_left, source="s3_prefix", value="set/", check_every=10))
+
+    # then it is a 413 that names the prefix, the 20 keys read, and a list file as what to send instead
+    error = caught.value
+    assert (error.code, error.status, error.details) == ("too_many_to_list", 413, {"listed": 20})
+    assert error.message.startswith("time ran out reading s3_prefix 'set/' after 20 keys")
+    assert '{"manifest": "<its key>"}' in error.message
+    assert "smaller prefixes" in error.message
+
+
+def test_a_list_file_that_runs_short_of_time_says_to_split_it() -> None:
+    # given time that runs short at the second check
+    time_left = TimeLeft(PLENTY_MS, SHORT_MS)
+
+    # when a list file of 25 keys streams through
+    with pytest.raises(TooManyToList) as caught:
+        list(until_deadline(names(25), time_left, source="manifest", value="lists/big.jsonl", check_every=10))
+
+    # then it names the file and the 10 keys read, and says to split it or upload it under batches/
+    assert caught.value.message.startswith("time ran out reading manifest file 'lists/big.jsonl' after 10 keys")
+    assert "split the list into smaller files" in caught.value.message
+    assert "under batches/" in caught.value.message
+
+
+def test_the_time_left_is_asked_once_per_check_interval_not_per_key() -> None:
+    # given time enough throughout, its calls counted
+    time_left = TimeLeft(PLENTY_MS)
+
+    # when 2,500 keys stream through, checked every 1,000
+    list(until_deadline(names(2500), time_left, source="s3_prefix", value="set/", check_every=1000))
+
+    # then it was asked three times (at keys 0, 1,000 and 2,000)
+    assert time_left.calls == 3
+
+
+def test_exactly_the_margin_left_is_still_time_enough() -> None:
+    # given exactly the safety margin left
+    # when keys stream through, then all of them come
+    passed = until_deadline(names(5), TimeLeft(SUBMIT_MARGIN_MS), source="s3_prefix", value="set/", check_every=1)
+    assert list(passed) == names(5)
+
+
+def test_a_manifest_stopped_by_the_deadline_writes_nothing(aws: BatchAws) -> None:
+    # given keys whose stream runs short of time after 10
+    keys = until_deadline(names(25), TimeLeft(PLENTY_MS, SHORT_MS), source="s3_prefix", value="set/", check_every=10)
+
+    # when the manifest is written from them, then it is refused and neither object is on S3
+    with pytest.raises(TooManyToList):
+        write(aws, keys)
+    assert aws.object_keys() == []

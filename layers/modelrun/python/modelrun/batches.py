@@ -37,12 +37,14 @@ from modelrun.jobs import (
     public_outcome,
 )
 from modelrun.manifest import (
+    DEADLINE_CHECK_EVERY,
     ManifestSummary,
     file_keys,
     inline_keys,
     iter_keys_file,
     prefix_keys,
     read_chunk_items,
+    until_deadline,
     write_manifest,
 )
 from modelrun.preprocess import Limits, preprocess
@@ -131,16 +133,32 @@ class BatchSubmitter:
     default_model: str
     limits: BatchLimits = field(default_factory=BatchLimits)
     allow_faults: bool = False
+    # The time left of the invocation: handlers set their context's get_remaining_time_in_millis per invocation
+    # (unset, it is a Lambda's longest timeout, 15 minutes, and never runs short).
+    remaining_ms: Callable[[], int] = lambda: 900_000
+    deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
+        """The request's keys; a prefix listing or a list file stops, refused, when the invocation runs short of
+        time (an inline list is already in memory)."""
         if request.source == "images":
             return inline_keys(request.value)
         if request.source == "s3_prefix":
-            return prefix_keys(self.s3, self.bucket, request.value)
-        return file_keys(self.s3, self.bucket, request.value)
+            keys = prefix_keys(self.s3, self.bucket, request.value)
+        else:
+            keys = file_keys(self.s3, self.bucket, request.value)
+        return until_deadline(
+            keys,
+            self.remaining_ms,
+            source=request.source,
+            value=request.value,
+            check_every=self.deadline_check_every,
+        )
 
     def submit(self, request: BatchRequest) -> dict[str, Any]:
-        """Register the job, write its manifest, start its execution (named by the batch id)."""
+        """Write the batch's manifest, then register the job and start its execution (named by the batch id).
+
+        A source that cannot be read in time is refused (``TooManyToList``) before anything is written."""
         model = request.model or self.default_model
         version = resolve_version(self.registry, model, request.version)
         faults = Faults.parse(request.faults, allowed=self.allow_faults)

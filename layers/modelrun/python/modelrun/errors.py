@@ -55,6 +55,14 @@ class ImageTooLarge(ModelrunError):
     status = 413
 
 
+class TooManyToList(ModelrunError):
+    """A batch source (a prefix or a list file) that cannot be read within the request's time: the message says
+    how many keys were read and what to send instead."""
+
+    code = "too_many_to_list"
+    status = 413
+
+
 class UnknownModel(ModelrunError):
     code = "unknown_model"
     status = 404

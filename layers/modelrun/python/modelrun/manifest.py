@@ -9,6 +9,12 @@ Map reads with ``ItemReader``; each iteration fetches its own keys with a ranged
 So memory holds one chunk's keys at most, in the submit function, in the state machine (whose items are a few
 dozen bytes whatever the keys), in the dead-letter queue's messages, and in the local runtime alike: a
 1,000,000-image prefix streams like a 10-image one.
+
+Memory is not the limit, time is: POST /batches must answer within API Gateway's 29 s, and a prefix of a few
+hundred thousand objects cannot be listed in that time, nor a list file of a few million keys read (streaming one
+into the manifest takes 5-8 s per million keys on one vCPU). ``until_deadline`` stops the stream while there is still
+time to write the manifest and start the batch, and refuses it (413 ``too_many_to_list``) with the count read so far.
+Nothing is on S3 then: both objects are spooled to local temporary files and uploaded only after the last key.
 """
 
 from __future__ import annotations
@@ -16,17 +22,22 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
-from modelrun.errors import ImageNotFound, InvalidRequest
+from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
 
 MAX_KEY_LENGTH = 1024
 MANIFEST_NAME = "manifest.json"
 KEYS_NAME = "keys.jsonl"
+# The key stream stops once less than this is left of the invocation: enough to upload the keys file (up to a few
+# hundred MB) and the manifest, create the job row and start the execution.
+SUBMIT_MARGIN_MS = 5_000
+# How often the stream asks for the time left: every this many keys (one listing page), not per key.
+DEADLINE_CHECK_EVERY = 1_000
 
 
 def manifest_key(batch_id: str) -> str:
@@ -75,6 +86,41 @@ def file_keys(s3: Any, bucket: str, key: str) -> Iterator[str]:
         yield from _csv_keys(lines, key)
     else:
         yield from _jsonl_keys(lines, key)
+
+
+_OUT_OF_TIME_ADVICE = {
+    "s3_prefix": (
+        'write the keys to a list file in the bucket and send {"manifest": "<its key>"} instead (reading a file is '
+        "much faster than listing a prefix), or submit smaller prefixes"
+    ),
+    "manifest": (
+        "split the list into smaller files, one batch each, or upload it under batches/ (the upload trigger "
+        "reads it with a longer time limit)"
+    ),
+}
+
+
+def until_deadline(
+    keys: Iterable[str],
+    remaining_ms: Callable[[], int],
+    *,
+    source: str,
+    value: str,
+    margin_ms: int = SUBMIT_MARGIN_MS,
+    check_every: int = DEADLINE_CHECK_EVERY,
+) -> Iterator[str]:
+    """``keys`` as they come, until less than ``margin_ms`` is left (asked every ``check_every`` keys): then
+    ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix`` or
+    ``manifest``, ``value`` the prefix or the list file's key."""
+    for listed, key in enumerate(keys):
+        if listed % check_every == 0 and remaining_ms() < margin_ms:
+            what = f"s3_prefix {value!r}" if source == "s3_prefix" else f"manifest file {value!r}"
+            raise TooManyToList(
+                f"time ran out reading {what} after {listed:,} keys, before the batch could be submitted: "
+                + _OUT_OF_TIME_ADVICE[source],
+                listed=listed,
+            )
+        yield key
 
 
 def _decoded_lines(raw: Iterable[bytes], source: str) -> Iterator[str]:
