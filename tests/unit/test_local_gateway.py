@@ -488,3 +488,17 @@ def test_the_gateway_server_sends_a_gateway_refusal_as_its_http_status(server_ur
     # then the client gets the 403 and its error body
     assert refused.value.code == 403
     assert error_of(refused.value.read())["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "PROPFIND"])
+def test_the_gateway_server_answers_any_other_method_as_a_route_it_does_not_have(server_url: str, method: str) -> None:
+    # given a method no route of the template has, which http.server alone would answer 501
+    request = urllib.request.Request(f"{server_url}/v1/echo/xyz", headers=KEYED, method=method)
+
+    # when it is sent
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+
+    # then it is API Gateway's answer in the project's shape: 404 route_not_found
+    assert refused.value.code == 404
+    assert error_of(refused.value.read())["code"] == "route_not_found"
