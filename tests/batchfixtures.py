@@ -5,11 +5,14 @@ bucket, and the demo digit samples whose file names carry their true label.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -116,3 +119,48 @@ def digit_samples() -> list[Path]:
 def true_label(sample: Path) -> str:
     """``digit-<label>-<row>.png`` -> ``<label>``."""
     return sample.name.split("-")[1]
+
+
+class TimeLeft:
+    """An invocation's remaining time, as a Lambda context reports it: the given answers in turn (the last one
+    repeats), each call counted. No clock, no sleeping."""
+
+    def __init__(self, *answers_ms: int) -> None:
+        self.answers_ms = answers_ms
+        self.calls = 0
+
+    def __call__(self) -> int:
+        answer = self.answers_ms[min(self.calls, len(self.answers_ms) - 1)]
+        self.calls += 1
+        return answer
+
+
+def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: str) -> ModuleType:
+    """functions/batch_status/app.py imported fresh (inside ``batch_aws``) with the environment its template entry
+    gives it, under ``module_name``."""
+    for name, value in {
+        "JOBS_TABLE": JOBS_TABLE,
+        "ITEMS_TABLE": ITEMS_TABLE,
+        "IMAGES_BUCKET": BUCKET,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_SERVICE_NAME": "modelrun",
+    }.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / "batch_status" / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class BatchStatusContext:
+    """What Powertools' inject_lambda_context reads of BatchStatusFunction's Lambda context."""
+
+    function_name: str = "BatchStatusFunction"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:BatchStatusFunction"
+    aws_request_id: str = "c0ffee00-0000-4000-8000-0000000000b1"

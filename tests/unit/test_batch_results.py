@@ -5,62 +5,35 @@ from __future__ import annotations
 
 import base64
 import copy
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelrun.jobs import FAILED_OUTCOME, PREDICTED, Outcome
-from tests.batchfixtures import BUCKET, ITEMS_TABLE, JOBS_TABLE, BatchAws, batch_aws
+from tests.batchfixtures import BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
 
 REPO = Path(__file__).resolve().parents[2]
-HANDLER = REPO / "functions" / "batch_status" / "app.py"
 EVENT = REPO / "events" / "batch_status" / "get-results-failed.json"
 BATCH = "b-20261119T101320-5a3c0e2f9b1d"
 FAILED_ITEMS = {1, 3}
 TOTAL = 5
 
 
-@dataclass
-class Context:
-    """What Powertools' inject_lambda_context reads of a Lambda context."""
-
-    function_name: str = "BatchStatusFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:BatchStatusFunction"
-    aws_request_id: str = "c0ffee00-0000-4000-8000-0000000000b2"
-
-
 @pytest.fixture
 def results(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """GET /batches/BATCH/results with a query: (status, JSON body), over a batch of TOTAL recorded outcomes."""
     with batch_aws(monkeypatch) as aws:
-        for name, value in {
-            "JOBS_TABLE": JOBS_TABLE,
-            "ITEMS_TABLE": ITEMS_TABLE,
-            "IMAGES_BUCKET": BUCKET,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-        }.items():
-            monkeypatch.setenv(name, value)
-        spec = importlib.util.spec_from_file_location("batch_results_batch_status_app", HANDLER)
-        assert spec is not None
-        assert spec.loader is not None
-        app = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, app)
-        spec.loader.exec_module(app)
+        app = import_batch_status_handler(monkeypatch, "batch_results_batch_status_app")
         make_batch(aws)
 
         def get(query: dict[str, str]) -> tuple[int, Any]:
             event = copy.deepcopy(json.loads(EVENT.read_text()))
             event["queryStringParameters"] = query
             event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()}
-            answer = app.lambda_handler(event, Context())
+            answer = app.lambda_handler(event, BatchStatusContext())
             return answer["statusCode"], json.loads(answer["body"])
 
         yield get

@@ -44,7 +44,7 @@ from modelrun.manifest import SUBMIT_MARGIN_MS
 from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
 from modelrun.registry import ModelRegistry
 from modelrun.storage import ImageStore
-from tests.batchfixtures import BUCKET, MODELS, BatchAws, batch_aws, digit_samples, true_label
+from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, batch_aws, digit_samples, true_label
 
 LIMITS = BatchLimits()
 BATCH = "b-20250101T000000-0123456789ab"
@@ -419,19 +419,6 @@ def test_a_missing_manifest_file_is_image_not_found_and_starts_nothing(
     with pytest.raises(ImageNotFound, match=r"lists/none\.jsonl"):
         submitter.submit(parse(manifest="lists/none.jsonl"))
     assert aws.jobs.scan()["Items"] == []
-
-
-class TimeLeft:
-    """An invocation's remaining time: the given answers in turn (the last one repeats), each call counted."""
-
-    def __init__(self, *answers_ms: int) -> None:
-        self.answers_ms = answers_ms
-        self.calls = 0
-
-    def __call__(self) -> int:
-        answer = self.answers_ms[min(self.calls, len(self.answers_ms) - 1)]
-        self.calls += 1
-        return answer
 
 
 PLENTY_MS = 20_000

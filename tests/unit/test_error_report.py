@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import copy
 import csv
-import importlib.util
 import io
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +19,9 @@ import pytest
 
 from modelrun.batches import ERROR_FIELDS, BatchCloser
 from modelrun.jobs import FAILED_OUTCOME, PREDICTED, QUEUED, RUNNING, Outcome
-from tests.batchfixtures import BUCKET, ITEMS_TABLE, JOBS_TABLE, BatchAws, batch_aws
+from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
 
 REPO = Path(__file__).resolve().parents[2]
-HANDLER = REPO / "functions" / "batch_status" / "app.py"
 EVENTS = REPO / "events" / "batch_status"
 BATCH = "b-20261119T101320-5a3c0e2f9b1d"
 OTHER = "b-20261119T101320-77777777aaaa"
@@ -41,17 +38,6 @@ TOTAL = 9
 
 
 @dataclass
-class Context:
-    """What Powertools' inject_lambda_context reads of a Lambda context."""
-
-    function_name: str = "BatchStatusFunction"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:BatchStatusFunction"
-    aws_request_id: str = "c0ffee00-0000-4000-8000-0000000000b1"
-
-
-@dataclass
 class Stack:
     aws: BatchAws
     app: ModuleType
@@ -65,7 +51,7 @@ class Stack:
         event["queryStringParameters"] = query
         event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()} if query else None
         event["requestContext"].update(resourcePath=resource, path=f"/v1{path}")
-        answer = self.app.lambda_handler(event, Context())
+        answer = self.app.lambda_handler(event, BatchStatusContext())
         return answer["statusCode"], json.loads(answer["body"])
 
     def errors(self, batch_id: str = BATCH, **query: str) -> dict[str, Any]:
@@ -78,21 +64,7 @@ class Stack:
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     """moto, the template's tables, and the handler imported fresh with its template environment."""
     with batch_aws(monkeypatch) as aws:
-        for name, value in {
-            "JOBS_TABLE": JOBS_TABLE,
-            "ITEMS_TABLE": ITEMS_TABLE,
-            "IMAGES_BUCKET": BUCKET,
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_SERVICE_NAME": "modelrun",
-        }.items():
-            monkeypatch.setenv(name, value)
-        spec = importlib.util.spec_from_file_location("error_report_batch_status_app", HANDLER)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, module)
-        spec.loader.exec_module(module)
-        yield Stack(aws, module)
+        yield Stack(aws, import_batch_status_handler(monkeypatch, "error_report_batch_status_app"))
 
 
 def make_batch(aws: BatchAws, batch_id: str = BATCH, *, attempt: int = 1, failures: dict[int, Any] = FAILURES) -> None:

@@ -24,7 +24,7 @@ from modelrun.manifest import (
     until_deadline,
     write_manifest,
 )
-from tests.batchfixtures import BUCKET, BatchAws, batch_aws
+from tests.batchfixtures import BUCKET, BatchAws, TimeLeft, batch_aws
 
 BATCH = "b-20250101T000000-0123456789ab"
 KEYS_OBJECT = f"jobs/{BATCH}/keys.jsonl"
@@ -527,20 +527,6 @@ def test_a_missing_manifest_file_is_image_not_found_naming_the_s3_uri(aws: Batch
 
 
 # --- until_deadline -----------------------------------------------------------------------------------------
-
-
-class TimeLeft:
-    """An invocation's remaining time, as a Lambda context reports it: the given answers in turn (the last one
-    repeats), each call counted. No clock, no sleeping."""
-
-    def __init__(self, *answers_ms: int) -> None:
-        self.answers_ms = answers_ms
-        self.calls = 0
-
-    def __call__(self) -> int:
-        answer = self.answers_ms[min(self.calls, len(self.answers_ms) - 1)]
-        self.calls += 1
-        return answer
 
 
 PLENTY_MS = 20_000

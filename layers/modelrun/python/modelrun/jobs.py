@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -72,6 +72,17 @@ def dynamo(value: Any) -> Any:
     if isinstance(value, list):
         return [dynamo(item) for item in value]
     return value
+
+
+def applied(write: Callable[..., Any], **request: Any) -> bool:
+    """Make a conditional DynamoDB write; False when its condition did not hold (another writer came first)."""
+    try:
+        write(**request)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 @dataclass(frozen=True)
@@ -199,19 +210,14 @@ class JobStore:
         )
         # Jobs created before attempts were recorded have none: that is attempt 1.
         seen = "#attempt = :seen" if seen_attempt != 1 else "(#attempt = :seen OR attribute_not_exists(#attempt))"
-        try:
-            self.jobs.update_item(
-                Key={"batch_id": batch_id},
-                UpdateExpression=f"SET {assignments}",
-                ConditionExpression=f"attribute_exists(batch_id) AND {seen} AND #status IN ({', '.join(allowed)})",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return applied(
+            self.jobs.update_item,
+            Key={"batch_id": batch_id},
+            UpdateExpression=f"SET {assignments}",
+            ConditionExpression=f"attribute_exists(batch_id) AND {seen} AND #status IN ({', '.join(allowed)})",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     def add_counts(self, batch_id: str, *, predicted: int, failed: int) -> None:
         if not predicted and not failed:
@@ -236,19 +242,14 @@ class JobStore:
         values = {":status": status, **{f":{name}": value for name, value in dynamo(fields).items()}}
         values.update({":c": COMPLETED, ":cwe": COMPLETED_WITH_ERRORS, ":f": FAILED})
         assignments = ", ".join(["#status = :status", *(f"#{name} = :{name}" for name in fields)])
-        try:
-            self.jobs.update_item(
-                Key={"batch_id": batch_id},
-                UpdateExpression=f"SET {assignments}",
-                ConditionExpression="attribute_exists(batch_id) AND NOT #status IN (:c, :cwe, :f)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return applied(
+            self.jobs.update_item,
+            Key={"batch_id": batch_id},
+            UpdateExpression=f"SET {assignments}",
+            ConditionExpression="attribute_exists(batch_id) AND NOT #status IN (:c, :cwe, :f)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     # -- items ------------------------------------------------------------------------------------------------
     def record_outcome(self, batch_id: str, outcome: Outcome) -> tuple[int, int]:
@@ -256,17 +257,15 @@ class JobStore:
 
         A failure replaced by a later attempt's outcome was moved back to pending when that attempt started
         (``start_attempt``), so replacing it counts only the new outcome."""
-        try:
-            self.items.put_item(
-                Item=outcome.record(batch_id),
-                ConditionExpression="attribute_not_exists(#item) OR (#status = :failed AND #attempt < :attempt)",
-                ExpressionAttributeNames={"#item": "item", "#status": "status", "#attempt": "attempt"},
-                ExpressionAttributeValues={":failed": FAILED_OUTCOME, ":attempt": outcome.attempt},
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return 0, 0
-            raise
+        written = applied(
+            self.items.put_item,
+            Item=outcome.record(batch_id),
+            ConditionExpression="attribute_not_exists(#item) OR (#status = :failed AND #attempt < :attempt)",
+            ExpressionAttributeNames={"#item": "item", "#status": "status", "#attempt": "attempt"},
+            ExpressionAttributeValues={":failed": FAILED_OUTCOME, ":attempt": outcome.attempt},
+        )
+        if not written:
+            return 0, 0
         return (1, 0) if outcome.status == PREDICTED else (0, 1)
 
     def outcomes(
