@@ -51,4 +51,5 @@ def reconcile_batch(batch_id: str) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    retrier.remaining_ms = context.get_remaining_time_in_millis
     return app.resolve(event, context)

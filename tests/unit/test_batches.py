@@ -12,6 +12,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from modelrun.batches import (
     RETRYABLE,
@@ -25,7 +26,15 @@ from modelrun.batches import (
     final_status,
     resolve_version,
 )
-from modelrun.errors import Conflict, ImageNotFound, InvalidRequest, NotFound, TooManyToList, UnknownModel
+from modelrun.errors import (
+    Conflict,
+    ImageNotFound,
+    InvalidRequest,
+    NotFound,
+    TooManyToList,
+    TransientFailure,
+    UnknownModel,
+)
 from modelrun.faults import Faults
 from modelrun.jobs import (
     COMPLETED,
@@ -978,6 +987,89 @@ def test_of_two_retries_at_once_only_one_starts_an_attempt_and_the_other_is_a_co
     names = [execution["name"] for execution in sfn.list_executions(stateMachineArn=state_machine)["executions"]]
     assert sorted(names) == sorted([batch_id, f"{batch_id}-a2"])
     assert aws.store.get(batch_id)["attempt"] == 2
+
+
+class ThrottledStepFunctions:
+    """Step Functions that refuses to start executions, as when the account is throttled."""
+
+    def __init__(self, sfn: Any) -> None:
+        self.sfn = sfn
+
+    def start_execution(self, **request: Any) -> dict[str, Any]:
+        error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+        raise ClientError(error, "StartExecution")  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sfn, name)
+
+
+def test_a_batch_whose_execution_cannot_start_is_recovering_and_the_error_is_transient(
+    aws: BatchAws, sfn: Any, state_machine: str, registry: ModelRegistry
+) -> None:
+    # given a submitter whose Step Functions is throttled
+    throttled = BatchSubmitter(
+        store=aws.store,
+        s3=aws.s3,
+        sfn=ThrottledStepFunctions(sfn),
+        registry=registry,
+        bucket=BUCKET,
+        state_machine_arn=state_machine,
+        default_model="digits",
+    )
+
+    # when a batch is submitted
+    with pytest.raises(TransientFailure):
+        throttled.submit(parse(images=["uploads/a.png"]))
+
+    # then the job is registered RECOVERING with the reason (a retry starts it), not QUEUED forever
+    (job,) = [plain(item) for item in aws.jobs.scan()["Items"]]
+    assert job["status"] == RECOVERING
+    assert "ThrottlingException" in job["execution_error"]
+
+
+def test_a_retry_whose_execution_cannot_start_leaves_the_batch_recovering_and_a_later_retry_starts_it(
+    submitter: BatchSubmitter, closer: BatchCloser, retrier: BatchRetrier, aws: BatchAws, sfn: Any, state_machine: str
+) -> None:
+    # given a batch that ended with a failure, and a retry while Step Functions is throttled
+    batch_id = ended_with_one_failure(submitter, closer, aws)
+    throttled = BatchRetrier(
+        store=aws.store, s3=aws.s3, sfn=ThrottledStepFunctions(sfn), bucket=BUCKET, state_machine_arn=state_machine
+    )
+    with pytest.raises(TransientFailure):
+        throttled.retry(batch_id)
+    assert (aws.store.get(batch_id)["status"], aws.store.get(batch_id)["attempt"]) == (RECOVERING, 2)
+
+    # when it is retried again once Step Functions answers
+    started = retrier.retry(batch_id)
+
+    # then attempt 3 runs the failed image
+    assert (started["attempt"], started["retried"], started["status"]) == (3, 1, QUEUED)
+
+
+def test_a_retry_that_runs_out_of_time_is_too_many_to_list_and_leaves_the_batch_as_it_was(
+    submitter: BatchSubmitter, closer: BatchCloser, aws: BatchAws, sfn: Any, state_machine: str
+) -> None:
+    # given a batch that ended with a failure, and a retry whose invocation is short of time
+    batch_id = ended_with_one_failure(submitter, closer, aws)
+    before = aws.store.get(batch_id)
+    hurried = BatchRetrier(
+        store=aws.store,
+        s3=aws.s3,
+        sfn=sfn,
+        bucket=BUCKET,
+        state_machine_arn=state_machine,
+        remaining_ms=TimeLeft(SHORT_MS),
+    )
+
+    # when it is retried
+    with pytest.raises(TooManyToList, match="the batch is unchanged"):
+        hurried.retry(batch_id)
+
+    # then the job is as it was (still retryable), and no execution of attempt 2 started
+    after = aws.store.get(batch_id)
+    assert (after["status"], after["attempt"], after["failed"]) == (before["status"], 1, before["failed"])
+    names = [execution["name"] for execution in sfn.list_executions(stateMachineArn=state_machine)["executions"]]
+    assert names == [batch_id]
 
 
 def test_closing_an_unknown_batch_is_not_found(closer: BatchCloser) -> None:

@@ -187,28 +187,18 @@ class BatchSubmitter:
                 "faults": faults.to_dict(),
             }
         )
-        try:
-            execution_arn = start_execution(
-                self.sfn,
-                self.store,
-                self.state_machine_arn,
-                batch_id,
-                model,
-                version,
-                summary,
-                request.max_concurrency,
-                1,
-                faults,
-            )
-        except Exception as exc:
-            # Registered but not started: RECOVERING says so, and POST /batches/{id}/retry starts it.
-            self.store.update(batch_id, status=RECOVERING, execution_error=f"{type(exc).__name__}: {exc}")
-            logger.exception("batch registered but its execution did not start", batch_id=batch_id)
-            if is_transient(exc):
-                raise as_transient(
-                    exc, f"starting batch {batch_id}; retry it with POST /batches/{batch_id}/retry"
-                ) from exc
-            raise
+        execution_arn = start_execution(
+            self.sfn,
+            self.store,
+            self.state_machine_arn,
+            batch_id,
+            model,
+            version,
+            summary,
+            request.max_concurrency,
+            1,
+            faults,
+        )
         logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
         return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
 
@@ -225,7 +215,10 @@ def start_execution(
     attempt: int,
     faults: Faults,
 ) -> str:
-    """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on)."""
+    """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on).
+
+    One that cannot start leaves the job RECOVERING (its files are written, nothing runs them), which
+    POST /batches/{id}/retry accepts: the error is raised, as a transient one where it is."""
     execution_input = {
         "batch_id": batch_id,
         "model": model,
@@ -238,7 +231,16 @@ def start_execution(
         "faults": faults.to_dict(),
     }
     name = batch_id if attempt == 1 else f"{batch_id}-a{attempt}"
-    started = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))
+    try:
+        started = sfn.start_execution(stateMachineArn=state_machine_arn, name=name, input=json.dumps(execution_input))
+    except Exception as exc:
+        store.update(batch_id, status=RECOVERING, execution_error=f"{type(exc).__name__}: {exc}")
+        logger.exception("batch registered but its execution did not start", batch_id=batch_id, attempt=attempt)
+        if is_transient(exc):
+            raise as_transient(
+                exc, f"starting attempt {attempt} of batch {batch_id}; start it with POST /batches/{batch_id}/retry"
+            ) from exc
+        raise
     arn: str = started["executionArn"]
     store.update(batch_id, execution_arn=arn)
     return arn
@@ -517,6 +519,9 @@ class BatchRetrier:
     bucket: str
     state_machine_arn: str
     limits: BatchLimits = field(default_factory=BatchLimits)
+    # The invocation's remaining time (set per invocation from the Lambda context), as BatchSubmitter's.
+    remaining_ms: Callable[[], int] = lambda: 900_000
+    deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def retry(self, batch_id: str) -> dict[str, Any]:
         job = self.store.get(batch_id)
@@ -535,18 +540,27 @@ class BatchRetrier:
         try:
             summary = write_manifest(
                 self.s3,
-                items_to_retry(self.store, self.s3, self.bucket, job),
+                until_deadline(
+                    items_to_retry(self.store, self.s3, self.bucket, job),
+                    self.remaining_ms,
+                    source="retry",
+                    value=batch_id,
+                    check_every=self.deadline_check_every,
+                ),
                 bucket=self.bucket,
                 batch_id=batch_id,
                 chunk_size=int(job.get("chunk_size", self.limits.default_chunk_size)),
                 max_images=self.limits.max_images,
                 attempt=attempt,
             )
-        except InvalidRequest as exc:
-            # Nothing to run (its last images got outcomes meanwhile): the job goes back as it was; closing it, if
-            # it is complete, is reconcile's.
+        except BaseException as exc:
+            # Nothing started: the job goes back as it was (closing it, if it is complete, is reconcile's), so no
+            # failure of the retry itself can leave it QUEUED with no execution.
             self.store.update(batch_id, status=job["status"], attempt=seen, failed=int(job.get("failed", 0)))
-            raise Conflict(f"batch {batch_id} has no failed or missing images to retry", status=job["status"]) from exc
+            if isinstance(exc, InvalidRequest):  # nothing left to run: its last images got outcomes meanwhile
+                message = f"batch {batch_id} has no failed or missing images to retry"
+                raise Conflict(message, status=job["status"]) from exc
+            raise
         self.store.update(batch_id, retried=summary.total, updated_at=now_iso())
         concurrency = int(job.get("max_concurrency", self.limits.default_concurrency))
         execution_arn = start_execution(

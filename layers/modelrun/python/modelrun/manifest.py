@@ -97,24 +97,30 @@ _OUT_OF_TIME_ADVICE = {
         "split the list into smaller files, one batch each, or upload it under batches/ (the upload trigger "
         "reads it with a longer time limit)"
     ),
+    "retry": (
+        'the batch is unchanged: submit its failed images as a new batch, {"manifest": "<its error report file>"} '
+        "(the JSON-lines error report of an ended batch, results/<batch id>/errors-<attempt>.jsonl, is a list of "
+        "their keys)"
+    ),
 }
+_WHAT = {"s3_prefix": "s3_prefix {!r}", "manifest": "manifest file {!r}", "retry": "the images to retry of {}"}
 
 
-def until_deadline(
-    keys: Iterable[str],
+def until_deadline[T](
+    keys: Iterable[T],
     remaining_ms: Callable[[], int],
     *,
     source: str,
     value: str,
     margin_ms: int = SUBMIT_MARGIN_MS,
     check_every: int = DEADLINE_CHECK_EVERY,
-) -> Iterator[str]:
+) -> Iterator[T]:
     """``keys`` as they come, until less than ``margin_ms`` is left (asked every ``check_every`` keys): then
     ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix`` or
-    ``manifest``, ``value`` the prefix or the list file's key."""
+    ``manifest`` (``value`` the prefix or the list file's key), or ``retry`` (``value`` the batch id)."""
     for listed, key in enumerate(keys):
         if listed % check_every == 0 and remaining_ms() < margin_ms:
-            what = f"s3_prefix {value!r}" if source == "s3_prefix" else f"manifest file {value!r}"
+            what = _WHAT[source].format(value)
             raise TooManyToList(
                 f"time ran out reading {what} after {listed:,} keys, before the batch could be submitted: "
                 + _OUT_OF_TIME_ADVICE[source],
