@@ -30,9 +30,15 @@ run: venv
 	$(BIN)/modelrun-local
 
 ## test: lint, template checks, sam build, then every test
+# Injected chunk timeouts last PredictBatchFunction's timeout: test_timeouts.py runs on a stack of its own where it is
+# seconds (moto's state is per process, so that is a pytest process of its own).
+INTEGRATION_MAIN := $(BIN)/pytest tests/integration --ignore=tests/integration/test_timeouts.py
+INTEGRATION_TIMEOUTS := MODELRUN_TEST_PREDICT_BATCH_TIMEOUT=8 $(BIN)/pytest tests/integration/test_timeouts.py
+
 test: lint build browser
 	$(BIN)/pytest -n 2 tests/unit
-	$(BIN)/pytest tests/integration
+	$(INTEGRATION_MAIN)
+	$(INTEGRATION_TIMEOUTS)
 	$(BIN)/pytest tests/browser
 
 ## browser: Debian's chromium for the browser tests (tests/browser drive /usr/bin/chromium; no browser download)
@@ -46,7 +52,8 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 integration: venv
-	$(BIN)/pytest tests/integration
+	$(INTEGRATION_MAIN)
+	$(INTEGRATION_TIMEOUTS)
 
 lint: venv node_modules/.installed-stamp
 	$(BIN)/ruff check .

@@ -286,6 +286,10 @@ class LocalStack:
 
     def _function(self, logical_id: str) -> None:
         props = self.template.function_properties(logical_id)
+        # Sizes may come from parameters (PredictBatchTimeout): the runtime's variables and the sandbox use the values.
+        timeout = int(self.resolver.resolve(props.get("Timeout", 3)))
+        memory_mb = int(self.resolver.resolve(props.get("MemorySize", 128)))
+        props = {**props, "Timeout": timeout, "MemorySize": memory_mb}
         name = self.resolver.refs[logical_id]
         arn = self.resolver.attributes[(logical_id, "Arn")]
         variables = {key: str(self.resolver.resolve(value)) for key, value in self._variables(props).items()}
@@ -303,8 +307,8 @@ class LocalStack:
             Role=self._role_arn,
             Handler=props["Handler"],
             Code={"ZipFile": _stub_zip()},
-            Timeout=int(props.get("Timeout", 3)),
-            MemorySize=int(props.get("MemorySize", 128)),
+            Timeout=timeout,
+            MemorySize=memory_mb,
             Environment={"Variables": variables},
         )
         self.dispatcher.register(
@@ -315,8 +319,8 @@ class LocalStack:
                 code_dir=code_dir,
                 handler=props["Handler"],
                 environment=environment,
-                timeout=float(props.get("Timeout", 3)),
-                memory_mb=int(props.get("MemorySize", 128)),
+                timeout=float(timeout),
+                memory_mb=memory_mb,
             )
         )
 

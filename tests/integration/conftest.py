@@ -6,6 +6,7 @@ unit test's ``mock_aws`` would reset the backends under the running stack.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,16 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# tests/integration/test_timeouts.py needs PredictBatchFunction to time out in seconds, not the template's 300: it runs
+# in a pytest process of its own (see the Makefile) with this variable set, on a stack of its own.
+SHORT_TIMEOUT_VARIABLE = "MODELRUN_TEST_PREDICT_BATCH_TIMEOUT"
+
+
+def short_timeout_overrides() -> dict[str, str]:
+    seconds = os.environ.get(SHORT_TIMEOUT_VARIABLE)
+    return {"PredictBatchTimeout": seconds} if seconds else {}
+
+
 @pytest.fixture(scope="session")
 def stack(models_dir: Path) -> Iterator[LocalRuntime]:
     runtime = LocalRuntime(
@@ -49,6 +60,7 @@ def stack(models_dir: Path) -> Iterator[LocalRuntime]:
             "MaxImagePixels": str(MAX_IMAGE_PIXELS),
             # Recovery retries at once: the backoff itself is unit-tested, here it would only add waiting.
             "RecoveryBackoffSeconds": "0",
+            **short_timeout_overrides(),
         },
     ).start()
     try:
