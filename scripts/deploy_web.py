@@ -21,17 +21,10 @@ from typing import Any
 
 import boto3
 
+# The types the local runtime serves the page with (at /ui/), so the published page is served the same way.
+from modelrun_local.webui import CONTENT_TYPES
+
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web"
-CONTENT_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-}
 # Not part of the page: its documentation, and a config.json someone left in web/ (the stack's is written instead).
 SKIPPED = {"README.md", "config.json"}
 # Small files that change with each deployment: browsers revalidate them instead of keeping a stale copy.
