@@ -1072,6 +1072,31 @@ def test_a_retry_that_runs_out_of_time_is_too_many_to_list_and_leaves_the_batch_
     assert names == [batch_id]
 
 
+class RecoverClosesAfterTheRecount(JobStore):
+    """A store on which recover records the last outcome and closes the job right after this closer's recount."""
+
+    def recount(self, batch_id: str, *, attempt: int = 1) -> dict[str, int]:
+        counts = super().recount(batch_id, attempt=attempt)
+        record(self, 1)
+        assert JobStore(self.jobs, self.items).close(batch_id, COMPLETED, predicted=2, failed=0)
+        return counts
+
+
+def test_a_finalize_that_loses_the_race_to_recover_does_not_reopen_the_job_it_closed(aws: BatchAws) -> None:
+    # given a running job of two with one outcome, whose last outcome recover records and closes meanwhile
+    new_job(aws.store, total=2)
+    aws.store.update(BATCH, status=RUNNING)
+    record(aws.store, 0)
+    finalize = BatchCloser(store=RecoverClosesAfterTheRecount(aws.jobs, aws.items), s3=aws.s3, bucket=BUCKET)
+
+    # when finalize, which counted one pending, goes on
+    result = finalize.try_close(BATCH)
+
+    # then it reports the job recover closed, which stays COMPLETED (RECOVERING would wait for nothing, forever)
+    assert result == {"batch_id": BATCH, "status": COMPLETED, "closed": False}
+    assert aws.store.get(BATCH)["status"] == COMPLETED
+
+
 def test_closing_an_unknown_batch_is_not_found(closer: BatchCloser) -> None:
     # given no job
     # when it is closed, then it is not found

@@ -218,6 +218,23 @@ def test_parked_chunks_are_appended_to_the_job_in_order_and_shown_in_its_documen
     assert job_document(store.get(BATCH), {})["parked"] == parked
 
 
+@pytest.mark.parametrize("terminal", [COMPLETED, COMPLETED_WITH_ERRORS, FAILED])
+def test_an_update_of_an_open_job_leaves_an_ended_one_as_it_is(store: JobStore, terminal: str) -> None:
+    # given an ended job
+    new_job(store)
+    store.close(BATCH, terminal)
+
+    # when it is updated as an open one, then nothing changes
+    assert store.update_open(BATCH, status=RECOVERING) is False
+    assert store.get(BATCH)["status"] == terminal
+
+
+def test_an_update_of_an_open_job_sets_its_fields(store: JobStore) -> None:
+    new_job(store)
+    assert store.update_open(BATCH, status=RECOVERING, note="waiting") is True
+    assert (store.get(BATCH)["status"], store.get(BATCH)["note"]) == (RECOVERING, "waiting")
+
+
 # --- start_attempt ------------------------------------------------------------------------------------------
 
 RETRYABLE = (COMPLETED_WITH_ERRORS, FAILED, RECOVERING)

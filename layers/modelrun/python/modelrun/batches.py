@@ -437,8 +437,10 @@ class BatchCloser:
         if pending > 0:
             # Only the status: the counters stay the writers' (a recount cannot be atomic with their ADDs).
             status = RECOVERING if map_done else job["status"]
-            if status != job["status"]:
-                self.store.update(batch_id, status=status, updated_at=now_iso())
+            if status != job["status"] and not self.store.update_open(batch_id, status=status, updated_at=now_iso()):
+                # recover closed it since the recount: it had the last outcomes.
+                ended = self.store.get(batch_id)["status"]
+                return {"batch_id": batch_id, "status": ended, "closed": False}
             logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
             return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
         files = self.write_results(batch_id, attempt)

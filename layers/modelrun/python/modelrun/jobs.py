@@ -219,6 +219,21 @@ class JobStore:
             ExpressionAttributeValues=values,
         )
 
+    def update_open(self, batch_id: str, **fields: Any) -> bool:
+        """``update`` unless the job has ended: False when another writer closed it first (a late ``RECOVERING``
+        must not reopen a job that recover has just closed)."""
+        names = {"#status": "status", **{f"#{name}": name for name in fields}}
+        values = {f":{name}": value for name, value in dynamo(fields).items()}
+        values.update({":c": COMPLETED, ":cwe": COMPLETED_WITH_ERRORS, ":f": FAILED})
+        return applied(
+            self.jobs.update_item,
+            Key={"batch_id": batch_id},
+            UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in fields),
+            ConditionExpression="attribute_exists(batch_id) AND NOT #status IN (:c, :cwe, :f)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
     def add_counts(self, batch_id: str, *, predicted: int, failed: int) -> None:
         if not predicted and not failed:
             return
