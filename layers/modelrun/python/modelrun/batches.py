@@ -42,6 +42,7 @@ from modelrun.manifest import (
     file_keys,
     inline_keys,
     iter_keys_file,
+    no_deadline,
     prefix_keys,
     read_chunk_items,
     until_deadline,
@@ -133,9 +134,8 @@ class BatchSubmitter:
     default_model: str
     limits: BatchLimits = field(default_factory=BatchLimits)
     allow_faults: bool = False
-    # The time left of the invocation: handlers set their context's get_remaining_time_in_millis per invocation
-    # (unset, it is a Lambda's longest timeout, 15 minutes, and never runs short).
-    remaining_ms: Callable[[], int] = lambda: 900_000
+    # The time left of the invocation: handlers set their context's get_remaining_time_in_millis per invocation.
+    remaining_ms: Callable[[], int] = no_deadline
     deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
@@ -522,7 +522,7 @@ class BatchRetrier:
     state_machine_arn: str
     limits: BatchLimits = field(default_factory=BatchLimits)
     # The invocation's remaining time (set per invocation from the Lambda context), as BatchSubmitter's.
-    remaining_ms: Callable[[], int] = lambda: 900_000
+    remaining_ms: Callable[[], int] = no_deadline
     deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def retry(self, batch_id: str) -> dict[str, Any]:

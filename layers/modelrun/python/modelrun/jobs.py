@@ -253,18 +253,7 @@ class JobStore:
 
     def close(self, batch_id: str, status: str, **fields: Any) -> bool:
         """Move a job to a terminal status once; False when another writer closed it first."""
-        names = {"#status": "status", **{f"#{name}": name for name in fields}}
-        values = {":status": status, **{f":{name}": value for name, value in dynamo(fields).items()}}
-        values.update({":c": COMPLETED, ":cwe": COMPLETED_WITH_ERRORS, ":f": FAILED})
-        assignments = ", ".join(["#status = :status", *(f"#{name} = :{name}" for name in fields)])
-        return applied(
-            self.jobs.update_item,
-            Key={"batch_id": batch_id},
-            UpdateExpression=f"SET {assignments}",
-            ConditionExpression="attribute_exists(batch_id) AND NOT #status IN (:c, :cwe, :f)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        return self.update_open(batch_id, status=status, **fields)
 
     # -- items ------------------------------------------------------------------------------------------------
     def record_outcome(self, batch_id: str, outcome: Outcome) -> tuple[int, int]:

@@ -40,6 +40,11 @@ SUBMIT_MARGIN_MS = 5_000
 DEADLINE_CHECK_EVERY = 1_000
 
 
+def no_deadline() -> int:
+    """The time left where no Lambda context says otherwise: a Lambda's longest timeout, 15 minutes, never short."""
+    return 900_000
+
+
 def manifest_key(batch_id: str) -> str:
     return f"jobs/{batch_id}/{MANIFEST_NAME}"
 
