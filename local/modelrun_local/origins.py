@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+# A server bound to every interface still answers only to its loopback names.
+WILDCARDS = ("0.0.0.0", "[::]")  # noqa: S104
 
 HOST_STATUS = HTTPStatus.MISDIRECTED_REQUEST
 HOST_CODE = "invalid_host"
@@ -37,7 +39,7 @@ class HostRule:
     @property
     def names(self) -> tuple[str, ...]:
         bound = _bracketed(self.bound)
-        names = LOOPBACK_NAMES if bound in LOOPBACK_NAMES or bound in ("0.0.0.0", "[::]") else (*LOOPBACK_NAMES, bound)
+        names = LOOPBACK_NAMES if bound in LOOPBACK_NAMES or bound in WILDCARDS else (*LOOPBACK_NAMES, bound)
         return tuple(dict.fromkeys(names))
 
     def allows(self, host: str | None) -> bool:
