@@ -10,6 +10,10 @@ by the gateway itself (200, no API key, no function call) with the configured or
 path's methods; the gateway's own error responses carry the headers of the template's ``GatewayResponses``; function
 responses pass through untouched (the functions add their CORS headers themselves). A ``static`` handler answers
 paths outside the API first (the web page under ``/ui/``, see ``modelrun_local.webui``).
+
+``Gateway.route_request`` decides from the head alone (page, preflight, 404, 403), so ``GatewayServer`` answers those
+without reading the body; the HTTP itself (h11's parsing, limits, timeouts, the ``Host`` rule against DNS rebinding,
+the transport's own refusals) is ``modelrun_local.http11``'s.
 """
 
 from __future__ import annotations
@@ -19,17 +23,16 @@ import fnmatch
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from modelrun_local import LOGGER
+from modelrun_local.http11 import BodyHandler, Head, Http11Server, Limits
 from modelrun_local.lambdas import Dispatcher
 from modelrun_local.template import ApiRoute, Template
 
@@ -123,6 +126,17 @@ def gateway_response_headers(template: Template, api: str, resolve: Callable[[An
     return {str(name): _literal(value) for name, value in (headers or {}).items()}
 
 
+@dataclass(frozen=True)
+class Routed:
+    """A request the gateway passes to a function once its body is in: the route, the path without the stage, the
+    query string, and the path parameters (decoded)."""
+
+    route: ApiRoute
+    path: str
+    query: str
+    path_parameters: dict[str, str]
+
+
 class Gateway:
     """The routing and API Gateway behaviour, independent of the HTTP server that feeds it."""
 
@@ -168,14 +182,25 @@ class Gateway:
                 methods |= ALL_METHODS if compiled.route.method == "ANY" else {compiled.route.method}
         return methods
 
-    def _error(self, status: int, code: str, message: str) -> Response:
+    def error(self, status: int, code: str, message: str) -> Response:
         """An error the gateway answers itself, with the headers the template's GatewayResponses add."""
         status, headers, body = _gateway_error(status, code, message)
         return status, {**headers, **self.error_headers}, body
 
-    def handle(
-        self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str
-    ) -> tuple[int, dict[str, str], bytes]:
+    def too_large(self) -> Response:
+        """API Gateway's answer to a request over its 10 MB limit."""
+        return self.error(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "request_too_large",
+            "the request is larger than API Gateway's 10 MB limit: upload the image to S3 and send image_s3",
+        )
+
+    def route_request(self, method: str, raw_path: str, headers: dict[str, str]) -> Response | Routed:
+        """What the gateway decides before the body: an answer, or the route that the body goes to.
+
+        The answer is the static handler's page, a CORS preflight, 404 ``route_not_found`` or 403
+        ``invalid_api_key``; none of them depends on the body, so a server can send it without reading the body.
+        """
         url = urlsplit(raw_path)
         if self.static is not None:
             served = self.static(method, url.path)
@@ -190,30 +215,42 @@ class Gateway:
             # API Gateway's mock integration answers the preflight: no API key needed, no function called.
             return self.cors.preflight(self.path_methods(path))
         if found is None:
-            return self._error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
+            return self.error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
         compiled, path_parameters = found
         if compiled.route.api_key_required and lowered.get("x-api-key") != self.api_key:
-            return self._error(HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header")
+            return self.error(HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header")
+        return Routed(compiled.route, path, url.query, path_parameters)
+
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str) -> Response:
+        """The whole request's answer: ``route_request``, then ``invoke`` when it names a route."""
+        routed = self.route_request(method, raw_path, headers)
+        if not isinstance(routed, Routed):
+            return routed
+        return self.invoke(routed, method, headers, body, source_ip)
+
+    def invoke(self, routed: Routed, method: str, headers: dict[str, str], body: bytes, source_ip: str) -> Response:
+        """The routed request's answer with its body: the size limits, then the function's proxy result (or 502/504).
+
+        Never raises for anything the client sent; a failure of the gateway itself propagates.
+        """
         if len(body) > MAX_REQUEST_BYTES:
-            return self._error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "request_too_large",
-                "the request is larger than API Gateway's 10 MB limit: upload the image to S3 and send image_s3",
-            )
+            return self.too_large()
         # What API Gateway adds in front of the function.
         headers = {**headers, "X-Forwarded-Proto": "http", "X-Forwarded-For": source_ip}
-        event = self.event(compiled.route, method, path, url.query, headers, body, path_parameters, source_ip)
+        event = self.event(
+            routed.route, method, routed.path, routed.query, headers, body, routed.path_parameters, source_ip
+        )
         # The size Lambda would see (json.dumps escapes to ASCII: characters are bytes); the string is not kept, the
         # event is this request's own and goes to the function as it is.
         if len(json.dumps(event)) > MAX_EVENT_BYTES:
             # On AWS, Lambda refuses an event over 6 MB and API Gateway answers 500; locally we say why.
-            return self._error(
+            return self.error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "request_too_large",
                 "the request exceeds Lambda's 6 MB event limit (about 4.5 MB of image once base64-encoded): "
                 "upload the image to S3 and send image_s3",
             )
-        function = self.dispatcher.functions[self.function_names[compiled.route.function]]
+        function = self.dispatcher.functions[self.function_names[routed.route.function]]
         invocation = function.invoke(event)
         if invocation.duration_ms > INTEGRATION_TIMEOUT_S * 1000:
             # API Gateway stops waiting at 29 s whatever the function does afterwards.
@@ -300,73 +337,45 @@ class Gateway:
         return int(payload["statusCode"]), headers, data
 
 
-class _Handler(BaseHTTPRequestHandler):
-    gateway: Gateway
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out as two writes on a keep-alive connection: without TCP_NODELAY the body waits for
-    # the client's delayed ACK (40 ms on Linux) on every request.
-    disable_nagle_algorithm = True
+class _GatewayApplication:
+    """A ``Gateway`` as the HTTP server's ``Application``: route and API key from the head, the function with the
+    body."""
 
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES + 1:
-            # Read and discard in bounded pieces so the connection stays usable, then refuse.
-            remaining = length
-            while remaining > 0:
-                piece = self.rfile.read(min(remaining, 1 << 20))
-                if not piece:
-                    break
-                remaining -= len(piece)
-            body = b"\0" * (MAX_REQUEST_BYTES + 1)
-        else:
-            body = self.rfile.read(length) if length else b""
-        try:
-            status, headers, data = self.gateway.handle(
-                self.command, self.path, dict(self.headers.items()), body, self.client_address[0]
-            )
-        except Exception:
-            log.exception("local gateway failed on %s %s", self.command, self.path)
-            status, headers, data = 500, {"Content-Type": "application/json"}, b'{"message": "Internal server error"}'
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() not in ("content-length", "connection"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+    def head(self, head: Head) -> Response | BodyHandler:
+        routed = self.gateway.route_request(head.method, head.target, head.headers)
+        if not isinstance(routed, Routed):
+            return routed
+        return lambda body: self.gateway.invoke(routed, head.method, head.headers, body, head.client)
 
-    def __getattr__(self, name: str) -> Any:
-        # Any other method (TRACE, QUERY, ...) is served too, as API Gateway serves it: a route the template does not
-        # have (404 route_not_found), where http.server would answer 501 by itself.
-        if name.startswith("do_"):
-            return self._serve
-        raise AttributeError(name)
+    def refusal(self, status: int, code: str, message: str) -> Response:
+        return self.gateway.error(status, code, message)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+    def too_large(self) -> Response:
+        return self.gateway.too_large()
 
 
 class GatewayServer:
-    """A threaded HTTP server on localhost around a ``Gateway``."""
+    """A ``Gateway`` served over HTTP/1.1 on ``host:port`` (0: a free port) by ``modelrun_local.http11``: h11's
+    parsing, the Host rule, and ``limits`` (``Limits()`` when None: a 10 MB body, API Gateway's limit, 10 s for a
+    head, 30 s of silence in a body, 60 s idle, 256 connections)."""
 
-    def __init__(self, gateway: Gateway, host: str = "127.0.0.1", port: int = 3000) -> None:
-        handler = type("GatewayHandler", (_Handler,), {"gateway": gateway})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="local-gateway", daemon=True)
+    def __init__(
+        self, gateway: Gateway, host: str = "127.0.0.1", port: int = 3000, limits: Limits | None = None
+    ) -> None:
+        self.gateway = gateway
+        limits = limits or Limits(max_body_bytes=MAX_REQUEST_BYTES)
+        self.http = Http11Server(_GatewayApplication(gateway), host, port, limits, "local-gateway")
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.http.url
 
     def start(self) -> GatewayServer:
-        self.thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.stop()
