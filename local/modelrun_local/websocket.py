@@ -6,6 +6,8 @@ WEBSOCKET``: its ``RouteSelectionExpression`` and its routes, each route's funct
 ``websockets`` package on ``ws://host:port/{stage}`` (``/`` too) and does what API Gateway does in front of the
 functions, with real-shaped proxy events invoked through the local dispatcher:
 
+- a handshake whose ``Host`` is not a loopback name with this server's port is refused with 421 ``invalid_host``
+  (``modelrun_local.origins``: a page elsewhere cannot reach the server by DNS rebinding);
 - the opening handshake is the ``$connect`` route (``eventType: CONNECT``, headers, query string); an answer with a
   ``statusCode`` of 400 or more refuses the connection with that status (a function error: 502);
 - each message is routed by the selection expression (``$request.body.action``: the message's JSON ``action``),
@@ -47,6 +49,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from modelrun_local import LOGGER
 from modelrun_local.lambdas import LocalFunction
+from modelrun_local.origins import HOST_CODE, HOST_STATUS, HostRule, error_body
 from modelrun_local.template import Template, references
 
 log = logging.getLogger(LOGGER)
@@ -258,7 +261,17 @@ class LocalWebSocketApi:
         return self.functions(logical_id) if logical_id else None
 
     def _handshake(self, socket: ServerConnection, request: Request) -> Response | None:
-        """The opening handshake: the path must be the stage (or /), then $connect decides."""
+        """The opening handshake: the Host must name this server (``origins.HostRule``: 421 ``invalid_host`` in the
+        API's error shape otherwise, against DNS rebinding), the path must be the stage (or /), then $connect
+        decides."""
+        host_rule = HostRule(port=self.port, bound=self.host)
+        hosts = request.headers.get_all("Host")
+        if len(hosts) != 1 or not host_rule.allows(hosts[0]):
+            refusal = socket.respond(HOST_STATUS, error_body(HOST_CODE, host_rule.message()).decode())
+            del refusal.headers["Content-Type"]
+            refusal.headers["Content-Type"] = "application/json"
+            log.info("websocket connection refused: Host %r", hosts)
+            return refusal
         url = urlsplit(request.path)
         if url.path.rstrip("/") not in ("", f"/{self.stage}"):
             return socket.respond(HTTPStatus.FORBIDDEN, '{"message": "Forbidden"}')

@@ -168,6 +168,29 @@ def test_a_path_other_than_the_stage_is_refused(client: Callable[..., websocket.
     assert routes.of("CONNECT") == []
 
 
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "127.0.0.1"])
+def test_a_handshake_whose_host_is_not_this_server_is_refused_421_before_connect(
+    client: Callable[..., websocket.WebSocket], server: LocalWebSocketApi, routes: Routes, host: str
+) -> None:
+    # given a Host another name resolves to (DNS rebinding), another port, or no port
+    # when the client opens a connection with it
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        client(host=host.format(port=server.port))
+
+    # then the upgrade is refused with 421 and the API's error shape, and no $connect runs
+    assert refused.value.status_code == 421
+    assert refused.value.resp_headers["content-type"] == "application/json"
+    assert json.loads(refused.value.resp_body)["error"]["code"] == "invalid_host"
+    assert routes.of("CONNECT") == []
+
+
+def test_a_handshake_addressed_to_localhost_with_the_port_is_accepted(
+    client: Callable[..., websocket.WebSocket], server: LocalWebSocketApi, routes: Routes
+) -> None:
+    client(host=f"localhost:{server.port}")
+    assert len(routes.of("CONNECT")) == 1
+
+
 def test_the_root_path_is_accepted_as_well(client: Callable[..., websocket.WebSocket], routes: Routes) -> None:
     client("/?api_key=k")
     assert len(routes.of("CONNECT")) == 1
