@@ -18,7 +18,7 @@ A thread per connection on blocking sockets with timeouts. Whatever a client sen
   ====== ========================== ================================================================================
   status code                       when
   ====== ========================== ================================================================================
-  400    ``bad_request``            not valid HTTP/1.1: request line, header syntax, ``Content-Length`` not one
+  400    ``bad_request``            not HTTP/1.0 or 1.1: request line, header syntax, ``Content-Length`` not one
                                     number or two that differ, a ``Transfer-Encoding`` other than chunked or beside
                                     ``Content-Length``, broken chunks, no or several ``Host`` headers
   408    ``request_timeout``        the head not complete ``header_timeout_s`` after its first byte, or no piece of
@@ -144,15 +144,19 @@ class _TooLarge(Exception):
     """The body goes past ``Limits.max_body_bytes``."""
 
 
+def _head_too_large(limits: Limits) -> _Refused:
+    return _Refused(
+        HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+        HEADERS_TOO_LARGE,
+        f"the request line and headers exceed {limits.max_head_bytes} bytes",
+    )
+
+
 def _protocol_refusal(error: h11.RemoteProtocolError, limits: Limits) -> _Refused:
     """h11's verdict on a malformed request, with a stable code and a message that says what to fix."""
     text = str(error)
     if error.error_status_hint == HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE:
-        return _Refused(
-            HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
-            HEADERS_TOO_LARGE,
-            f"the request line and headers exceed {limits.max_head_bytes} bytes",
-        )
+        return _head_too_large(limits)
     if "Content-Length" in text:
         message = "Content-Length must be one non-negative decimal number of bytes (repeated only with the same value)"
     elif "Transfer-Encoding" in text:
@@ -316,13 +320,17 @@ class _Connection:
         Raises:
             _Refused: the head is malformed (400), too large (431) or not complete in time (408).
         """
-        deadline = time.monotonic() + self.limits.header_timeout_s if self.h11.trailing_data[0] else None
+        fed = len(self.h11.trailing_data[0])  # bytes of this head (and maybe more) already received
+        deadline = time.monotonic() + self.limits.header_timeout_s if fed else None
         while True:
             try:
                 event = self.h11.next_event()
             except h11.RemoteProtocolError as error:
                 raise _protocol_refusal(error, self.limits) from error
             if isinstance(event, h11.Request):
+                # h11 bounds a head only while it is incomplete: one arriving whole in a single read is measured here.
+                if fed - len(self.h11.trailing_data[0]) > self.limits.max_head_bytes:
+                    raise _head_too_large(self.limits)
                 return event
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed (or PAUSED, which a server that answers in order never sees)
@@ -339,6 +347,7 @@ class _Connection:
                         REQUEST_TIMEOUT,
                         f"the request line and headers did not arrive within {self.limits.header_timeout_s:g} s",
                     )
+            fed += len(data)
             self.h11.receive_data(data)
 
     def _read_body(self) -> bytes:
@@ -389,6 +398,9 @@ class _Connection:
         if b"transfer-encoding" not in framing and not length:
             # No body: h11 ends the message without reading, and the connection stays usable whatever the answer.
             self.h11.next_event()
+        if request.http_version not in (b"1.0", b"1.1"):
+            message = f"HTTP/{request.http_version.decode()} is not served: send HTTP/1.1"
+            return self.refuse(_Refused(HTTPStatus.BAD_REQUEST, BAD_REQUEST, message), request)
         if len(hosts) != 1:
             return self.refuse(_Refused(HTTPStatus.BAD_REQUEST, BAD_REQUEST, "send exactly one Host header"), request)
         if not self.server.host_rule.allows(hosts[0].decode("latin-1")):
