@@ -457,6 +457,9 @@ class _Connection:
             event = self._response_event(status, headers, len(data), close)
             assert event is not None
         head_only = request is not None and request.method == b"HEAD"
+        # The access log line goes first, so that it is written by the time the client has its answer.
+        line = f"{request.method.decode()} {request.target.decode('ascii', 'replace')}" if request else "-"
+        log.info('%s "%s" %d %d', self.client, line, status, len(data))
         try:
             out = self.h11.send(event) or b""
             if data and not head_only and status not in NO_BODY_STATUSES:
@@ -466,8 +469,6 @@ class _Connection:
         except (OSError, h11.LocalProtocolError):
             self._close(linger=False)
             return False
-        line = f"{request.method.decode()} {request.target.decode('ascii', 'replace')}" if request else "-"
-        log.info('%s "%s" %d %d', self.client, line, status, len(data))
         if self.h11.our_state is h11.MUST_CLOSE:
             self._close(linger=unread)
             return False

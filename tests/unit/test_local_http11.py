@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from modelrun_local.gateway import Gateway, GatewayServer
 from modelrun_local.http11 import Limits
 from modelrun_local.lambdas import Dispatcher, Invocation
 from modelrun_local.template import ApiRoute
+from tests.rawhttp import RawClient, RawResponse, chunked, head
 
 API_KEY = "unit-test-key"
 ERROR_HEADERS = {"Access-Control-Allow-Origin": "*"}  # what the template's GatewayResponses add
@@ -68,79 +68,16 @@ class Served:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def connect(self) -> Client:
-        return Client(socket.create_connection(("127.0.0.1", self.port), timeout=READ_TIMEOUT_S))
+    def connect(self) -> RawClient:
+        return RawClient(self.port, timeout=READ_TIMEOUT_S)
 
     def head(self, method: str, path: str, *lines: str, host: str | None = None) -> bytes:
         """A request head with this server's Host and the API key, then ``lines``."""
-        text = f"{method} {path} HTTP/1.1\r\nHost: {host or self.host}\r\nx-api-key: {API_KEY}\r\n"
-        return (text + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode("latin-1")
+        return head(method, path, host or self.host, f"x-api-key: {API_KEY}", *lines)
 
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def error(self) -> dict[str, str]:
-        error: dict[str, str] = json.loads(self.body)["error"]
-        return error
-
-
-class Client:
-    """A raw socket that reads responses one at a time."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def send(self, data: bytes) -> Client:
-        self.sock.sendall(data)
-        return self
-
-    def _fill(self) -> None:
-        piece = self.sock.recv(65536)
-        if not piece:
-            raise ConnectionAbortedError(f"the server closed the connection; unread: {self.buffer!r}")
-        self.buffer += piece
-
-    def response(self, head_only: bool = False) -> Response:
-        """The next response (a 100 Continue included).
-
-        Raises:
-            ConnectionAbortedError: the server closed the connection before a whole response.
-        """
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
-        length = 0 if head_only else int(headers.get("content-length", "0"))
-        while len(self.buffer) < length:
-            self._fill()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return Response(int(status_line.split(" ")[1]), headers, body)
-
-    def serves_another(self, served: Served) -> bool:
-        """True when one more request on this connection is answered (False: the server closed it)."""
-        try:
-            return self.send(served.head("GET", "/v1/models")).response().status > 0
-        except OSError:
-            return False
-
-    def wait_closed(self) -> bool:
-        """True when the server closes the connection within ``READ_TIMEOUT_S`` (what it sent is kept)."""
-        try:
-            while True:
-                self._fill()
-        except (ConnectionAbortedError, ConnectionResetError):
-            return True
-        except TimeoutError:
-            return False
-
-    def close(self) -> None:
-        self.sock.close()
+    def another(self) -> bytes:
+        """A request to send on a connection to see whether the server still reads it."""
+        return self.head("GET", "/v1/models")
 
 
 @contextlib.contextmanager
@@ -148,7 +85,7 @@ def serve(limits: Limits = LIMITS) -> Iterator[Served]:
     """A gateway over the echo function on a free port, stopped on leaving."""
     echo = Echo()
     dispatcher = Dispatcher()
-    dispatcher.register(echo)  # type: ignore[arg-type]
+    dispatcher.register(echo)
     routes = [
         ApiRoute("EchoFunction", "POST", "/echo", "RestApi", api_key_required=True),
         ApiRoute("EchoFunction", "GET", "/models", "RestApi", api_key_required=True),
@@ -175,7 +112,7 @@ def served() -> Iterator[Served]:
         yield server
 
 
-def assert_refused(response: Response, status: int, code: str) -> None:
+def assert_refused(response: RawResponse, status: int, code: str) -> None:
     """The gateway's own refusal: the status, the API's error shape with the code, the GatewayResponses headers, and
     the connection announced closed."""
     assert response.status == status, response
@@ -184,10 +121,6 @@ def assert_refused(response: Response, status: int, code: str) -> None:
     assert response.headers["connection"] == "close"
     assert response.error()["code"] == code
     assert response.error()["message"]
-
-
-def chunked(*pieces: bytes) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
 
 
 # --- framing -------------------------------------------------------------------------------------------------------
@@ -217,7 +150,7 @@ def test_a_body_whose_framing_is_invalid_or_ambiguous_is_400_bad_request_and_run
 
     # then the gateway refuses it in the API's error shape, closes, and no function runs
     assert_refused(response, 400, "bad_request")
-    assert not client.serves_another(served)
+    assert not client.serves_another(served.another())
     assert served.echo.events == []
 
 
@@ -278,7 +211,7 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(served:
 
     # when the answer is read, then it is API Gateway's 413 and the connection closes
     assert_refused(client.response(), 413, "request_too_large")
-    assert not client.serves_another(served)
+    assert not client.serves_another(served.another())
     assert served.echo.events == []
 
 
@@ -293,7 +226,7 @@ def test_a_chunked_body_going_past_the_limit_is_413_while_it_is_read(served: Ser
 
     # then it is refused without waiting for its end, and the connection closes
     assert_refused(client.response(), 413, "request_too_large")
-    assert not client.serves_another(served)
+    assert not client.serves_another(served.another())
     assert served.echo.events == []
 
 
@@ -316,7 +249,7 @@ def test_a_wrong_api_key_is_403_before_the_body_is_sent(served: Served) -> None:
     assert response.status == 403
     assert response.error()["code"] == "invalid_api_key"
     assert response.headers["connection"] == "close"
-    assert not client.serves_another(served)
+    assert not client.serves_another(served.another())
 
 
 def test_an_unknown_route_is_404_before_the_body_is_sent(served: Served) -> None:
@@ -366,7 +299,7 @@ def test_a_head_not_complete_in_time_is_408(served: Served) -> None:
 
     # when it waits, then the header timeout answers 408 and closes
     assert_refused(client.response(), 408, "request_timeout")
-    assert not client.serves_another(served)
+    assert not client.serves_another(served.another())
 
 
 def test_a_body_that_stops_arriving_is_408(served: Served) -> None:
@@ -396,7 +329,7 @@ def test_a_keep_alive_connection_serves_several_requests(served: Served) -> None
     # then both are answered, and the connection stays open
     assert (first.status, second.status, json.loads(second.body)["body"]) == (200, 200, "hi")
     assert "connection" not in second.headers
-    assert client.serves_another(served)
+    assert client.serves_another(served.another())
 
 
 def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
