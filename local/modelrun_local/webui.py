@@ -2,7 +2,9 @@
 
 ``GET /`` redirects to ``/ui/``; ``/ui/...`` are the files of ``web/``; ``/ui/config.json`` is made from the running
 stack's outputs (API URL, WebSocket URL when the stack has one, and the API key: local mode only, on 127.0.0.1 —
-the deployed page's config.json, written by scripts/deploy_web.py, never holds a key).
+the deployed page's config.json, written by scripts/deploy_web.py, never holds a key). The gateway's server answers
+only requests whose ``Host`` names it (``modelrun_local.http11``), so a page elsewhere cannot read the key through a
+rebound DNS name.
 """
 
 from __future__ import annotations
