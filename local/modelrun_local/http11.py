@@ -450,7 +450,9 @@ class _Connection:
             self._close(linger=unread)
             return False
         status, headers, data = response
-        event = self._response_event(status, headers, len(data), close)
+        # h11 takes a 2xx to CONNECT as the switch to a tunnel: this server never switches protocols.
+        tunnel = request is not None and request.method == b"CONNECT" and 200 <= status < 300
+        event = None if tunnel else self._response_event(status, headers, len(data), close)
         if event is None:
             log.error("unsendable response headers or status %r from %s", status, self.server.name)
             status, headers, data = INTERNAL_ERROR

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from modelrun_local import LOGGER
-from modelrun_local.gateway import Gateway, GatewayServer
+from modelrun_local.gateway import CompiledRoute, Gateway, GatewayServer
 from modelrun_local.http11 import Limits
 from modelrun_local.lambdas import Dispatcher, Invocation
 from modelrun_local.template import ApiRoute
@@ -349,7 +349,7 @@ def test_a_head_request_gets_the_headers_without_the_body(served: Served) -> Non
     assert client.send(served.head("GET", "/v1/models")).response().status == 200
 
 
-@pytest.mark.parametrize("method", ["TRACE", "QUERY", "PROPFIND"])
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "PROPFIND", "CONNECT"])
 def test_any_other_method_is_a_route_the_api_does_not_have(served: Served, method: str) -> None:
     response = served.connect().send(served.head(method, "/v1/echo")).response()
     assert (response.status, response.error()["code"]) == (404, "route_not_found")
@@ -430,6 +430,21 @@ def test_a_function_header_that_cannot_be_sent_is_500_not_a_dropped_connection(s
     # then the client gets an error, and no injected header
     assert response.status == 500
     assert "injected" not in response.headers
+
+
+def test_a_success_answer_to_connect_is_500_and_never_opens_a_tunnel() -> None:
+    # given a route that serves any method, CONNECT included, and answers 200
+    with serve() as served:
+        served.server.gateway.routes[0] = CompiledRoute.compile(
+            ApiRoute("EchoFunction", "ANY", "/echo", "RestApi", api_key_required=True)
+        )
+        client = served.connect()
+
+        # when CONNECT is sent to it
+        response = client.send(served.head("CONNECT", "/v1/echo")).response()
+
+    # then the client gets an error rather than a connection switched to a tunnel
+    assert response.status == 500
 
 
 def test_a_function_framing_header_is_replaced_by_the_server_own(served: Served) -> None:
