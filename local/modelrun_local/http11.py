@@ -1,4 +1,4 @@
-"""HTTP/1.1 for the local servers, parsed by h11, with the limits a server that hostile clients can reach needs.
+"""HTTP/1.1 for the local gateway, parsed by h11, within limits that hold whatever a client sends.
 
 A thread per connection on blocking sockets with timeouts. Whatever a client sends, the server guarantees:
 
@@ -23,14 +23,15 @@ A thread per connection on blocking sockets with timeouts. Whatever a client sen
                                     ``Content-Length``, broken chunks, no or several ``Host`` headers
   408    ``request_timeout``        the head not complete ``header_timeout_s`` after its first byte, or no piece of
                                     the body for ``body_timeout_s``
-  413    (``Application.too_large``) a body over ``max_body_bytes``
+  413    ``Application.too_large``  a body over ``max_body_bytes``
   421    ``invalid_host``           a ``Host`` that is not a loopback name with this server's port (DNS rebinding)
   431    ``headers_too_large``      a request line and headers over ``max_head_bytes``
   503    ``too_many_connections``   ``max_connections`` connections are being served already
   ====== ========================== ================================================================================
 
 A connection with no request under way is closed without an answer after ``idle_timeout_s``. A failure of the
-application itself is answered ``500 {"message": "Internal server error"}`` and logged.
+application itself, or an answer that cannot be sent (a header value with a line break, a 1xx, a 2xx to CONNECT:
+this server never switches protocols), is answered ``500 {"message": "Internal server error"}`` and logged.
 """
 
 from __future__ import annotations
