@@ -9,9 +9,17 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.api import batch_links, create_resolver, decode_token, encode_token, query_int
+from modelrun.batches.store import (
+    FAILED_OUTCOME,
+    PREDICTED,
+    TERMINAL,
+    JobStore,
+    error_entry,
+    job_document,
+    public_outcome,
+)
 from modelrun.config import require_env
 from modelrun.errors import InvalidRequest
-from modelrun.jobs import FAILED_OUTCOME, PREDICTED, TERMINAL, JobStore, error_entry, job_document, public_outcome
 
 logger = Logger()
 tracer = Tracer()

@@ -14,9 +14,9 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.batches.store import plain
 from modelrun.config import require_env
 from modelrun.connections import ConnectionStore
-from modelrun.jobs import plain
 from modelrun.live import JobChange, ProgressNotifier
 from modelrun.push import Pusher
 

@@ -28,9 +28,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches import BatchSubmitter
+from modelrun.batches.store import JobStore
+from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
-from modelrun.jobs import JobStore
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry

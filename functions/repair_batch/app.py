@@ -9,9 +9,10 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.api import batch_links, create_resolver
-from modelrun.batches import BatchCloser, BatchRetrier
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.retry import BatchRetrier
+from modelrun.batches.store import JobStore, job_document
 from modelrun.config import require_env
-from modelrun.jobs import JobStore, job_document
 
 logger = Logger()
 tracer = Tracer()

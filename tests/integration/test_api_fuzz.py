@@ -24,8 +24,8 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import Case
 
+from modelrun.batches.faults import Faults
 from modelrun.errors import InvalidRequest
-from modelrun.faults import Faults
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import API_KEY, Api, sample
 from tests.integration.helpers import TERMINAL, upload, wait_for

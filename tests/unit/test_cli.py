@@ -23,7 +23,7 @@ import requests
 from moto import mock_aws
 from websockets.sync.server import serve as websocket_serve
 
-from modelrun.batches import ERROR_FIELDS
+from modelrun.batches.store import ERROR_FIELDS
 from modelrun_cli import client as client_module
 from modelrun_cli import commands, output, uploads, waiting
 from modelrun_cli.client import ApiClient, error_from_response

@@ -14,9 +14,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from modelrun.batches.store import JobStore
 from modelrun.connections import ConnectionStore
 from modelrun.errors import NotFound, TransientFailure
-from modelrun.jobs import JobStore
 from modelrun.live import ApiKeyCheck, InvalidApiKey, JobChange, LiveRoutes, MissingApiKey, ProgressNotifier
 from modelrun.progress import (
     MAX_MESSAGE_BYTES,
@@ -44,7 +44,7 @@ API_URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1"
 
 
 def job(**fields: Any) -> dict[str, Any]:
-    """A job record as JobStore.get (or a stream image through modelrun.jobs.plain) gives it."""
+    """A job record as JobStore.get (or a stream image through modelrun.batches.store.plain) gives it."""
     record: dict[str, Any] = {
         "batch_id": BATCH,
         "status": "RUNNING",

@@ -15,7 +15,7 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 
-from modelrun.batches import BatchSubmitter
+from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import TransientFailure
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits

@@ -24,10 +24,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from modelrun.batches.failures import is_transient
+from modelrun.batches.store import JobStore
 from modelrun.connections import ConnectionStore, Subscriber
 from modelrun.errors import ModelrunError, TransientFailure
-from modelrun.failures import is_transient
-from modelrun.jobs import JobStore
 from modelrun.progress import (
     PROGRESS_INTERVAL_MS,
     Completion,

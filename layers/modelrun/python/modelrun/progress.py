@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+from modelrun.batches.store import TERMINAL
 from modelrun.errors import ModelrunError
-from modelrun.jobs import TERMINAL
 
 MAX_MESSAGE_BYTES = 128 * 1024
 # "A few progress messages per second per batch": at most one every half second (terminal messages always go).

@@ -12,8 +12,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from modelrun.batches.failures import is_transient
 from modelrun.errors import TransientFailure
-from modelrun.failures import is_transient
 from modelrun.progress import encode
 
 GONE = "GoneException"

@@ -32,10 +32,11 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
-from modelrun.batches import BatchRequest, BatchSubmitter, resolve_version
+from modelrun.batches.manifest import MAX_KEY_LENGTH
+from modelrun.batches.requests import BatchRequest, resolve_version
+from modelrun.batches.store import now_iso
+from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import ModelrunError
-from modelrun.jobs import now_iso
-from modelrun.manifest import MAX_KEY_LENGTH
 from modelrun.predictions import Predictor
 from modelrun.storage import ImageStore
 

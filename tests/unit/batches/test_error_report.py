@@ -17,11 +17,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from modelrun.batches import ERROR_FIELDS, BatchCloser
-from modelrun.jobs import FAILED_OUTCOME, PREDICTED, QUEUED, RUNNING, Outcome
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.store import ERROR_FIELDS, FAILED_OUTCOME, PREDICTED, QUEUED, RUNNING, Outcome
 from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "events" / "batch_status"
 BATCH = "b-20261119T101320-5a3c0e2f9b1d"
 OTHER = "b-20261119T101320-77777777aaaa"

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from modelrun import recovery
-from modelrun.batches import Chunk
+from modelrun.batches import recovery
+from modelrun.batches.chunks import Chunk
+from modelrun.batches.failures import PERMANENT, TRANSIENT, classify_state_error, is_transient
+from modelrun.batches.faults import Faults
+from modelrun.batches.recovery import DeadLetter, GivenUp, Recoverer, backoff_seconds
 from modelrun.errors import FaultsNotAllowed, InvalidImage, InvalidRequest, TransientFailure
-from modelrun.failures import PERMANENT, TRANSIENT, classify_state_error, is_transient
-from modelrun.faults import Faults
-from modelrun.recovery import DeadLetter, GivenUp, Recoverer, backoff_seconds
 
 
 def client_error(code: str, status: int = 400) -> ClientError:

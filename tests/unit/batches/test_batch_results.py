@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from modelrun.jobs import FAILED_OUTCOME, PREDICTED, Outcome
+from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, Outcome
 from tests.batchfixtures import BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EVENT = REPO / "events" / "batch_status" / "get-results-failed.json"
 BATCH = "b-20261119T101320-5a3c0e2f9b1d"
 FAILED_ITEMS = {1, 3}

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from modelrun.errors import NotFound
-from modelrun.jobs import (
+from modelrun.batches.store import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
     FAILED,
@@ -28,6 +27,7 @@ from modelrun.jobs import (
     plain,
     public_outcome,
 )
+from modelrun.errors import NotFound
 from tests.batchfixtures import BatchAws, batch_aws
 
 BATCH = "b-20250101T000000-0123456789ab"

@@ -26,10 +26,11 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from modelrun.batches import BatchCloser, Chunk, ChunkPredictor
+from modelrun.batches.chunks import Chunk, ChunkPredictor
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.failures import RETRIES_EXHAUSTED, UNPROCESSABLE, classify_state_error, is_transient
+from modelrun.batches.store import FAILED_OUTCOME, JobStore, Outcome, now_iso
 from modelrun.errors import ModelrunError
-from modelrun.failures import RETRIES_EXHAUSTED, UNPROCESSABLE, classify_state_error, is_transient
-from modelrun.jobs import FAILED_OUTCOME, JobStore, Outcome, now_iso
 
 logger = Logger(child=True)
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
-from modelrun.manifest import (
+from modelrun.batches.manifest import (
     MAX_KEY_LENGTH,
     SUBMIT_MARGIN_MS,
     ManifestSummary,
@@ -24,6 +23,7 @@ from modelrun.manifest import (
     until_deadline,
     write_manifest,
 )
+from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
 from tests.batchfixtures import BUCKET, BatchAws, TimeLeft, batch_aws
 
 BATCH = "b-20250101T000000-0123456789ab"

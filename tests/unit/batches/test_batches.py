@@ -14,29 +14,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from modelrun.batches import (
-    RETRYABLE,
-    BatchCloser,
-    BatchLimits,
-    BatchRequest,
-    BatchRetrier,
-    BatchSubmitter,
-    Chunk,
-    ChunkPredictor,
-    final_status,
-    resolve_version,
-)
-from modelrun.errors import (
-    Conflict,
-    ImageNotFound,
-    InvalidRequest,
-    NotFound,
-    TooManyToList,
-    TransientFailure,
-    UnknownModel,
-)
-from modelrun.faults import Faults
-from modelrun.jobs import (
+from modelrun.batches.chunks import Chunk, ChunkPredictor
+from modelrun.batches.close import BatchCloser, final_status
+from modelrun.batches.faults import Faults
+from modelrun.batches.manifest import SUBMIT_MARGIN_MS
+from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
+from modelrun.batches.retry import RETRYABLE, BatchRetrier
+from modelrun.batches.store import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
     FAILED,
@@ -49,7 +33,16 @@ from modelrun.jobs import (
     Outcome,
     plain,
 )
-from modelrun.manifest import SUBMIT_MARGIN_MS
+from modelrun.batches.submit import BatchSubmitter
+from modelrun.errors import (
+    Conflict,
+    ImageNotFound,
+    InvalidRequest,
+    NotFound,
+    TooManyToList,
+    TransientFailure,
+    UnknownModel,
+)
 from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
 from modelrun.registry import ModelRegistry
 from modelrun.storage import ImageStore
