@@ -16,9 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.batches.store import plain
 from modelrun.config import require_env
-from modelrun.connections import ConnectionStore
-from modelrun.live import JobChange, ProgressNotifier
-from modelrun.push import Pusher
+from modelrun.live.connections import ConnectionStore
+from modelrun.live.notifier import JobChange, ProgressNotifier
+from modelrun.live.push import Pusher
 
 logger = Logger()
 tracer = Tracer()

@@ -16,10 +16,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.batches.store import JobStore
 from modelrun.config import require_env
-from modelrun.connections import ConnectionStore
 from modelrun.errors import ModelrunError
-from modelrun.live import ApiKeyCheck, LiveRoutes
-from modelrun.push import Pusher
+from modelrun.live.connections import ConnectionStore
+from modelrun.live.push import Pusher
+from modelrun.live.routes import ApiKeyCheck, LiveRoutes
 
 logger = Logger()
 tracer = Tracer()

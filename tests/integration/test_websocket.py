@@ -18,7 +18,7 @@ import pytest
 import websocket
 
 from modelrun.batches.store import JobStore
-from modelrun.connections import ConnectionStore
+from modelrun.live.connections import ConnectionStore
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import API_KEY, REPO, SAMPLES, Api
 from tests.integration.helpers import upload, wait_for

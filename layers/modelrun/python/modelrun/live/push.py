@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from modelrun.batches.failures import is_transient
 from modelrun.errors import TransientFailure
-from modelrun.progress import encode
+from modelrun.live.messages import encode
 
 GONE = "GoneException"
 # The management API's throttling error (HTTP 429), beside the SDK-wide transient codes.

@@ -15,10 +15,9 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from modelrun.batches.store import JobStore
-from modelrun.connections import ConnectionStore
 from modelrun.errors import NotFound, TransientFailure
-from modelrun.live import ApiKeyCheck, InvalidApiKey, JobChange, LiveRoutes, MissingApiKey, ProgressNotifier
-from modelrun.progress import (
+from modelrun.live.connections import ConnectionStore
+from modelrun.live.messages import (
     MAX_MESSAGE_BYTES,
     PROGRESS_INTERVAL_MS,
     Completion,
@@ -36,7 +35,9 @@ from modelrun.progress import (
     rate_and_eta,
     state_message,
 )
-from modelrun.push import ConnectionGone, Pusher
+from modelrun.live.notifier import JobChange, ProgressNotifier
+from modelrun.live.push import ConnectionGone, Pusher
+from modelrun.live.routes import ApiKeyCheck, InvalidApiKey, LiveRoutes, MissingApiKey
 from tests.batchfixtures import create_table, use_fake_credentials
 
 BATCH = "b-20260101T000000-0123456789ab"

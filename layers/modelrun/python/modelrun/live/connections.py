@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from modelrun.progress import Completion, NotifyState
+from modelrun.live.messages import Completion, NotifyState
 
 BY_BATCH = "by_batch"
 # API Gateway's longest WebSocket connection is 2 hours; an hour more before TTL removes what $disconnect missed.
