@@ -19,9 +19,10 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
-from modelrun.api import IMAGE_CONTENT_TYPES, create_resolver, json_body
 from modelrun.config import require_env
 from modelrun.errors import ImageTooLarge, InvalidRequest, UnsupportedMediaType
+from modelrun.http.requests import IMAGE_CONTENT_TYPES, json_body
+from modelrun.http.resolver import create_resolver
 
 logger = Logger()
 tracer = Tracer()

@@ -10,9 +10,10 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.api import create_resolver, parse_image_request
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
+from modelrun.http.requests import parse_image_request
+from modelrun.http.resolver import create_resolver
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry

@@ -113,7 +113,7 @@ TOKEN_OBJECTS = st.dictionaries(
 
 
 def paging_token(document: dict[str, Any]) -> str:
-    """A next_token as the API makes one (modelrun.api.encode_token): URL-safe base64 of compact JSON, unpadded."""
+    """A next_token as the API makes one (modelrun.http.paging): URL-safe base64 of compact JSON, unpadded."""
     return base64.urlsafe_b64encode(json.dumps(document, separators=(",", ":")).encode()).decode().rstrip("=")
 
 

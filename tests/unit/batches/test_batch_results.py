@@ -51,7 +51,7 @@ def make_batch(aws: BatchAws) -> None:
 
 
 def token(document: dict[str, Any]) -> str:
-    """A next_token as modelrun.api.encode_token spells one."""
+    """A next_token as modelrun.http.paging.encode_token spells one."""
     return base64.urlsafe_b64encode(json.dumps(document, separators=(",", ":")).encode()).decode().rstrip("=")
 
 

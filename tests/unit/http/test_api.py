@@ -16,15 +16,6 @@ import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from PIL import Image
 
-from modelrun.api import (
-    IMAGE_CONTENT_TYPES,
-    S3Ref,
-    create_resolver,
-    error_response,
-    json_body,
-    parse_image_request,
-    query_int,
-)
 from modelrun.errors import (
     InvalidJson,
     InvalidRequest,
@@ -32,13 +23,15 @@ from modelrun.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
+from modelrun.http.requests import IMAGE_CONTENT_TYPES, S3Ref, json_body, parse_image_request, query_int
+from modelrun.http.resolver import create_resolver, error_response
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
 from modelrun_local.template import Template
 from tests.modelfactory import make_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "events" / "predict"
 TEMPLATE = REPO / "template.yaml"
 JSON_HEADERS = {"Content-Type": "application/json"}

@@ -1,30 +1,14 @@
-"""HTTP adapter: the one place where domain errors become API responses, and request bodies become inputs.
-
-Every error body has the same shape: ``{"error": {"code": "<stable code>", "message": "<what to do>"}}``.
-"""
+"""Request parsing: JSON bodies, headers, query integers, and the three forms of a prediction request."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
-from decimal import Decimal
-from http import HTTPStatus
 from typing import Any
 
-from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, CORSConfig, Response, content_types
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
-
-from modelrun.errors import InvalidJson, InvalidRequest, ModelrunError, UnsupportedMediaType
-
-logger = Logger(child=True)
+from modelrun.errors import InvalidJson, InvalidRequest, UnsupportedMediaType
 
 IMAGE_CONTENT_TYPES = frozenset(
     {
@@ -39,64 +23,6 @@ IMAGE_CONTENT_TYPES = frozenset(
         "application/octet-stream",
     }
 )
-
-
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        error["details"] = details
-    return Response(
-        status_code=status,
-        content_type=content_types.APPLICATION_JSON,
-        body=json.dumps({"error": error}),
-    )
-
-
-# Headers a browser page (web/) may send; API Gateway's Cors setting answers the preflight with the same list.
-CORS_ALLOW_HEADERS = ["Content-Type", "X-Api-Key", "Idempotency-Key"]
-
-
-def cors_config() -> CORSConfig:
-    """CORS headers on every response, for the origin the template's WebOrigin parameter names ("*" by default)."""
-    return CORSConfig(allow_origin=os.environ.get("CORS_ALLOW_ORIGIN") or "*", allow_headers=CORS_ALLOW_HEADERS)
-
-
-def create_resolver() -> APIGatewayRestResolver:
-    """A REST resolver with the project's error mapping and CORS headers installed."""
-    app = APIGatewayRestResolver(cors=cors_config())
-
-    @app.exception_handler(ModelrunError)
-    def _domain_error(exc: ModelrunError) -> Response:
-        log = logger.error if exc.status >= HTTPStatus.INTERNAL_SERVER_ERROR else logger.info
-        log("request failed", code=exc.code, status=exc.status, reason=exc.message)
-        return error_response(exc.status, exc.code, exc.message, exc.details or None)
-
-    @app.exception_handler(IdempotencyValidationError)
-    def _key_reused(_exc: IdempotencyValidationError) -> Response:
-        return error_response(
-            HTTPStatus.UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request body: use a new key for a new request",
-        )
-
-    @app.exception_handler(IdempotencyAlreadyInProgressError)
-    def _in_progress(_exc: IdempotencyAlreadyInProgressError) -> Response:
-        return error_response(
-            HTTPStatus.CONFLICT,
-            "request_in_progress",
-            "a request with this Idempotency-Key is still being processed: retry in a few seconds",
-        )
-
-    @app.not_found
-    def _no_route(_exc: Exception) -> Response:
-        event = app.current_event
-        return error_response(
-            HTTPStatus.NOT_FOUND,
-            "route_not_found",
-            f"no route for {event.http_method} {event.path}: see the README for the API",
-        )
-
-    return app
 
 
 @dataclass(frozen=True)
@@ -176,42 +102,6 @@ def query_int(query: dict[str, str], name: str, *, default: int, maximum: int) -
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise InvalidRequest(f'query parameter "{name}" must be an integer from 1 to {maximum}, got {raw!r}')
     return int(raw)
-
-
-def encode_token(last_key: dict[str, Any] | None) -> str | None:
-    """An opaque paging token for a DynamoDB LastEvaluatedKey (None when there is no next page)."""
-    if not last_key:
-        return None
-    plain = {key: int(value) if isinstance(value, Decimal) else value for key, value in last_key.items()}
-    return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_token(token: str | None) -> dict[str, Any] | None:
-    if not token:
-        return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidRequest('"next_token" is not a token this API returned: start again without it') from exc
-    if not isinstance(decoded, dict):
-        raise InvalidRequest('"next_token" is not a token this API returned: start again without it')
-    return decoded
-
-
-def api_base(event: APIGatewayProxyEvent) -> str:
-    """The base URL the client called (scheme, host, stage), for links in responses."""
-    headers = dict(event.headers or {})
-    proto = header(headers, "X-Forwarded-Proto") or "https"
-    host = header(headers, "Host") or "localhost"
-    full_path = str(event.request_context.path or event.path)
-    prefix = full_path[: len(full_path) - len(event.path)] if full_path.endswith(event.path) else ""
-    return f"{proto}://{host}{prefix}"
-
-
-def batch_links(event: APIGatewayProxyEvent, batch_id: str) -> dict[str, str]:
-    """The API routes of one batch: its job document, its paged results and its error report."""
-    base = f"{api_base(event)}/batches/{batch_id}"
-    return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
 
 
 def _optional_str(body: dict[str, Any], field: str) -> str | None:
