@@ -14,7 +14,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches.store import plain
+from modelrun.aws.dynamo import plain
 from modelrun.config import require_env
 from modelrun.live.connections import ConnectionStore
 from modelrun.live.notifier import JobChange, ProgressNotifier

@@ -28,13 +28,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.store import JobStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 from modelrun.uploads import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 
 logger = Logger()

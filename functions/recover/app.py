@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import ChunkPredictor
 from modelrun.batches.close import BatchCloser
 from modelrun.batches.recovery import DeadLetter, Recoverer, parse_body
@@ -25,7 +26,6 @@ from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 
 logger = Logger()
 tracer = Tracer()

@@ -15,12 +15,12 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import TransientFailure
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 from modelrun.uploads import (
     Ignored,
     ImageUpload,

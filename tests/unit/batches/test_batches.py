@@ -14,6 +14,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from modelrun.aws.dynamo import plain
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import Chunk, ChunkPredictor
 from modelrun.batches.close import BatchCloser, final_status
 from modelrun.batches.faults import Faults
@@ -31,7 +33,6 @@ from modelrun.batches.store import (
     RUNNING,
     JobStore,
     Outcome,
-    plain,
 )
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import (
@@ -45,7 +46,6 @@ from modelrun.errors import (
 )
 from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, batch_aws, digit_samples, true_label
 
 LIMITS = BatchLimits()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from modelrun.aws.dynamo import dynamo, plain
 from modelrun.batches.store import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
@@ -21,10 +22,8 @@ from modelrun.batches.store import (
     RUNNING,
     JobStore,
     Outcome,
-    dynamo,
     job_document,
     new_batch_id,
-    plain,
     public_outcome,
 )
 from modelrun.errors import NotFound

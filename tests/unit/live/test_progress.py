@@ -45,7 +45,7 @@ API_URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1"
 
 
 def job(**fields: Any) -> dict[str, Any]:
-    """A job record as JobStore.get (or a stream image through modelrun.batches.store.plain) gives it."""
+    """A job record as JobStore.get (or a stream image through modelrun.aws.dynamo.plain) gives it."""
     record: dict[str, Any] = {
         "batch_id": BATCH,
         "status": "RUNNING",

@@ -32,13 +32,13 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.manifest import MAX_KEY_LENGTH
 from modelrun.batches.requests import BatchRequest, resolve_version
 from modelrun.batches.store import now_iso
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import ModelrunError
 from modelrun.predictions import Predictor
-from modelrun.storage import ImageStore
 
 logger = Logger(child=True)
 

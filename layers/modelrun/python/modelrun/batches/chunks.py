@@ -10,22 +10,17 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools import Logger
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.batches.failures import as_transient, is_transient
 from modelrun.batches.faults import Faults
 from modelrun.batches.manifest import (
     read_chunk_items,
 )
-from modelrun.batches.store import (
-    FAILED_OUTCOME,
-    PREDICTED,
-    JobStore,
-    Outcome,
-)
+from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun.errors import ModelrunError
 from modelrun.inference import predict_arrays
 from modelrun.preprocess import Limits, preprocess
 from modelrun.registry import LoadedModel, ModelRegistry
-from modelrun.storage import ImageStore
 
 logger = Logger(child=True)
 

@@ -20,6 +20,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from modelrun.aws.errors import error_code
 from modelrun.errors import ModelrunError, TransientFailure
 
 TRANSIENT = "transient"
@@ -76,9 +77,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ReadTimeoutError | ConnectTimeoutError):
         return True
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        return error.get("Code", "") in TRANSIENT_AWS_CODES or status >= 500
+        return error_code(exc) in TRANSIENT_AWS_CODES or status >= 500
     return isinstance(exc, TimeoutError | ConnectionError)
 
 

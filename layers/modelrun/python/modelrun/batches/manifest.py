@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from modelrun.aws.errors import error_code
 from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
 
 MAX_KEY_LENGTH = 1024
@@ -83,7 +84,7 @@ def file_keys(s3: Any, bucket: str, key: str) -> Iterator[str]:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
-        if exc.response["Error"]["Code"] in ("NoSuchKey", "404", "NoSuchBucket"):
+        if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket"):
             raise ImageNotFound(f"no manifest file s3://{bucket}/{key}") from exc
         raise
     lines = _decoded_lines(body.iter_lines(), key)

@@ -17,14 +17,7 @@ from modelrun.batches.manifest import (
     write_manifest,
 )
 from modelrun.batches.requests import BatchLimits
-from modelrun.batches.store import (
-    COMPLETED_WITH_ERRORS,
-    FAILED,
-    FAILED_OUTCOME,
-    RECOVERING,
-    JobStore,
-    now_iso,
-)
+from modelrun.batches.store import COMPLETED_WITH_ERRORS, FAILED, FAILED_OUTCOME, RECOVERING, JobStore, now_iso
 from modelrun.batches.submit import start_execution
 from modelrun.errors import Conflict, InvalidRequest
 

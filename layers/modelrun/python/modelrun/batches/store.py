@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from modelrun.aws.dynamo import applied, dynamo, plain
 from modelrun.errors import NotFound
 
 QUEUED = "QUEUED"
@@ -50,39 +48,6 @@ def expires_at(days: int = RETENTION_DAYS) -> int:
 def new_batch_id() -> str:
     """Sortable by creation time and unique: also the Step Functions execution name (80 chars max)."""
     return f"b-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB's Decimals back to ints and floats, recursively."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    return value
-
-
-def dynamo(value: Any) -> Any:
-    """Floats to Decimals, recursively, as the DynamoDB resource API wants them."""
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {key: dynamo(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [dynamo(item) for item in value]
-    return value
-
-
-def applied(write: Callable[..., Any], **request: Any) -> bool:
-    """Make a conditional DynamoDB write; False when its condition did not hold (another writer came first)."""
-    try:
-        write(**request)
-    except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            return False
-        raise
-    return True
 
 
 @dataclass(frozen=True)

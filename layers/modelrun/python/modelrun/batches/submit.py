@@ -22,11 +22,7 @@ from modelrun.batches.manifest import (
     write_manifest,
 )
 from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
-from modelrun.batches.store import (
-    RECOVERING,
-    JobStore,
-    new_batch_id,
-)
+from modelrun.batches.store import RECOVERING, JobStore, new_batch_id
 from modelrun.registry import ModelRegistry
 
 logger = Logger(child=True)

@@ -22,6 +22,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from modelrun.aws.errors import condition_failed
 from modelrun.live.messages import Completion, NotifyState
 
 BY_BATCH = "by_batch"
@@ -36,10 +37,6 @@ def _connection_key(connection_id: str) -> str:
 
 def _subscription(connection_id: str, batch_id: str) -> dict[str, str]:
     return {"pk": _connection_key(connection_id), "sk": f"sub#{batch_id}"}
-
-
-def _conditional_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ class ConnectionStore:
                 ReturnValues="UPDATED_OLD",
             )
         except ClientError as exc:
-            if _conditional_failure(exc):
+            if condition_failed(exc):
                 return None
             raise
         previous = _completion(response.get("Attributes", {}))
@@ -181,7 +178,7 @@ class ConnectionStore:
                 Key=key, UpdateExpression=update, ConditionExpression=condition, ExpressionAttributeValues=values
             )
         except ClientError as exc:
-            if not _conditional_failure(exc):
+            if not condition_failed(exc):
                 raise
 
     # -- progress throttle -----------------------------------------------------------------------------------------
@@ -213,7 +210,7 @@ class ConnectionStore:
         try:
             self.table.put_item(Item=item, **condition)
         except ClientError as exc:
-            if _conditional_failure(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True

@@ -12,6 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from modelrun.aws.errors import error_code
 from modelrun.batches.failures import is_transient
 from modelrun.errors import TransientFailure
 from modelrun.live.messages import encode
@@ -29,10 +30,6 @@ class ConnectionGone(Exception):
         self.connection_id = connection_id
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 @dataclass
 class Pusher:
     """Posts messages to connections (``client``: a boto3 ``apigatewaymanagementapi`` client for the API's stage)."""
@@ -44,8 +41,8 @@ class Pusher:
         try:
             self.client.post_to_connection(ConnectionId=connection_id, Data=data)
         except ClientError as exc:
-            if _code(exc) == GONE:
+            if error_code(exc) == GONE:
                 raise ConnectionGone(connection_id) from exc
-            if _code(exc) in THROTTLED or is_transient(exc):
-                raise TransientFailure(f"posting to connection {connection_id}: {_code(exc)}") from exc
+            if error_code(exc) in THROTTLED or is_transient(exc):
+                raise TransientFailure(f"posting to connection {connection_id}: {error_code(exc)}") from exc
             raise

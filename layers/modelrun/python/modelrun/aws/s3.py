@@ -6,6 +6,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from modelrun.aws.errors import error_code
 from modelrun.errors import ImageNotFound, ImageTooLarge, InvalidRequest
 
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
@@ -26,7 +27,7 @@ class ImageStore:
         try:
             obj = self._s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code in _MISSING:
                 raise ImageNotFound(f"no object s3://{bucket}/{key}: check the bucket and key") from exc
             raise
