@@ -1,6 +1,6 @@
 """S3 ObjectCreated on the images bucket: predict an image under uploads/, start a batch from a list under batches/.
 
-Routing, result naming and the result documents are in ``modelrun.uploads``. Each record is processed once per
+Routing, result naming and the result documents are in ``modelrun.uploads.triggers``. Each record is processed once per
 object write: a re-delivered event (same bucket, key, version, sequencer and ETag) replays the recorded outcome from
 the idempotency table instead of predicting or submitting again, while a new upload of the same key is a new write
 with a new sequencer, so it is predicted again.
@@ -35,7 +35,7 @@ from modelrun.config import require_env
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.uploads import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
+from modelrun.uploads.triggers import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 
 logger = Logger()
 tracer = Tracer()

@@ -10,7 +10,7 @@ import pytest
 
 from modelrun_local.template import ApiRoute, Resolver, Template, UnsupportedIntrinsic, load_yaml
 
-REPO_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+REPO_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 
 SMALL_TEMPLATE = """
 Parameters:

@@ -19,7 +19,7 @@ from modelrun_local.gateway import MAX_EVENT_BYTES, MAX_REQUEST_BYTES, Gateway, 
 from modelrun_local.lambdas import Dispatcher, Invocation, LocalFunction, error_payload
 from modelrun_local.template import ApiRoute, Template
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 API = "RestApi"
 API_KEY = "unit-test-key"
 KEYED = {"x-api-key": API_KEY}

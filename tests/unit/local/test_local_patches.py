@@ -17,7 +17,7 @@ from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from modelrun_local import patches
 from modelrun_local.lambdas import LocalFunction
 
-EVENT = Path(__file__).resolve().parents[2] / "events" / "predict" / "list-models.json"
+EVENT = Path(__file__).resolve().parents[3] / "events" / "predict" / "list-models.json"
 WAIT_S = 10.0
 
 

@@ -21,7 +21,7 @@ from modelrun.errors import TransientFailure
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.uploads import (
+from modelrun.uploads.triggers import (
     Ignored,
     ImageUpload,
     ListUpload,
@@ -37,7 +37,7 @@ from modelrun_local.template import load_yaml, references
 from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws, batch_aws
 from tests.samtransform import transformed_template
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "on_upload"
+EVENTS = Path(__file__).resolve().parents[3] / "events" / "on_upload"
 PASS_MACHINE = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
 ROLE = "arn:aws:iam::123456789012:role/modelrun-unit-state-machine"
 SEVEN = SAMPLES / "digit-7-0081.png"

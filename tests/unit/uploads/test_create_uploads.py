@@ -17,7 +17,7 @@ import pytest
 import requests
 from moto import mock_aws
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HANDLER = REPO / "functions" / "create_uploads" / "app.py"
 SAMPLE_EVENT = REPO / "events" / "create_uploads" / "two-images.json"
 BUCKET = "modelrun-test-images"
