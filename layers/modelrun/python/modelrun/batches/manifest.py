@@ -41,7 +41,7 @@ SUBMIT_MARGIN_MS = 5_000
 DEADLINE_CHECK_EVERY = 1_000
 
 
-def no_deadline() -> int:
+def lambda_max_remaining_ms() -> int:
     """The time left where no Lambda context says otherwise: a Lambda's longest timeout, 15 minutes, never short."""
     return 900_000
 

@@ -12,7 +12,7 @@ from modelrun.batches.faults import Faults
 from modelrun.batches.manifest import (
     DEADLINE_CHECK_EVERY,
     iter_keys_file,
-    no_deadline,
+    lambda_max_remaining_ms,
     until_deadline,
     write_manifest,
 )
@@ -50,7 +50,7 @@ class BatchRetrier:
     state_machine_arn: str
     limits: BatchLimits = field(default_factory=BatchLimits)
     # The invocation's remaining time (set per invocation from the Lambda context), as BatchSubmitter's.
-    remaining_ms: Callable[[], int] = no_deadline
+    remaining_ms: Callable[[], int] = lambda_max_remaining_ms
     deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def retry(self, batch_id: str) -> dict[str, Any]:

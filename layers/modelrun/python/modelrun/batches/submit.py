@@ -16,7 +16,7 @@ from modelrun.batches.manifest import (
     ManifestSummary,
     file_keys,
     inline_keys,
-    no_deadline,
+    lambda_max_remaining_ms,
     prefix_keys,
     until_deadline,
     write_manifest,
@@ -40,7 +40,7 @@ class BatchSubmitter:
     limits: BatchLimits = field(default_factory=BatchLimits)
     allow_faults: bool = False
     # The time left of the invocation: handlers set their context's get_remaining_time_in_millis per invocation.
-    remaining_ms: Callable[[], int] = no_deadline
+    remaining_ms: Callable[[], int] = lambda_max_remaining_ms
     deadline_check_every: int = DEADLINE_CHECK_EVERY
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
