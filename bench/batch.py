@@ -483,11 +483,11 @@ def probe_costs(
     to the items table (in-process moto, as the functions do)."""
     import boto3
 
+    from modelrun.aws.s3 import ImageStore
+    from modelrun.batches.store import PREDICTED, JobStore, Outcome
     from modelrun.inference import predict_arrays
-    from modelrun.jobs import PREDICTED, JobStore, Outcome
     from modelrun.preprocess import Limits, preprocess
     from modelrun.registry import ModelRegistry
-    from modelrun.storage import ImageStore
 
     limits = Limits.from_env()
     over_http = boto3.client("s3", region_name=runtime.region, endpoint_url=runtime.aws_endpoint)
@@ -589,7 +589,7 @@ def manifest_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    from modelrun.manifest import prefix_keys, write_manifest
+    from modelrun.batches.manifest import prefix_keys, write_manifest
 
     source, count, chunk_size = spec["source"], spec["keys"], spec["chunk_size"]
     result: dict[str, Any] = {"source": source, "keys": count, "chunk_size": chunk_size}

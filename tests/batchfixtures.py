@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from modelrun.jobs import JobStore
+from modelrun.batches.store import JobStore
 from modelrun_local.template import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]

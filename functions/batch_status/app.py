@@ -8,10 +8,21 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.api import batch_links, create_resolver, decode_token, encode_token, query_int
+from modelrun.batches.store import (
+    FAILED_OUTCOME,
+    PREDICTED,
+    TERMINAL,
+    JobStore,
+    error_entry,
+    job_document,
+    public_outcome,
+)
 from modelrun.config import require_env
 from modelrun.errors import InvalidRequest
-from modelrun.jobs import FAILED_OUTCOME, PREDICTED, TERMINAL, JobStore, error_entry, job_document, public_outcome
+from modelrun.http.links import batch_links
+from modelrun.http.paging import decode_token, encode_token
+from modelrun.http.requests import query_int
+from modelrun.http.resolver import create_resolver
 
 logger = Logger()
 tracer = Tracer()

@@ -8,9 +8,9 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches import BatchCloser
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.store import JobStore
 from modelrun.config import require_env
-from modelrun.jobs import JobStore
 
 logger = Logger()
 tracer = Tracer()

@@ -14,11 +14,11 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import DynamoDBStreamEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.aws.dynamo import plain
 from modelrun.config import require_env
-from modelrun.connections import ConnectionStore
-from modelrun.jobs import plain
-from modelrun.live import JobChange, ProgressNotifier
-from modelrun.push import Pusher
+from modelrun.live.connections import ConnectionStore
+from modelrun.live.notifier import JobChange, ProgressNotifier
+from modelrun.live.push import Pusher
 
 logger = Logger()
 tracer = Tracer()

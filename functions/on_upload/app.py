@@ -1,6 +1,6 @@
 """S3 ObjectCreated on the images bucket: predict an image under uploads/, start a batch from a list under batches/.
 
-Routing, result naming and the result documents are in ``modelrun.uploads``. Each record is processed once per
+Routing, result naming and the result documents are in ``modelrun.uploads.triggers``. Each record is processed once per
 object write: a re-delivered event (same bucket, key, version, sequencer and ETag) replays the recorded outcome from
 the idempotency table instead of predicting or submitting again, while a new upload of the same key is a new write
 with a new sequencer, so it is predicted again.
@@ -28,14 +28,14 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches import BatchSubmitter
+from modelrun.aws.s3 import ImageStore
+from modelrun.batches.store import JobStore
+from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
-from modelrun.jobs import JobStore
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
-from modelrun.uploads import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
+from modelrun.uploads.triggers import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 
 logger = Logger()
 tracer = Tracer()

@@ -10,13 +10,14 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.api import create_resolver, parse_image_request
+from modelrun.aws.s3 import ImageStore
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
+from modelrun.http.requests import parse_image_request
+from modelrun.http.resolver import create_resolver
 from modelrun.predictions import Predictor
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 
 logger = Logger()
 tracer = Tracer()

@@ -11,12 +11,12 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches import Chunk, ChunkPredictor
+from modelrun.aws.s3 import ImageStore
+from modelrun.batches.chunks import Chunk, ChunkPredictor
+from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
-from modelrun.jobs import JobStore
 from modelrun.preprocess import Limits
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 
 logger = Logger()
 tracer = Tracer()

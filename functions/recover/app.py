@@ -18,13 +18,14 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.batches import BatchCloser, ChunkPredictor
+from modelrun.aws.s3 import ImageStore
+from modelrun.batches.chunks import ChunkPredictor
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.recovery import DeadLetter, Recoverer, parse_body
+from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
-from modelrun.jobs import JobStore
 from modelrun.preprocess import Limits
-from modelrun.recovery import DeadLetter, Recoverer, parse_body
 from modelrun.registry import ModelRegistry
-from modelrun.storage import ImageStore
 
 logger = Logger()
 tracer = Tracer()

@@ -8,10 +8,12 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.api import batch_links, create_resolver
-from modelrun.batches import BatchCloser, BatchRetrier
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.retry import BatchRetrier
+from modelrun.batches.store import JobStore, job_document
 from modelrun.config import require_env
-from modelrun.jobs import JobStore, job_document
+from modelrun.http.links import batch_links
+from modelrun.http.resolver import create_resolver
 
 logger = Logger()
 tracer = Tracer()

@@ -14,10 +14,13 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from modelrun.api import batch_links, create_resolver, header, json_body
-from modelrun.batches import BatchRequest, BatchSubmitter
+from modelrun.batches.requests import BatchRequest
+from modelrun.batches.store import JobStore
+from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
-from modelrun.jobs import JobStore
+from modelrun.http.links import batch_links
+from modelrun.http.requests import header, json_body
+from modelrun.http.resolver import create_resolver
 from modelrun.registry import ModelRegistry
 
 logger = Logger()

@@ -14,12 +14,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.batches.store import JobStore
 from modelrun.config import require_env
-from modelrun.connections import ConnectionStore
 from modelrun.errors import ModelrunError
-from modelrun.jobs import JobStore
-from modelrun.live import ApiKeyCheck, LiveRoutes
-from modelrun.push import Pusher
+from modelrun.live.connections import ConnectionStore
+from modelrun.live.push import Pusher
+from modelrun.live.routes import ApiKeyCheck, LiveRoutes
 
 logger = Logger()
 tracer = Tracer()

@@ -24,8 +24,8 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import Case
 
+from modelrun.batches.faults import Faults
 from modelrun.errors import InvalidRequest
-from modelrun.faults import Faults
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import API_KEY, Api, sample
 from tests.integration.helpers import TERMINAL, upload, wait_for
@@ -113,7 +113,7 @@ TOKEN_OBJECTS = st.dictionaries(
 
 
 def paging_token(document: dict[str, Any]) -> str:
-    """A next_token as the API makes one (modelrun.api.encode_token): URL-safe base64 of compact JSON, unpadded."""
+    """A next_token as the API makes one (modelrun.http.paging): URL-safe base64 of compact JSON, unpadded."""
     return base64.urlsafe_b64encode(json.dumps(document, separators=(",", ":")).encode()).decode().rstrip("=")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from modelrun.jobs import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
+from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import REPO, sample
 

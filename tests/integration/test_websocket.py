@@ -17,8 +17,8 @@ import boto3
 import pytest
 import websocket
 
-from modelrun.connections import ConnectionStore
-from modelrun.jobs import JobStore
+from modelrun.batches.store import JobStore
+from modelrun.live.connections import ConnectionStore
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import API_KEY, REPO, SAMPLES, Api
 from tests.integration.helpers import upload, wait_for

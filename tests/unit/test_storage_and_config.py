@@ -12,9 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from modelrun.aws.s3 import ImageStore
 from modelrun.config import ConfigurationError, int_env, require_env
 from modelrun.errors import ImageNotFound, ImageTooLarge, InvalidRequest
-from modelrun.storage import ImageStore
 from modelrun_local.template import Template
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

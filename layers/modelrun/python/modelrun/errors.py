@@ -1,6 +1,6 @@
 """Domain errors: every error a user can cause has a stable code, an HTTP status and an actionable message.
 
-Handlers map these to HTTP responses in one place (``modelrun.api``) and the state machine matches them by
+Handlers map these to HTTP responses in one place (``modelrun.http.resolver``) and the state machine matches them by
 name (``ErrorEquals``), never by message text.
 """
 

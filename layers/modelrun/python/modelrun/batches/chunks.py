@@ -1,0 +1,166 @@
+"""One chunk of a batch: the Map iteration's input, and predicting it with one outcome per image."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aws_lambda_powertools import Logger
+
+from modelrun.aws.s3 import ImageStore
+from modelrun.batches.failures import as_transient, is_transient
+from modelrun.batches.faults import Faults
+from modelrun.batches.manifest import (
+    read_chunk_items,
+)
+from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
+from modelrun.errors import ModelrunError
+from modelrun.inference import predict_arrays
+from modelrun.preprocess import Limits, preprocess
+from modelrun.registry import LoadedModel, ModelRegistry
+
+logger = Logger(child=True)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One iteration of the Map: some items of a batch, with their image keys."""
+
+    batch_id: str
+    index: int
+    items: list[tuple[int, str]]
+    bucket: str
+    model: str
+    version: str
+    attempt: int = 1
+    faults: Faults = field(default_factory=Faults)
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for _, key in self.items]
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any], s3: Any) -> Chunk:
+        """The chunk a Map iteration (or a dead-letter message) describes, its keys read from the keys file."""
+        chunk = event["chunk"]
+        items = read_chunk_items(
+            s3,
+            event["bucket"],
+            event["keys_object"],
+            offset=int(chunk["offset"]),
+            length=int(chunk["length"]),
+            count=int(chunk["count"]),
+            first_item=int(chunk["first_item"]),
+        )
+        return cls(
+            batch_id=event["batch_id"],
+            index=int(chunk["index"]),
+            items=items,
+            bucket=event["bucket"],
+            model=event["model"],
+            version=str(event["version"]),
+            attempt=int(event.get("attempt", 1)),
+            faults=Faults.from_event(event),
+        )
+
+
+@dataclass
+class ChunkPredictor:
+    """Decodes a chunk's images concurrently, runs batched inference, and records one outcome per image."""
+
+    store: JobStore
+    images: ImageStore
+    registry: ModelRegistry
+    limits: Limits
+    pool: ThreadPoolExecutor
+
+    def prepare(self, model: LoadedModel, bucket: str, key: str) -> np.ndarray | ModelrunError:
+        """The model input for one image, or the permanent failure that image is (a bad image is an outcome)."""
+        try:
+            data = self.images.read(bucket, key, max_bytes=self.limits.max_bytes)
+            return preprocess(data, model.spec, self.limits)
+        except ModelrunError as exc:
+            if exc.status >= 500:
+                raise
+            return exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise as_transient(exc, f"reading s3://{bucket}/{key}") from exc
+            raise
+
+    def run(self, chunk: Chunk, only: set[int] | None = None) -> dict[str, Any]:
+        """Predict the chunk (or only the given items of it) and record each image's outcome once."""
+        started = time.perf_counter()
+        model = self.registry.get(chunk.model, chunk.version)
+        items = chunk.items if only is None else [(item, key) for item, key in chunk.items if item in only]
+        prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk.bucket, entry[1]), items))
+        good = [(entry, array) for entry, array in zip(items, prepared, strict=True) if isinstance(array, np.ndarray)]
+        predictions = predict_arrays(model, [array for _, array in good]) if good else []
+        outcomes = [
+            Outcome(
+                item=item,
+                key=key,
+                chunk=chunk.index,
+                status=PREDICTED,
+                attempt=chunk.attempt,
+                label=prediction.label,
+                score=prediction.score,
+                top_k=prediction.top_k,
+            )
+            for ((item, key), _), prediction in zip(good, predictions, strict=True)
+        ]
+        failures = [
+            failure_outcome(item, key, chunk, error)
+            for (item, key), error in zip(items, prepared, strict=True)
+            if isinstance(error, ModelrunError)
+        ]
+        for failure in failures:
+            logger.info(
+                "image failed",
+                extra={
+                    "batch_id": chunk.batch_id,
+                    "key": failure.key,
+                    "item": failure.item,
+                    "chunk": chunk.index,
+                    "attempt": chunk.attempt,
+                    "code": failure.error_code,
+                    "kind": "permanent",
+                },
+            )
+        outcomes += failures
+        try:
+            deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
+            predicted = sum(delta[0] for delta in deltas)
+            failed = sum(delta[1] for delta in deltas)
+            self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+        except Exception as exc:
+            # Outcomes already written stay (the next try skips them); the counters are reconciled at close.
+            if is_transient(exc):
+                raise as_transient(exc, f"recording chunk {chunk.index} of {chunk.batch_id}") from exc
+            raise
+        summary = {
+            "batch_id": chunk.batch_id,
+            "chunk": chunk.index,
+            "images": len(items),
+            "predicted": sum(1 for outcome in outcomes if outcome.status == PREDICTED),
+            "failed": sum(1 for outcome in outcomes if outcome.status == FAILED_OUTCOME),
+            "newly_recorded": sum(1 for delta in deltas if delta != (0, 0)),
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        }
+        logger.info("chunk predicted", extra=summary)
+        return summary
+
+
+def failure_outcome(item: int, key: str, chunk: Chunk, error: ModelrunError, code: str | None = None) -> Outcome:
+    return Outcome(
+        item=item,
+        key=key,
+        chunk=chunk.index,
+        status=FAILED_OUTCOME,
+        attempt=chunk.attempt,
+        error_code=code or error.code,
+        error_message=error.message,
+    )

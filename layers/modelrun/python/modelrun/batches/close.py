@@ -1,0 +1,137 @@
+"""Closing a batch once every image has an outcome: the final status and the results and error report files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from modelrun.batches.store import (
+    COMPLETED,
+    COMPLETED_WITH_ERRORS,
+    ERROR_FIELDS,
+    FAILED,
+    FAILED_OUTCOME,
+    PREDICTED,
+    RECOVERING,
+    TERMINAL,
+    JobStore,
+    error_entry,
+    now_iso,
+    public_outcome,
+)
+
+logger = Logger(child=True)
+
+
+def final_status(predicted: int, failed: int) -> str:
+    if failed == 0:
+        return COMPLETED
+    return FAILED if predicted == 0 else COMPLETED_WITH_ERRORS
+
+
+def results_key(batch_id: str, attempt: int) -> str:
+    return f"results/{batch_id}/results-{attempt}.jsonl"
+
+
+def errors_key(batch_id: str, attempt: int, extension: str) -> str:
+    """The error report file of an attempt: ``extension`` is ``csv`` or ``jsonl``."""
+    return f"results/{batch_id}/errors-{attempt}.{extension}"
+
+
+def csv_line(cells: Iterable[Any]) -> bytes:
+    """One CSV row (RFC 4180 quoting, None as an empty cell), UTF-8 encoded."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(cells)
+    return line.getvalue().encode("utf-8")
+
+
+@dataclass
+class BatchCloser:
+    """Closes a job once every image has exactly one outcome; whoever gets there last (finalize or recover)."""
+
+    store: JobStore
+    s3: Any
+    bucket: str
+    on_closed: Callable[[dict[str, Any]], None] | None = None
+
+    def try_close(self, batch_id: str, *, map_done: bool = True) -> dict[str, Any]:
+        """Recount the job from its items and close it if every image has an outcome.
+
+        ``map_done``: the caller is the state machine after its Map (``finalize``), so missing outcomes mean chunks
+        are with recovery: the job becomes RECOVERING. ``recover`` calls with False and never changes the status
+        of a job whose Map may still be running.
+        """
+        job = self.store.get(batch_id)
+        if job["status"] in TERMINAL:
+            return {"batch_id": batch_id, "status": job["status"], "closed": False}
+        attempt = int(job.get("attempt", 1))
+        counts = self.store.recount(batch_id, attempt=attempt)
+        predicted, failed = counts.get(PREDICTED, 0), counts.get(FAILED_OUTCOME, 0)
+        pending = int(job["total"]) - predicted - failed
+        if pending > 0:
+            # Only the status: the counters stay the writers' (a recount cannot be atomic with their ADDs).
+            status = RECOVERING if map_done else job["status"]
+            if status != job["status"] and not self.store.update_open(batch_id, status=status, updated_at=now_iso()):
+                # recover closed it since the recount: it had the last outcomes.
+                ended = self.store.get(batch_id)["status"]
+                return {"batch_id": batch_id, "status": ended, "closed": False}
+            logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
+            return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
+        files = self.write_results(batch_id, attempt)
+        status = final_status(predicted, failed)
+        closed = self.store.close(
+            batch_id,
+            status,
+            predicted=predicted,
+            failed=failed,
+            finished_at=now_iso(),
+            updated_at=now_iso(),
+            **files,
+        )
+        logger.info("batch closed", batch_id=batch_id, status=status, predicted=predicted, failed=failed)
+        if closed and self.on_closed is not None:
+            self.on_closed(self.store.get(batch_id))
+        return {"batch_id": batch_id, "status": status, "closed": closed, "predicted": predicted, "failed": failed}
+
+    def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:
+        """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
+        over the outcomes streamed page by page to S3 (no error files when nothing failed).
+
+        Returns what ``close`` stores on the job: the files' keys (None for error files not written, so a retry that
+        fixed everything drops the last attempt's) and ``error_summary`` ({code: count}), so the report's summary
+        costs no read of the items.
+        """
+        keys: dict[str, str | None] = {
+            "results_key": results_key(batch_id, attempt),
+            "errors_csv_key": errors_key(batch_id, attempt, "csv"),
+            "errors_jsonl_key": errors_key(batch_id, attempt, "jsonl"),
+        }
+        content_types = ("application/x-ndjson", "text/csv; charset=utf-8", "application/x-ndjson")
+        summary: dict[str, int] = {}
+        with ExitStack() as files:
+            spools = [files.enter_context(tempfile.TemporaryFile("w+b")) for _ in keys]
+            results, errors_csv, errors_jsonl = spools
+            errors_csv.write(csv_line(ERROR_FIELDS))
+            for record in self.store.iter_outcomes(batch_id):
+                results.write(json.dumps(public_outcome(record), separators=(",", ":")).encode("utf-8") + b"\n")
+                if record["status"] != FAILED_OUTCOME:
+                    continue
+                entry = error_entry(record)
+                summary[str(entry["code"])] = summary.get(str(entry["code"]), 0) + 1
+                errors_csv.write(csv_line(entry[name] for name in ERROR_FIELDS))
+                errors_jsonl.write(json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
+            written = spools if summary else spools[:1]
+            for spool, key, content_type in zip(written, keys.values(), content_types, strict=False):
+                spool.seek(0)
+                self.s3.upload_fileobj(spool, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        if not summary:
+            keys.update(errors_csv_key=None, errors_jsonl_key=None)
+        return {**keys, "error_summary": summary}

@@ -1,0 +1,256 @@
+"""Upload triggers: "drop a file in the images bucket and get its result".
+
+Which keys mean what (``route``):
+
+- ``uploads/{model}/{path}`` is an image to predict with the latest version of ``model``;
+  ``uploads/{model}/v{version}/{path}`` pins a version (a folder right after the model named ``v`` and a digit,
+  then anything, always names a version: ``v2024/`` too); a file directly under ``uploads/`` uses the stack's
+  default model. Its result is ``results/{key}.json``, i.e. ``results/uploads/{model}/{path}.json``.
+- ``batches/{model}/{path}.jsonl`` or ``.csv`` is a list of image keys in the bucket (the formats of POST /batches'
+  ``manifest``) and starts a batch exactly as POST /batches ``{"manifest": key}`` would; the model and version come
+  from the path as for images, and ``batches/{name}.jsonl|.csv`` uses the default model.
+  ``results/{key}.submitted.json`` names the batch and the API paths to follow it.
+- Anything else is ignored, with the reason logged: ``results/`` (this function's own outputs: writing them must never
+  trigger it again), folder placeholders, ``uploads/batches/`` and ``uploads/manifests/`` (where the modelrun CLI
+  stages a batch's images and lists: the batch predicts them), other suffixes under ``batches/``, other prefixes.
+
+A bad upload is an outcome, not a crash: a user error (``invalid_image``, ``unknown_model``, ``image_too_large``, a bad
+list, ...) is written as ``{"key", "model", "etag", "error": {"code", "message"}, "failed_at"}`` where the result
+would have gone. Platform errors (5xx: a broken model, throttling) are raised, so that Lambda retries the event.
+
+Keys arrive URL-encoded in S3 events (``+`` for a space, ``%XX`` for other bytes of UTF-8): ``decode_key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Final
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger
+
+from modelrun.aws.s3 import ImageStore
+from modelrun.batches.manifest import MAX_KEY_LENGTH
+from modelrun.batches.requests import BatchRequest, resolve_version
+from modelrun.batches.store import now_iso
+from modelrun.batches.submit import BatchSubmitter
+from modelrun.errors import ModelrunError
+from modelrun.predictions import Predictor
+
+logger = Logger(child=True)
+
+UPLOADS_PREFIX: Final = "uploads/"
+BATCHES_PREFIX: Final = "batches/"
+RESULTS_PREFIX: Final = "results/"
+LIST_SUFFIXES: Final = (".jsonl", ".csv")
+RESULT_SUFFIX: Final = ".json"
+SUBMITTED_SUFFIX: Final = ".submitted.json"
+# Where the modelrun CLI stages a batch's images and key lists (cli/modelrun_cli/uploads.py): not single uploads.
+CLI_STAGING: Final = ("uploads/batches/", "uploads/manifests/")
+# A path segment right after the model that pins a version: "v" and a version starting with a digit.
+VERSION_SEGMENT: Final = re.compile(r"v([0-9][A-Za-z0-9._-]{0,62})")
+
+
+def decode_key(raw: str) -> str:
+    """The object key from an S3 event record, where it is URL-encoded (``a+b%C3%A9.png`` -> ``a bé.png``)."""
+    return unquote_plus(raw, encoding="utf-8")
+
+
+def result_key(key: str, suffix: str) -> str:
+    """``results/{key}{suffix}``; a key too long for that (S3 allows 1,024 UTF-8 bytes) gets a name from its hash
+    under ``results/{top folder}/_long-keys/`` (the document inside still names the key)."""
+    candidate = f"{RESULTS_PREFIX}{key}{suffix}"
+    if len(candidate.encode("utf-8")) <= MAX_KEY_LENGTH:
+        return candidate
+    top = key.split("/", 1)[0]
+    return f"{RESULTS_PREFIX}{top}/_long-keys/{hashlib.sha256(key.encode('utf-8')).hexdigest()}{suffix}"
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    """The object an S3 event names. ``sequencer`` orders the writes of one key; a re-delivered event repeats it."""
+
+    bucket: str
+    key: str
+    etag: str = ""
+    sequencer: str | None = None
+    version_id: str | None = None
+    size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UploadedObject:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    key: str
+    model: str | None
+    version: str | None
+
+    @property
+    def result_key(self) -> str:
+        return result_key(self.key, RESULT_SUFFIX)
+
+
+@dataclass(frozen=True)
+class ListUpload:
+    """A list of image keys under ``batches/``: a batch to start."""
+
+    key: str
+    model: str | None
+    version: str | None
+
+    @property
+    def result_key(self) -> str:
+        return result_key(self.key, SUBMITTED_SUFFIX)
+
+    def batch_body(self) -> dict[str, Any]:
+        """The POST /batches body this upload stands for."""
+        body: dict[str, Any] = {"manifest": self.key}
+        if self.model is not None:
+            body["model"] = self.model
+        if self.version is not None:
+            body["version"] = self.version
+        return body
+
+
+@dataclass(frozen=True)
+class Ignored:
+    key: str
+    reason: str
+
+
+Target = ImageUpload | ListUpload | Ignored
+
+
+def _model_and_version(path: str) -> tuple[str | None, str | None]:
+    """``{model}/v{version}/{rest}``, ``{model}/{rest}`` or just ``{name}`` (the default model)."""
+    segments = path.split("/")
+    if len(segments) == 1:
+        return None, None
+    version = VERSION_SEGMENT.fullmatch(segments[1]) if len(segments) > 2 else None
+    return segments[0], version.group(1) if version else None
+
+
+def route(key: str) -> Target:
+    """What an uploaded key asks for (see the module docstring)."""
+    if key.startswith(RESULTS_PREFIX):
+        return Ignored(key, "results/ holds this function's own outputs: writing them must not trigger it again")
+    if not key or key.endswith("/"):
+        return Ignored(key, "a folder placeholder (a key ending in /), not a file")
+    if key.startswith(CLI_STAGING):
+        return Ignored(key, "the modelrun CLI stages a batch's images and lists here: the batch predicts them")
+    if key.startswith(UPLOADS_PREFIX):
+        return ImageUpload(key, *_model_and_version(key.removeprefix(UPLOADS_PREFIX)))
+    if key.startswith(BATCHES_PREFIX):
+        if not key.lower().endswith(LIST_SUFFIXES):
+            return Ignored(key, "only .jsonl and .csv lists of image keys under batches/ start a batch")
+        return ListUpload(key, *_model_and_version(key.removeprefix(BATCHES_PREFIX)))
+    return Ignored(key, "only uploads/ (images) and batches/ (.jsonl or .csv lists) trigger anything")
+
+
+def batch_paths(batch_id: str) -> dict[str, str]:
+    """Where to follow a batch: paths relative to the stack's ``ApiUrl`` output (which ends with ``/``)."""
+    base = f"batches/{batch_id}"
+    return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
+
+
+def prediction_document(upload: UploadedObject, prediction: dict[str, Any], *, at: str) -> dict[str, Any]:
+    return {
+        "key": upload.key,
+        "model": prediction["model"],
+        "version": prediction["version"],
+        "label": prediction["label"],
+        "score": prediction["score"],
+        "top_k": prediction["top_k"],
+        "etag": upload.etag,
+        "prediction_id": prediction["prediction_id"],
+        "predicted_at": at,
+    }
+
+
+def submitted_document(
+    upload: UploadedObject, submitted: dict[str, Any], *, model: str, version: str, at: str
+) -> dict[str, Any]:
+    return {
+        "key": upload.key,
+        "model": model,
+        "version": version,
+        "batch_id": submitted["batch_id"],
+        "status": submitted["status"],
+        "total": submitted["total"],
+        "etag": upload.etag,
+        "submitted_at": at,
+        "links": batch_paths(submitted["batch_id"]),
+    }
+
+
+def error_document(upload: UploadedObject, error: ModelrunError, *, model: str, at: str) -> dict[str, Any]:
+    return {
+        "key": upload.key,
+        "model": model,
+        "etag": upload.etag,
+        "error": {"code": error.code, "message": error.message},
+        "failed_at": at,
+    }
+
+
+@dataclass
+class UploadProcessor:
+    """Predicts an uploaded image or submits an uploaded list, and writes the result next to the other results."""
+
+    predictor: Predictor
+    images: ImageStore
+    submitter: BatchSubmitter
+    s3: Any
+    bucket: str
+
+    def target(self, upload: UploadedObject) -> Target:
+        if upload.bucket != self.bucket:
+            return Ignored(upload.key, f"bucket {upload.bucket!r} is not the stack's images bucket {self.bucket!r}")
+        return route(upload.key)
+
+    def process(self, upload: UploadedObject, target: ImageUpload | ListUpload) -> dict[str, Any]:
+        """The result document, also written to ``target.result_key``. Raises only for platform errors (5xx)."""
+        model = target.model or self.predictor.default_model
+        try:
+            if isinstance(target, ImageUpload):
+                document = self._predict(upload, model, target.version)
+            else:
+                document = self._submit(upload, target, model)
+        except ModelrunError as exc:
+            if exc.status >= 500:
+                raise
+            logger.info("upload not processed", key=upload.key, code=exc.code, reason=exc.message)
+            document = error_document(upload, exc, model=model, at=now_iso())
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=target.result_key,
+            Body=json.dumps(document, ensure_ascii=False).encode("utf-8"),
+            ContentType="application/json",
+        )
+        logger.info("upload processed", key=upload.key, result_key=target.result_key, code=_code(document))
+        return {"result_key": target.result_key, "result": document}
+
+    def _predict(self, upload: UploadedObject, model: str, version: str | None) -> dict[str, Any]:
+        self.predictor.registry.get(model, version)  # an unknown model fails before the image is read
+        image = self.images.read(upload.bucket, upload.key, max_bytes=self.predictor.limits.max_bytes)
+        prediction = self.predictor.predict(image, model=model, version=version)
+        return prediction_document(upload, prediction, at=now_iso())
+
+    def _submit(self, upload: UploadedObject, target: ListUpload, model: str) -> dict[str, Any]:
+        version = resolve_version(self.submitter.registry, model, target.version)
+        submitted = self.submitter.submit(BatchRequest.parse(target.batch_body(), self.submitter.limits))
+        return submitted_document(upload, submitted, model=model, version=version, at=now_iso())
+
+
+def _code(document: dict[str, Any]) -> str:
+    error = document.get("error")
+    return str(error["code"]) if error else ("submitted" if "batch_id" in document else "predicted")
