@@ -30,10 +30,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.batches import BatchSubmitter
 from modelrun.config import require_env
+from modelrun.images.decode import Limits
 from modelrun.jobs import JobStore
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun.storage import ImageStore
 from modelrun.uploads import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 

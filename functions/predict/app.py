@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelrun.api import create_resolver, parse_image_request
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun.storage import ImageStore
 
 logger = Logger()

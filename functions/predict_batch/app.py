@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.batches import Chunk, ChunkPredictor
 from modelrun.config import int_env, require_env
+from modelrun.images.decode import Limits
 from modelrun.jobs import JobStore
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 from modelrun.storage import ImageStore
 
 logger = Logger()

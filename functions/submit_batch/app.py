@@ -18,7 +18,7 @@ from modelrun.api import batch_links, create_resolver, header, json_body
 from modelrun.batches import BatchRequest, BatchSubmitter
 from modelrun.config import require_env
 from modelrun.jobs import JobStore
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 
 logger = Logger()
 tracer = Tracer()

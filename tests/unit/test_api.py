@@ -32,9 +32,9 @@ from modelrun.errors import (
     UnknownModel,
     UnsupportedMediaType,
 )
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun_local.template import Template
 from tests.modelfactory import make_model
 

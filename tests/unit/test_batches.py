@@ -36,6 +36,7 @@ from modelrun.errors import (
     UnknownModel,
 )
 from modelrun.faults import Faults
+from modelrun.images.decode import DEFAULT_MAX_BYTES, Limits
 from modelrun.jobs import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
@@ -50,8 +51,7 @@ from modelrun.jobs import (
     plain,
 )
 from modelrun.manifest import SUBMIT_MARGIN_MS
-from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 from modelrun.storage import ImageStore
 from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, batch_aws, digit_samples, true_label
 

@@ -17,9 +17,9 @@ import pytest
 
 from modelrun.batches import BatchSubmitter
 from modelrun.errors import TransientFailure
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun.storage import ImageStore
 from modelrun.uploads import (
     Ignored,

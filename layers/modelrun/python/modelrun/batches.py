@@ -19,6 +19,7 @@ from aws_lambda_powertools import Logger
 from modelrun.errors import Conflict, InvalidRequest, ModelrunError, UnknownModel
 from modelrun.failures import as_transient, is_transient
 from modelrun.faults import Faults
+from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
 from modelrun.jobs import (
     COMPLETED,
@@ -48,9 +49,10 @@ from modelrun.manifest import (
     until_deadline,
     write_manifest,
 )
-from modelrun.preprocess import Limits, preprocess
-from modelrun.registry import LoadedModel, ModelRegistry
+from modelrun.models.onnx import LoadedModel
+from modelrun.models.registry import ModelRegistry
 from modelrun.storage import ImageStore
+from modelrun.transforms.pipeline import preprocess
 
 logger = Logger(child=True)
 

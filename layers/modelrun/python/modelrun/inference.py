@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from modelrun.registry import LoadedModel
-    from modelrun.spec import ModelSpec
+    from modelrun.models.onnx import LoadedModel
+    from modelrun.models.spec import ModelSpec
 
 SCORE_DECIMALS = 6
 

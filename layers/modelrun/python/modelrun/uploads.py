@@ -36,7 +36,7 @@ from modelrun.batches import BatchRequest, BatchSubmitter, resolve_version
 from modelrun.errors import ModelrunError
 from modelrun.jobs import now_iso
 from modelrun.manifest import MAX_KEY_LENGTH
-from modelrun.predictions import Predictor
+from modelrun.predict import Predictor
 from modelrun.storage import ImageStore
 
 logger = Logger(child=True)

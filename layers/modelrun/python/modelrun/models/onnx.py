@@ -1,16 +1,13 @@
-"""Model discovery and loading: ``<root>/<name>/<version>/{model.onnx,model.json}`` to a ready ONNX session.
+"""The ONNX Runtime side of a model: the session, its thread settings, and the check of model.json against the graph.
 
-A model is loaded once per (name, version) and cached for the life of the process (the Lambda execution
-environment); loading checks model.json against the graph so a mismatch fails at load with the field named,
-not later with a shape error from ONNX Runtime.
+Loading checks model.json against the graph so a mismatch fails at load with the field named, not later with a shape
+error from ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
-import threading
 import time
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -19,9 +16,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from modelrun.errors import ModelConfigError, UnknownModel
+from modelrun.errors import ModelConfigError
 from modelrun.inference import softmax
-from modelrun.spec import NAME_PATTERN, VERSION_PATTERN, ModelSpec, load_spec
+from modelrun.models.spec import ModelSpec, load_spec
 
 MODEL_FILE: Final = "model.onnx"
 SPEC_FILE: Final = "model.json"
@@ -43,7 +40,6 @@ _ORT_LOAD_ERRORS: Final = (
     RuntimeError,
     ValueError,
 )
-_VERSION_PARTS: Final = re.compile(r"(\d+)")
 
 Dim = int | str | None
 
@@ -60,13 +56,6 @@ def default_threads() -> int:
         return cpus
     vcpus = min(max(math.ceil(int(raw) / LAMBDA_MB_PER_VCPU), 1), LAMBDA_MAX_VCPUS)
     return min(vcpus, cpus)
-
-
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that compares digit runs as numbers: ``"9" < "10"``, ``"1.2" < "1.10"``."""
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in _VERSION_PARTS.split(version) if part != ""
-    )
 
 
 class LoadedModel:
@@ -128,106 +117,6 @@ class LoadedModel:
         if spec.output.type == "logits":
             out = softmax(out)
         return out
-
-
-class ModelRegistry:
-    """The models under ``root``, loaded lazily and cached.
-
-    Thread-safe: concurrent :meth:`get` calls for the same model load it once.
-    """
-
-    def __init__(self, root: Path, *, intra_op_threads: int | None = None) -> None:
-        self.root = Path(root)
-        self.intra_op_threads = intra_op_threads if intra_op_threads is not None else default_threads()
-        self._loaded: dict[tuple[str, str], LoadedModel] = {}
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def names(self) -> list[str]:
-        """Model names that have at least one version folder with a model.json, sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            entry.name
-            for entry in self.root.iterdir()
-            if NAME_PATTERN.fullmatch(entry.name) and self._version_folders(entry.name)
-        )
-
-    def versions(self, name: str) -> list[str]:
-        """Versions of ``name``, oldest first, numeric-aware (``"10"`` after ``"9"``).
-
-        Raises:
-            UnknownModel: no model of that name.
-        """
-        versions = self._version_folders(name) if NAME_PATTERN.fullmatch(name) else []
-        if not versions:
-            raise UnknownModel(
-                f"unknown model {_quote(name)}; available models: {_listing(self.names())}",
-                model=name,
-                available=self.names(),
-            )
-        return versions
-
-    def list_models(self) -> list[ModelSpec]:
-        """Every version's spec, sorted by name then version.
-
-        Raises:
-            ModelConfigError: a model.json is invalid (fail fast rather than hide a broken model).
-        """
-        return [
-            load_spec(self.root / name / version / SPEC_FILE)
-            for name in self.names()
-            for version in self.versions(name)
-        ]
-
-    def get(self, name: str, version: str | None = None) -> LoadedModel:
-        """The loaded model, loading it on first use.
-
-        Args:
-            name: model name (the ``<name>`` folder).
-            version: a version, or None for the latest one.
-
-        Raises:
-            UnknownModel: no such name or version (the message lists what exists).
-            ModelConfigError: model.json or model.onnx is invalid or they disagree.
-        """
-        if version is not None:
-            cached = self._loaded.get((name, version))
-            if cached is not None:
-                return cached
-        available = self.versions(name)
-        if version is None:
-            version = available[-1]
-        elif version not in available:
-            raise UnknownModel(
-                f"model {_quote(name)} has no version {_quote(version)}; available versions: {_listing(available)}",
-                model=name,
-                version=version,
-                available=available,
-            )
-        key = (name, version)
-        cached = self._loaded.get(key)
-        if cached is not None:
-            return cached
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            cached = self._loaded.get(key)
-            if cached is None:
-                cached = load_model(self.root / name / version, intra_op_threads=self.intra_op_threads)
-                self._loaded[key] = cached
-        return cached
-
-    def _version_folders(self, name: str) -> list[str]:
-        folder = self.root / name
-        if not folder.is_dir():
-            return []
-        found = [
-            entry.name
-            for entry in folder.iterdir()
-            if VERSION_PATTERN.fullmatch(entry.name) and (entry / SPEC_FILE).is_file()
-        ]
-        return sorted(found, key=version_key)
 
 
 def load_model(folder: Path, *, intra_op_threads: int) -> LoadedModel:

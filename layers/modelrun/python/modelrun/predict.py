@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
-from modelrun.preprocess import Limits, preprocess
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
+from modelrun.transforms.pipeline import preprocess
 
 
 def _ms(start: float) -> float:
