@@ -10,8 +10,15 @@ from typing import Final
 
 from modelrun.decoders.base import Dim, FailFn, Mask, TaskDecoder
 from modelrun.decoders.classification import ClassificationDecoder
+from modelrun.decoders.multilabel import MultilabelDecoder
 
-_DECODERS: Final[dict[str, TaskDecoder]] = {decoder.task: decoder for decoder in (ClassificationDecoder(),)}
+_DECODERS: Final[dict[str, TaskDecoder]] = {
+    decoder.task: decoder
+    for decoder in (
+        ClassificationDecoder(),
+        MultilabelDecoder(),
+    )
+}
 
 TASKS: Final[tuple[str, ...]] = tuple(_DECODERS)
 """The task names model.json's ``task`` accepts."""

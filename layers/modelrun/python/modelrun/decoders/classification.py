@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -10,8 +9,7 @@ from typing import Any, Final
 import numpy as np
 
 from modelrun.decoders.base import Dim, FailFn
-from modelrun.decoders.common import OutputSection, graph_output, score, show_shape, static
-from modelrun.errors import ModelConfigError
+from modelrun.decoders.common import OutputSection, check_one_score_per_label, score, scores_per_label
 from modelrun.transforms import Geometry
 
 OUTPUT_TYPES: Final = ("probabilities", "logits")
@@ -104,16 +102,7 @@ class ClassificationDecoder:
         Raises:
             Whatever ``fail`` raises: on ``output.name`` or ``labels``.
         """
-        shape = graph_output(outputs, config.name, "output.name", fail)
-        per_image = [static(dim) for dim in shape[1:]]
-        if per_image and None not in per_image:
-            classes = math.prod(dim for dim in per_image if dim is not None)
-            if classes != len(labels):
-                fail(
-                    "labels",
-                    f'has {len(labels)} entries but the graph output "{config.name}" shape {show_shape(shape)} '
-                    f"has {classes} classes",
-                )
+        check_one_score_per_label(outputs, config.name, labels, fail)
 
     def decode(
         self,
@@ -127,13 +116,7 @@ class ClassificationDecoder:
         Raises:
             ModelConfigError: the output does not hold one score per label.
         """
-        scores = np.asarray(outputs[config.name]).reshape(-1)
-        if scores.shape[0] != len(labels):
-            raise ModelConfigError(
-                f'labels has {len(labels)} entries but output "{config.name}" returned {scores.shape[0]} scores '
-                "per image",
-                field="labels",
-            )
+        scores = scores_per_label(outputs, config.name, labels)
         probs = softmax(scores) if config.type == "logits" else scores.astype(np.float32, copy=False)
         return rank(probs, labels, config.top_k).to_dict()
 

@@ -10,6 +10,7 @@ from typing import Any, Final
 import numpy as np
 
 from modelrun.decoders.base import Dim, FailFn
+from modelrun.errors import ModelConfigError
 
 SCORE_DECIMALS: Final = 6
 BOX_DECIMALS: Final = 2
@@ -107,6 +108,41 @@ def graph_output(outputs: Mapping[str, Sequence[Dim]], name: str, field: str, fa
         listing = ", ".join(f'"{known}"' for known in outputs) or "none"
         fail(field, f'"{name}" is not an output of the graph; graph outputs: {listing}')
     return list(outputs[name])
+
+
+def check_one_score_per_label(
+    outputs: Mapping[str, Sequence[Dim]], name: str, labels: tuple[str, ...], fail: FailFn
+) -> None:
+    """The output ``name`` exists and, when its per-image dims are all static, holds one score per label.
+
+    Raises:
+        Whatever ``fail`` raises: on ``output.name`` or ``labels``.
+    """
+    shape = graph_output(outputs, name, "output.name", fail)
+    per_image = [static(dim) for dim in shape[1:]]
+    if per_image and None not in per_image:
+        classes = math.prod(dim for dim in per_image if dim is not None)
+        if classes != len(labels):
+            fail(
+                "labels",
+                f'has {len(labels)} entries but the graph output "{name}" shape {show_shape(shape)} has {classes} '
+                "classes",
+            )
+
+
+def scores_per_label(outputs: Mapping[str, np.ndarray], name: str, labels: tuple[str, ...]) -> np.ndarray:
+    """One image's output ``name`` flattened to one float64 score per label.
+
+    Raises:
+        ModelConfigError: the output holds another number of values (a dynamic dim the load could not check).
+    """
+    scores = np.asarray(outputs[name], dtype=np.float64).reshape(-1)
+    if scores.shape[0] != len(labels):
+        raise ModelConfigError(
+            f'labels has {len(labels)} entries but output "{name}" returned {scores.shape[0]} scores per image',
+            field="labels",
+        )
+    return scores
 
 
 def static(dim: Dim) -> int | None:
