@@ -10,6 +10,7 @@ from typing import Final
 
 from modelrun.decoders.base import Dim, FailFn, Mask, TaskDecoder
 from modelrun.decoders.classification import ClassificationDecoder
+from modelrun.decoders.detection import DetectionDecoder
 from modelrun.decoders.multilabel import MultilabelDecoder
 
 _DECODERS: Final[dict[str, TaskDecoder]] = {
@@ -17,6 +18,7 @@ _DECODERS: Final[dict[str, TaskDecoder]] = {
     for decoder in (
         ClassificationDecoder(),
         MultilabelDecoder(),
+        DetectionDecoder(),
     )
 }
 
