@@ -12,6 +12,7 @@ from modelrun.decoders.base import Dim, FailFn, Mask, TaskDecoder
 from modelrun.decoders.classification import ClassificationDecoder
 from modelrun.decoders.detection import DetectionDecoder
 from modelrun.decoders.multilabel import MultilabelDecoder
+from modelrun.decoders.segmentation import SegmentationDecoder
 
 _DECODERS: Final[dict[str, TaskDecoder]] = {
     decoder.task: decoder
@@ -19,6 +20,7 @@ _DECODERS: Final[dict[str, TaskDecoder]] = {
         ClassificationDecoder(),
         MultilabelDecoder(),
         DetectionDecoder(),
+        SegmentationDecoder(),
     )
 }
 
