@@ -546,7 +546,7 @@ def bare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     registry = ModelRegistry(Path(spec["models_dir"]))
     loaded = registry.get(spec["model"])
     session, model_spec, limits = loaded.session, loaded.spec, Limits.from_env()
-    input_name, output_name = model_spec.input.name, model_spec.output.name
+    input_name, output_name = model_spec.input_name, model_spec.output.name
 
     def run_batches(size: int, subset: Sequence[bytes]) -> float:
         """Decode + preprocess ``size`` images, one ``session.run`` on them, and so on; the seconds spent preparing."""

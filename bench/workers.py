@@ -104,7 +104,7 @@ def warm(args: argparse.Namespace) -> dict[str, Any]:
         limits = module.predictor.limits
         spec = loaded.spec
         session = loaded.session
-        feeds_name, output_name = spec.input.name, spec.output.name
+        feeds_name, output_name = spec.input_name, spec.output.name
         ready_batch = preprocess(image, spec, limits)[np.newaxis]
         encoded_event = json.dumps(harness.prediction_event(image, args.model))
 

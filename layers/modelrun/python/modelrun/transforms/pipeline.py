@@ -1,7 +1,15 @@
-"""A decoded image to the model's input tensor (resize, colour mode, normalisation, layout)."""
+"""A decoded image through model.json's transforms to the model's input array, with the geometry of the way there.
+
+The pipeline first brings any Pillow mode to the model's colour mode (transparency composited onto white, 16-bit
+scaled to 0..255), runs the image steps in order, makes a float32 array (a grey plane is repeated to three channels
+for a colour model, BGR reverses the channels), then normalises, casts and lays it out. A flat ``input`` section
+expands to the same steps (:meth:`~modelrun.models.spec.InputSpec.steps`), so it gives the tensor it always gave.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -10,56 +18,167 @@ from PIL import Image
 from modelrun.errors import UnsupportedMediaType
 from modelrun.images.decode import Limits, decode_image
 from modelrun.models.spec import InputSpec, ModelSpec
-
-_RESAMPLING: Final = {
-    "nearest": Image.Resampling.NEAREST,
-    "box": Image.Resampling.BOX,
-    "bilinear": Image.Resampling.BILINEAR,
-    "hamming": Image.Resampling.HAMMING,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+from modelrun.transforms.geometry import Geometry
+from modelrun.transforms.steps import (
+    COLOR_MODES,
+    DEFAULT_COLOR_MODE,
+    DEFAULT_DTYPE,
+    DEFAULT_LAYOUT,
+    CenterCrop,
+    Color,
+    Dtype,
+    ImageStep,
+    Layout,
+    Letterbox,
+    Normalize,
+    PadToMultiple,
+    Resize,
+    Step,
+    needs_rgb,
+)
 
 _SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _WHITE: Final = 255
 
 
-def to_tensor(img: Image.Image, spec: InputSpec) -> np.ndarray:
-    """Resize, normalise and lay out one image as the model's input, without the batch dimension.
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """What the transforms guarantee about one side of the input, whatever the image.
 
-    Steps: convert to the model's colour mode (transparency composited onto white, 16-bit scaled to 0..255),
-    resize to ``spec.size`` with ``spec.resample``, then ``(pixel * scale - mean) / std`` per channel (skipped
-    for ``uint8``, which gets raw rounded pixels), then CHW or HWC, then the dtype.
+    Attributes:
+        fixed: the side's length when every image gets the same one, else None.
+        bound: the most it can be when it varies but is limited, else None (``fixed`` implies ``bound``).
+        by: the field that decides ``fixed`` (``transforms[2].size``, ``input.size``), for error messages.
+    """
+
+    fixed: int | None = None
+    bound: int | None = None
+    by: str = "transforms"
+
+
+UNBOUNDED: Final = Extent()
+
+
+class Pipeline:
+    """One model's transform steps, ready to run on images (stateless, shared across threads)."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = tuple(steps)
+        self.color = next((step for step in self.steps if isinstance(step, Color)), None)
+        self.color_mode = self.color.mode if self.color is not None else DEFAULT_COLOR_MODE
+        self.image_steps = [step for step in self.steps if isinstance(step, ImageStep)]
+        self.normalize = next((step for step in self.steps if isinstance(step, Normalize)), None)
+        self.dtype_step = next((step for step in self.steps if isinstance(step, Dtype)), None)
+        self.layout_step = next((step for step in self.steps if isinstance(step, Layout)), None)
+        self.dtype = self.dtype_step.dtype if self.dtype_step is not None else DEFAULT_DTYPE
+        self.layout = self.layout_step.layout if self.layout_step is not None else DEFAULT_LAYOUT
+        self._final = (
+            self.dtype_step or Dtype(DEFAULT_DTYPE),
+            self.layout_step or Layout(DEFAULT_LAYOUT),
+        )
+        self._pads_unevenly = any(
+            isinstance(step, CenterCrop | Letterbox | PadToMultiple) and needs_rgb(step.fill)
+            for step in self.image_steps
+        )
+
+    @property
+    def channels(self) -> int:
+        return COLOR_MODES[self.color_mode]
+
+    def run(self, image: Image.Image) -> tuple[np.ndarray, Geometry]:
+        """One image's input array (no batch dimension) and where its pixels came from.
+
+        Raises:
+            UnsupportedMediaType: a Pillow mode that cannot be converted to RGB.
+        """
+        plane = _to_color_mode(image, self.color_mode)
+        if self.channels == 3 and plane.mode != "RGB" and self._pads_unevenly:
+            # A grey plane stands for three equal channels; a fill that differs per channel needs real ones.
+            plane = _grey_to_rgb(plane)
+        width, height = image.size
+        geometry = Geometry.identity(height, width)
+        for step in self.image_steps:
+            plane, geometry = step.apply(plane, geometry, self.color_mode)
+
+        pixels = np.asarray(plane, dtype=np.float32)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, np.newaxis]
+        if self.channels == 3 and pixels.shape[2] == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        if self.color_mode == "BGR":
+            pixels = pixels[:, :, ::-1]
+        if self.normalize is not None:
+            pixels = self.normalize.apply(pixels)
+        for step in self._final:
+            pixels = step.apply(pixels)
+        return np.ascontiguousarray(pixels), geometry
+
+    def extents(self) -> tuple[Extent, Extent]:
+        """``(height, width)``: what the steps guarantee about the input's size, read from the steps alone."""
+        height, width = UNBOUNDED, UNBOUNDED
+        for step in self.image_steps:
+            if isinstance(step, Resize):
+                if step.size is not None and not step.keep_aspect:
+                    by = step.origin.field("size")
+                    height, width = Extent(step.size[0], step.size[0], by), Extent(step.size[1], step.size[1], by)
+                elif step.size is not None:
+                    height, width = Extent(bound=step.size[0]), Extent(bound=step.size[1])
+                elif step.longer is not None:
+                    height, width = Extent(bound=step.longer), Extent(bound=step.longer)
+                else:
+                    # The shorter side is N, but which side that is depends on the image: both can be anything.
+                    height, width = UNBOUNDED, UNBOUNDED
+            elif isinstance(step, CenterCrop | Letterbox):
+                by = step.origin.field("size")
+                height, width = Extent(step.size[0], step.size[0], by), Extent(step.size[1], step.size[1], by)
+            else:
+                height = _padded(height, step)
+                width = _padded(width, step)
+        return height, width
+
+    def image_shape(self) -> tuple[int | None, int | None, int | None]:
+        """One image's array shape in the pipeline's layout, None where it depends on the image."""
+        height, width = (extent.fixed for extent in self.extents())
+        if self.layout == "NCHW":
+            return (self.channels, height, width)
+        return (height, width, self.channels)
+
+
+def to_tensor(img: Image.Image, spec: InputSpec) -> np.ndarray:
+    """The input array the flat ``input`` shorthand makes of one image (no batch dimension).
 
     Returns:
         Array of shape ``spec.image_shape`` and dtype ``spec.dtype``.
     """
-    plane = _to_color_mode(img, spec.color_mode)
-    target = (spec.width, spec.height)
-    if plane.size != target:
-        plane = plane.resize(target, _RESAMPLING[spec.resample])
-    pixels = np.asarray(plane, dtype=np.float32)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, np.newaxis]
-    if spec.channels == 3 and pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
-    if spec.color_mode == "BGR":
-        pixels = pixels[:, :, ::-1]
-
-    if spec.dtype == "uint8":
-        tensor = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-    else:
-        mean = np.asarray(spec.mean, dtype=np.float32)
-        std = np.asarray(spec.std, dtype=np.float32)
-        tensor = ((pixels * np.float32(spec.scale) - mean) / std).astype(spec.dtype)
-    if spec.layout == "NCHW":
-        tensor = tensor.transpose(2, 0, 1)
-    return np.ascontiguousarray(tensor)
+    tensor, _ = Pipeline(spec.steps()).run(img)
+    return tensor
 
 
 def preprocess(data: bytes, spec: ModelSpec, limits: Limits) -> np.ndarray:
-    """Decode untrusted image bytes and turn them into the model's input tensor (see :func:`to_tensor`)."""
-    return to_tensor(decode_image(data, limits), spec.input)
+    """Decode untrusted image bytes and run the model's transforms: its one input array, without geometry.
+
+    Raises:
+        InvalidImage, UnsupportedMediaType, ImageTooLarge: as :func:`~modelrun.images.decode.decode_image`.
+    """
+    tensor, _ = Pipeline(spec.transforms).run(decode_image(data, limits))
+    return tensor
+
+
+def _padded(extent: Extent, step: PadToMultiple) -> Extent:
+    multiple = step.multiple
+    if extent.fixed is not None:
+        fixed = -(-extent.fixed // multiple) * multiple
+        by = extent.by if fixed == extent.fixed else step.origin.field("multiple")
+        return Extent(fixed, fixed, by)
+    if extent.bound is not None:
+        return Extent(bound=-(-extent.bound // multiple) * multiple)
+    return extent
+
+
+def _grey_to_rgb(plane: Image.Image) -> Image.Image:
+    if plane.mode == "F":
+        plane = Image.fromarray(np.clip(np.rint(np.asarray(plane)), 0, 255).astype(np.uint8))
+    return plane.convert("RGB")
 
 
 def _to_color_mode(img: Image.Image, color_mode: str) -> Image.Image:
