@@ -48,7 +48,7 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     result = predictor.predict(image, model=request.model, version=request.version)
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     metrics.add_metadata(key="model", value=f"{result['model']}/{result['version']}")
-    logger.info("prediction made", model=result["model"], version=result["version"], label=result["label"])
+    logger.info("prediction made", model=result["model"], version=result["version"], label=result.get("label"))
     return result, 200
 
 
