@@ -331,7 +331,7 @@ def _boxes_candidates(
             field="output.scores",
         )
     if config.count is not None:
-        real = int(np.asarray(outputs[config.count]).reshape(-1)[0])
+        real = max(0, int(np.asarray(outputs[config.count]).reshape(-1)[0]))
         boxes, scores, classes = boxes[:real], scores[:real], classes[:real]
 
     if config.box_format == "yxyx":
