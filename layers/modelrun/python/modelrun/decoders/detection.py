@@ -245,7 +245,7 @@ def _check_yolo(
         fail(
             "output.objectness",
             f"is {str(config.objectness).lower()}, but {where} has {features} features per anchor for "
-            f"{len(labels)} labels: {features - len(labels)} before the class scores",
+            f"{len(labels)} labels: {features - len(labels)} before the class scores (or labels has the wrong count)",
         )
     fail(
         "labels",
