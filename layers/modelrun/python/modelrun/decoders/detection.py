@@ -245,7 +245,7 @@ def _check_yolo(
         fail(
             "output.objectness",
             f"is {str(config.objectness).lower()}, but {where} has {features} features per anchor for "
-            f"{len(labels)} labels: {features - len(labels)} before the class scores",
+            f"{len(labels)} labels: {features - len(labels)} before the class scores (or labels has the wrong count)",
         )
     fail(
         "labels",
@@ -331,7 +331,7 @@ def _boxes_candidates(
             field="output.scores",
         )
     if config.count is not None:
-        real = int(np.asarray(outputs[config.count]).reshape(-1)[0])
+        real = max(0, int(np.asarray(outputs[config.count]).reshape(-1)[0]))
         boxes, scores, classes = boxes[:real], scores[:real], classes[:real]
 
     if config.box_format == "yxyx":
