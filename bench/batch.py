@@ -4,9 +4,9 @@ large batch costs on the submit path and in the local Step Functions interpreter
 1. Throughput: the local stack (LocalRuntime, in its own process) predicts a batch submitted with ``POST /batches``;
    images/s from the client's submit to the poll that sees a terminal status, and from the job's own
    ``timings.started_at``/``finished_at``. Every (chunk_size, max_concurrency) pair, repeated, medians reported.
-2. Bare: the same image bytes from memory, ``modelrun.preprocess.preprocess`` and ``session.run`` on the registry's
-   session with the PredictBatchFunction's thread setting, in its own process; after each batch, in batches of the
-   batch's chunk size (the efficiency pairs the two), and once a round image by image.
+2. Bare: the same image bytes from memory, ``modelrun.transforms.pipeline.preprocess`` and ``session.run`` on the
+   registry's session with the PredictBatchFunction's thread setting, in its own process; after each batch, in
+   batches of the batch's chunk size (the efficiency pairs the two), and once a round image by image.
 3. Memory: ``write_manifest`` over a generator of keys and over ``prefix_keys`` of objects in moto S3, each in a
    fresh process, against a process that only sets up the same modules; then the local stack running a batch of
    keys that name missing objects (each becomes an ``image_not_found`` outcome) through the state machine.
@@ -485,9 +485,10 @@ def probe_costs(
 
     from modelrun.aws.s3 import ImageStore
     from modelrun.batches.store import PREDICTED, JobStore, Outcome
+    from modelrun.images.decode import Limits
     from modelrun.inference import predict_arrays
-    from modelrun.preprocess import Limits, preprocess
-    from modelrun.registry import ModelRegistry
+    from modelrun.models.registry import ModelRegistry
+    from modelrun.transforms.pipeline import preprocess
 
     limits = Limits.from_env()
     over_http = boto3.client("s3", region_name=runtime.region, endpoint_url=runtime.aws_endpoint)
@@ -537,14 +538,15 @@ def bare_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """
     import numpy as np
 
-    from modelrun.preprocess import Limits, preprocess
-    from modelrun.registry import ModelRegistry
+    from modelrun.images.decode import Limits
+    from modelrun.models.registry import ModelRegistry
+    from modelrun.transforms.pipeline import preprocess
 
     images = [data for _, data in read_inputs(Path(spec["inputs"]))]
     registry = ModelRegistry(Path(spec["models_dir"]))
     loaded = registry.get(spec["model"])
     session, model_spec, limits = loaded.session, loaded.spec, Limits.from_env()
-    input_name, output_name = model_spec.input.name, model_spec.output.name
+    input_name, output_name = model_spec.input_name, model_spec.output.name
 
     def run_batches(size: int, subset: Sequence[bytes]) -> float:
         """Decode + preprocess ``size`` images, one ``session.run`` on them, and so on; the seconds spent preparing."""

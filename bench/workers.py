@@ -77,7 +77,7 @@ def cold_import(args: argparse.Namespace) -> dict[str, Any]:
 
 def cold_load(args: argparse.Namespace) -> dict[str, Any]:
     """``ModelRegistry.get`` in a fresh process, ONNX Runtime already imported (its import is not timed)."""
-    from modelrun.registry import ModelRegistry
+    from modelrun.models.registry import ModelRegistry
 
     registry = ModelRegistry(Path(args.models_dir))
     started = time.perf_counter()
@@ -95,7 +95,7 @@ def warm(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from moto import mock_aws
 
-    from modelrun.preprocess import preprocess
+    from modelrun.transforms.pipeline import preprocess
 
     image = Path(args.image).read_bytes()
     with mock_aws():
@@ -104,7 +104,7 @@ def warm(args: argparse.Namespace) -> dict[str, Any]:
         limits = module.predictor.limits
         spec = loaded.spec
         session = loaded.session
-        feeds_name, output_name = spec.input.name, spec.output.name
+        feeds_name, output_name = spec.input_name, spec.output.name
         ready_batch = preprocess(image, spec, limits)[np.newaxis]
         encoded_event = json.dumps(harness.prediction_event(image, args.model))
 

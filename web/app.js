@@ -157,9 +157,11 @@
   function describeModel(spec) {
     const parts = [];
     if (spec.description) parts.push(spec.description);
-    if (spec.input && Array.isArray(spec.input.size)) {
-      parts.push(`input ${spec.input.size.join("×")} ${spec.input.color_mode || ""}`.trim());
-    }
+    const steps = Array.isArray(spec.transforms) ? spec.transforms : [];
+    const sized = steps.filter((step) => Array.isArray(step.size) && !step.keep_aspect).pop();
+    const color = steps.find((step) => step.op === "color");
+    if (sized) parts.push(`input ${sized.size.join("×")} ${color ? color.mode : "RGB"}`);
+    if (spec.task && spec.task !== "classification") parts.push(spec.task);
     if (Array.isArray(spec.labels)) parts.push(`${spec.labels.length} labels`);
     return parts.join(" · ");
   }

@@ -61,10 +61,21 @@ def format_prediction(result: Mapping[str, Any]) -> str:
 
 
 def _input_summary(spec: Mapping[str, Any]) -> str:
-    model_input = spec.get("input") or {}
-    size = model_input.get("size") or []
+    """``8x8 L NCHW``: the input size the transforms fix (their last sized step), colour mode and layout."""
+    size: list[Any] = []
+    mode = layout = None
+    for step in spec.get("transforms") or []:
+        if step.get("op") == "color":
+            mode = step.get("mode")
+        elif step.get("op") == "layout":
+            layout = step.get("layout")
+        elif step.get("op") in ("resize", "center_crop", "letterbox") and step.get("size"):
+            size = step["size"]
+        elif step.get("op") == "resize":
+            side = step.get("shorter") or step.get("longer")
+            size = [f"~{side}"] if side else size
     shape = "x".join(str(side) for side in size)
-    return " ".join(part for part in (shape, model_input.get("color_mode"), model_input.get("layout")) if part)
+    return " ".join(part for part in (shape, mode, layout) if part)
 
 
 def _shorten(text: Any, width: int = DESCRIPTION_WIDTH) -> str:

@@ -32,9 +32,9 @@ from modelrun.aws.s3 import ImageStore
 from modelrun.batches.store import JobStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun.uploads.triggers import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 
 logger = Logger()

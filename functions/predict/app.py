@@ -15,9 +15,9 @@ from modelrun.config import require_env
 from modelrun.errors import UnknownModel
 from modelrun.http.requests import parse_image_request
 from modelrun.http.resolver import create_resolver
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 
 logger = Logger()
 tracer = Tracer()
@@ -49,7 +49,7 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     result = predictor.predict(image, model=request.model, version=request.version)
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     metrics.add_metadata(key="model", value=f"{result['model']}/{result['version']}")
-    logger.info("prediction made", model=result["model"], version=result["version"], label=result["label"])
+    logger.info("prediction made", model=result["model"], version=result["version"], label=result.get("label"))
     return result, 200
 
 

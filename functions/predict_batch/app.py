@@ -15,8 +15,8 @@ from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import Chunk, ChunkPredictor
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
 
 logger = Logger()
 tracer = Tracer()

@@ -24,8 +24,8 @@ from modelrun.batches.close import BatchCloser
 from modelrun.batches.recovery import DeadLetter, Recoverer, parse_body
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
 
 logger = Logger()
 tracer = Tracer()

@@ -21,7 +21,7 @@ from modelrun.config import require_env
 from modelrun.http.links import batch_links
 from modelrun.http.requests import header, json_body
 from modelrun.http.resolver import create_resolver
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 
 logger = Logger()
 tracer = Tracer()

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
-from modelrun.preprocess import Limits, preprocess
-from modelrun.registry import LoadedModel, ModelRegistry
+from modelrun.models.onnx import LoadedModel
+from modelrun.models.registry import ModelRegistry
+from modelrun.transforms.pipeline import preprocess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_ROOT = REPO_ROOT / "models"

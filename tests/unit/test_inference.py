@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from modelrun.inference import Prediction, postprocess, predict_arrays, softmax
-from modelrun.registry import ModelRegistry
-from modelrun.spec import ModelSpec, parse_spec
+from modelrun.models.registry import ModelRegistry
+from modelrun.models.spec import ModelSpec, parse_spec
 from tests.modelfactory import make_model, merge, spec_dict
 
 

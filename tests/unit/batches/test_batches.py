@@ -44,8 +44,8 @@ from modelrun.errors import (
     TransientFailure,
     UnknownModel,
 )
-from modelrun.preprocess import DEFAULT_MAX_BYTES, Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import DEFAULT_MAX_BYTES, Limits
+from modelrun.models.registry import ModelRegistry
 from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, batch_aws, digit_samples, true_label
 
 LIMITS = BatchLimits()

@@ -497,7 +497,16 @@ def test_the_model_table_marks_the_default_model() -> None:
     catalogue = {
         "default_model": "digits",
         "models": [
-            {"name": "digits", "version": "1", "input": {"size": [8, 8], "color_mode": "L", "layout": "NCHW"}},
+            {
+                "name": "digits",
+                "version": "1",
+                "input": {"name": "image"},
+                "transforms": [
+                    {"op": "color", "mode": "L"},
+                    {"op": "resize", "size": [8, 8], "resample": "box"},
+                    {"op": "layout", "layout": "NCHW"},
+                ],
+            },
             {"name": "other", "version": "2", "labels": ["a", "b"], "description": "x " * 80},
         ],
     }

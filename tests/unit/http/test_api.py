@@ -25,9 +25,9 @@ from modelrun.errors import (
 )
 from modelrun.http.requests import IMAGE_CONTENT_TYPES, S3Ref, json_body, parse_image_request, query_int
 from modelrun.http.resolver import create_resolver, error_response
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun_local.template import Template
 from tests.modelfactory import make_model
 

@@ -18,9 +18,9 @@ import pytest
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import TransientFailure
-from modelrun.predictions import Predictor
-from modelrun.preprocess import Limits
-from modelrun.registry import ModelRegistry
+from modelrun.images.decode import Limits
+from modelrun.models.registry import ModelRegistry
+from modelrun.predict import Predictor
 from modelrun.uploads.triggers import (
     Ignored,
     ImageUpload,

@@ -87,6 +87,14 @@ class ModelConfigError(ModelrunError):
     status = 500
 
 
+class ModelCodeError(ModelrunError):
+    """A model's own code (its folder's ``preprocess`` or ``postprocess``) raised or returned something unusable for
+    one image. The message names the function, the exception type and its message; the traceback is only logged."""
+
+    code = "model_code_error"
+    status = 500
+
+
 class TransientFailure(ModelrunError):
     """Work that failed for a reason that may pass (throttling, a timeout, a service error): retry it.
 

@@ -18,9 +18,11 @@ from modelrun.batches.manifest import (
 )
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun.errors import ModelrunError
+from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
-from modelrun.preprocess import Limits, preprocess
-from modelrun.registry import LoadedModel, ModelRegistry
+from modelrun.models.onnx import LoadedModel
+from modelrun.models.registry import ModelRegistry
+from modelrun.transforms.pipeline import preprocess
 
 logger = Logger(child=True)
 

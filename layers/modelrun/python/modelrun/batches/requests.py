@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrun.errors import InvalidRequest, UnknownModel
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 
 
 @dataclass(frozen=True)

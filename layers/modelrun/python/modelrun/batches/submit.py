@@ -23,7 +23,7 @@ from modelrun.batches.manifest import (
 )
 from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
 from modelrun.batches.store import RECOVERING, JobStore, new_batch_id
-from modelrun.registry import ModelRegistry
+from modelrun.models.registry import ModelRegistry
 
 logger = Logger(child=True)
 

@@ -38,7 +38,7 @@ from modelrun.batches.requests import BatchRequest, resolve_version
 from modelrun.batches.store import now_iso
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import ModelrunError
-from modelrun.predictions import Predictor
+from modelrun.predict import Predictor
 
 logger = Logger(child=True)
 

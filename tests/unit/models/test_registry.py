@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelrun import registry as registry_module
 from modelrun.errors import ModelConfigError, UnknownModel
+from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
-from modelrun.preprocess import Limits, preprocess
-from modelrun.registry import LoadedModel, ModelRegistry, default_threads, version_key
+from modelrun.models import onnx as registry_module
+from modelrun.models.onnx import LoadedModel, default_threads
+from modelrun.models.registry import ModelRegistry, version_key
+from modelrun.transforms.pipeline import preprocess
 from tests.modelfactory import DELETE, make_model, write_spec
 
 RED, GREEN, BLUE = (230, 20, 20), (20, 230, 20), (20, 20, 230)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelrun.errors import ModelConfigError
-from modelrun.spec import ModelSpec, load_spec, parse_spec
+from modelrun.models.spec import ModelSpec, load_spec, parse_spec
 from tests.modelfactory import DELETE, merge, spec_dict
 
 SOURCE = "/models/tiny/1/model.json"

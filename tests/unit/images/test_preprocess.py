@@ -12,8 +12,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from modelrun.errors import ImageTooLarge, InvalidImage, ModelrunError, UnsupportedMediaType
-from modelrun.preprocess import Limits, decode_image, preprocess, sniff_format, to_tensor
-from modelrun.spec import InputSpec, parse_spec
+from modelrun.images.decode import Limits, decode_image, sniff_format
+from modelrun.models.spec import InputSpec, parse_spec
+from modelrun.transforms.pipeline import preprocess, to_tensor
 from tests.modelfactory import spec_dict
 
 RED = (255, 0, 0)

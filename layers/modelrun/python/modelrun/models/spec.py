@@ -1,10 +1,12 @@
-"""The model.json contract: what a model folder declares about its input, output and labels.
+"""The model.json contract: what a model folder declares about its task, input, transforms, output and labels.
 
 A model lives in ``<MODEL_ROOT>/<name>/<version>/`` as ``model.onnx`` plus ``model.json``. Every field of
 model.json is validated here, before the ONNX graph is opened; a wrong field raises
 :class:`~modelrun.errors.ModelConfigError` whose message starts with the file and names the field path
-(``input.layout``, ``labels[3]``, ...). Unknown keys are rejected too, so a typo cannot silently fall back to
-a default.
+(``input.layout``, ``transforms[2].size``, ``labels[3]``, ...). Unknown keys are rejected too, so a typo cannot
+silently fall back to a default. The ``output`` section is validated by the task's decoder
+(:func:`modelrun.decoders.decoder_for`), and the flat ``input`` shorthand expands to the equivalent transforms, so
+the rest of the platform only ever sees transforms.
 """
 
 from __future__ import annotations
@@ -12,11 +14,29 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from modelrun.decoders import TASKS, decoder_for
 from modelrun.errors import ModelConfigError
+from modelrun.transforms.steps import (
+    COLOR_MODES,
+    DEFAULT_COLOR_MODE,
+    DEFAULT_RESAMPLE,
+    DEFAULT_SCALE,
+    DTYPES,
+    LAYOUTS,
+    RESAMPLES,
+    Color,
+    Dtype,
+    Layout,
+    Normalize,
+    Origin,
+    Resize,
+    Step,
+    parse_steps,
+)
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 """A model name: lower-case, safe as a folder name and in a URL."""
@@ -24,19 +44,16 @@ NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VERSION_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A model version: safe as a folder name (no separators, cannot be ``.`` or ``..``)."""
 
-LAYOUTS: Final = ("NCHW", "NHWC")
-COLOR_MODES: Final = {"L": 1, "RGB": 3, "BGR": 3}
-DTYPES: Final = ("float32", "float16", "uint8")
-RESAMPLES: Final = ("nearest", "box", "bilinear", "hamming", "bicubic", "lanczos")
-OUTPUT_TYPES: Final = ("probabilities", "logits")
+CODE_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py")
+"""A user code file: a plain Python file name in the model folder (no separators, no leading dot)."""
 
-DEFAULT_SCALE: Final = 1 / 255
-DEFAULT_RESAMPLE: Final = "bilinear"
-MAX_DEFAULT_TOP_K: Final = 5
+DEFAULT_TASK: Final = "classification"
 
-_TOP_LEVEL_KEYS: Final = frozenset({"name", "version", "description", "input", "output", "labels", "top_k"})
+_TOP_LEVEL_KEYS: Final = frozenset(
+    {"name", "version", "description", "task", "input", "transforms", "output", "labels", "top_k", "code"}
+)
 _INPUT_KEYS: Final = frozenset({"name", "layout", "size", "color_mode", "dtype", "scale", "mean", "std", "resample"})
-_OUTPUT_KEYS: Final = frozenset({"name", "type"})
+_INPUT_NAME_ONLY: Final = frozenset({"name"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,18 @@ class InputSpec:
             return (self.channels, self.height, self.width)
         return (self.height, self.width, self.channels)
 
+    def steps(self) -> tuple[Step, ...]:
+        """The transforms this shorthand stands for; their errors name the shorthand's fields (``input.size``)."""
+        here = Origin("input")
+        steps: list[Step] = [
+            Color(self.color_mode, origin=Origin("input", (("mode", "color_mode"),))),
+            Resize(size=self.size, resample=self.resample, origin=here),
+        ]
+        if self.dtype != "uint8":
+            steps.append(Normalize(scale=self.scale, mean=self.mean, std=self.std, origin=here))
+        steps += [Dtype(self.dtype, origin=here), Layout(self.layout, origin=here)]
+        return tuple(steps)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -92,43 +121,63 @@ class InputSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class OutputSpec:
-    """Which graph output holds the class scores, and whether they are probabilities or raw logits."""
-
-    name: str
-    type: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type}
-
-
-@dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A validated model.json."""
+    """A validated model.json.
+
+    Two specs are equal when they run the same model the same way: a flat ``input`` section and the transforms it
+    expands to are the same spec (``input`` keeps the shorthand as written, for reference only).
+
+    Attributes:
+        task: one of :data:`modelrun.decoders.TASKS`.
+        input_name: the graph input the transforms feed.
+        transforms: the steps from image to input array (the shorthand's expansion when ``input`` was flat).
+        output: the task decoder's frozen output config, or None when user code's ``postprocess`` replaces it.
+        top_k: how many labels a classification reports; None for the other tasks.
+        code: the user code file in the model folder, or None.
+        input: the flat ``input`` shorthand when model.json used it, else None.
+    """
 
     name: str
     version: str
     description: str | None
-    input: InputSpec
-    output: OutputSpec
+    task: str
+    input_name: str
+    transforms: tuple[Step, ...]
+    output: Any
     labels: tuple[str, ...]
-    top_k: int
+    top_k: int | None
+    code: str | None = None
+    input: InputSpec | None = field(default=None, compare=False)
+
+    @property
+    def color_mode(self) -> str:
+        """The colour mode the transforms convert to (RGB when they name none)."""
+        color = next((step for step in self.transforms if isinstance(step, Color)), None)
+        return color.mode if color is not None else DEFAULT_COLOR_MODE
 
     @property
     def channels(self) -> int:
-        return self.input.channels
+        return COLOR_MODES[self.color_mode]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for API responses (same field names as model.json)."""
-        return {
+        """JSON-ready form for API responses, itself a valid model.json: the transforms always spelt out, the
+        output as the task's decoder describes it."""
+        shown: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "description": self.description,
-            "input": self.input.to_dict(),
-            "output": self.output.to_dict(),
-            "labels": list(self.labels),
-            "top_k": self.top_k,
+            "task": self.task,
+            "input": {"name": self.input_name},
+            "transforms": [step.to_dict() for step in self.transforms],
         }
+        if self.output is not None:
+            shown["output"] = decoder_for(self.task).describe(self.output)
+        shown["labels"] = list(self.labels)
+        if self.top_k is not None:
+            shown["top_k"] = self.top_k
+        if self.code is not None:
+            shown["code"] = self.code
+        return shown
 
 
 def load_spec(path: Path) -> ModelSpec:
@@ -194,8 +243,7 @@ def parse_spec(
 
     description = check.string(doc, "description", required=False) if "description" in doc else None
 
-    input_spec = _parse_input(check, doc)
-    output_spec = _parse_output(check, doc)
+    task = check.choice(doc, "task", TASKS, default=DEFAULT_TASK)
 
     raw_labels = check.present(doc, "labels")
     if not isinstance(raw_labels, list) or not raw_labels:
@@ -209,21 +257,38 @@ def parse_spec(
         seen.add(label)
     labels = tuple(raw_labels)
 
-    if "top_k" in doc:
-        top_k = check.integer(doc["top_k"], "top_k")
-        if not 1 <= top_k <= len(labels):
-            check.fail("top_k", f"must be between 1 and the number of labels ({len(labels)}), got {top_k}")
+    shorthand: InputSpec | None = None
+    if "transforms" in doc:
+        section = check.mapping(check.present(doc, "input"), "input", _INPUT_NAME_ONLY, with_transforms=True)
+        input_name = check.string(section, "name", prefix="input.")
+        transforms = parse_steps(doc["transforms"], check.fail)
     else:
-        top_k = min(MAX_DEFAULT_TOP_K, len(labels))
+        shorthand = _parse_input(check, doc)
+        input_name = shorthand.name
+        transforms = shorthand.steps()
+
+    code: str | None = None
+    if "code" in doc:
+        code = check.string(doc, "code")
+        if not CODE_PATTERN.fullmatch(code):
+            check.fail(
+                "code", f'must be a Python file name in the model folder, like "transforms.py", got {_show(code)}'
+            )
+
+    output, top_k = _parse_output(check, doc, task, labels, code)
 
     return ModelSpec(
         name=name,
         version=version,
         description=description,
-        input=input_spec,
-        output=output_spec,
+        task=task,
+        input_name=input_name,
+        transforms=transforms,
+        output=output,
         labels=labels,
         top_k=top_k,
+        code=code,
+        input=shorthand,
     )
 
 
@@ -272,11 +337,23 @@ def _parse_input(check: _Checker, doc: dict[str, Any]) -> InputSpec:
     )
 
 
-def _parse_output(check: _Checker, doc: dict[str, Any]) -> OutputSpec:
-    section = check.mapping(check.present(doc, "output"), "output", _OUTPUT_KEYS)
-    name = check.string(section, "name", prefix="output.")
-    kind = check.choice(section, "type", OUTPUT_TYPES, prefix="output.")
-    return OutputSpec(name=name, type=kind)
+def _parse_output(
+    check: _Checker, doc: dict[str, Any], task: str, labels: tuple[str, ...], code: str | None
+) -> tuple[Any, int | None]:
+    """The task decoder's output config (None when absent next to user code) and, for classification, ``top_k``."""
+    if "top_k" in doc and task != "classification":
+        check.fail("top_k", f'applies to task "classification" only, not "{task}"')
+    if "output" not in doc and code is not None:
+        # User code's postprocess may replace the decoder; the load checks that it does.
+        return None, None
+    section = check.present(doc, "output")
+    if task == "classification" and isinstance(section, dict):
+        if "top_k" in section:
+            check.fail("output.top_k", "is not a known key of output: top_k is a top-level field")
+        if "top_k" in doc:
+            section = {**section, "top_k": doc["top_k"]}
+    config = decoder_for(task).parse_output(section, labels, check.fail)
+    return config, getattr(config, "top_k", None)
 
 
 class _Checker:
@@ -288,12 +365,16 @@ class _Checker:
     def fail(self, field: str, problem: str) -> NoReturn:
         raise ModelConfigError(f"{self.source}: {field} {problem}", source=self.source, field=field)
 
-    def mapping(self, value: Any, field: str, allowed: frozenset[str]) -> dict[str, Any]:
+    def mapping(
+        self, value: Any, field: str, allowed: frozenset[str], *, with_transforms: bool = False
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             self.fail(field, f"must be a JSON object, got {_show(value)}")
         unknown = sorted(set(value) - allowed)
         if unknown:
             where = "" if field == "model.json" else f"{field}."
+            if with_transforms:
+                self.fail(f"{where}{unknown[0]}", 'does not go with "transforms": then input holds only "name"')
             self.fail(
                 f"{where}{unknown[0]}",
                 f"is not a known key (known keys: {', '.join(sorted(allowed))})",

@@ -1,0 +1,1 @@
+"""Image bytes to a decoded image: format sniffing, size limits and the decompression-bomb guard."""
