@@ -89,11 +89,6 @@ class Refusal:
     message: str
 
 
-MISMATCH = Refusal(
-    403,
-    "SignatureDoesNotMatch",
-    "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
-)
 UNSUPPORTED = Refusal(
     400,
     "InvalidRequest",
@@ -107,7 +102,15 @@ CONTENT_MISMATCH = Refusal(
 SKEWED = Refusal(
     403, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large."
 )
-# What each error shape calls an unknown key and a missing signature.
+# What each error shape calls a wrong signature, an unknown key and a missing signature.
+SIGNATURE_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+)
+MISMATCH = {
+    "s3": Refusal(403, "SignatureDoesNotMatch", SIGNATURE_MESSAGE),
+    "json": Refusal(403, "InvalidSignatureException", SIGNATURE_MESSAGE),
+    "query": Refusal(403, "SignatureDoesNotMatch", SIGNATURE_MESSAGE),
+}
 UNKNOWN_KEY = {
     "s3": Refusal(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
     "json": Refusal(403, "UnrecognizedClientException", "The security token included in the request is invalid."),
@@ -328,13 +331,13 @@ def authenticate(request: HttpRequest, signed: Signed, credentials: LocalCredent
     if not _same(signed.key_id, credentials.access_key_id):
         return UNKNOWN_KEY[shape]
     if signed.version == 4 and ("host" not in signed.signed_headers or signed.date != signed.timestamp[:8]):
-        return MISMATCH
+        return MISMATCH[shape]
     out_of_time = _outside_validity(signed, now)
     if out_of_time is not None:
         return out_of_time
     expected = expected_signature(request, signed, credentials.secret_access_key)
     if expected is None or not _same(expected, signed.signature):
-        return MISMATCH
+        return MISMATCH[shape]
     payload_hash = request.headers.get("x-amz-content-sha256", "")
     digest = not signed.presigned and bool(payload_hash) and not payload_hash.startswith(LITERAL_PAYLOADS)
     if digest and not _same(payload_hash, hashlib.sha256(request.body).hexdigest()):
@@ -428,11 +431,13 @@ class AwsEndpointGuard:
             message = "moto's own routes are not served by the local AWS endpoint"
             return HTTPStatus.NOT_FOUND, json_type, origins.error_body("not_found", message)
         request = HttpRequest.from_environ(environ)
+        if is_preflight(request):
+            return None  # a browser sends a preflight without credentials; S3 answers it from the bucket's CORS rules
         signed = parse_signature(request)
         if isinstance(signed, Refusal):
             return render(signed, error_shape(request, None))
         if signed is None:
-            if is_preflight(request) or (request.method in ("GET", "HEAD") and public_object(request.raw_path)):
+            if request.method in ("GET", "HEAD") and public_object(request.raw_path):
                 return None
             return render(ANONYMOUS[error_shape(request, None)], error_shape(request, None))
         refusal = authenticate(request, signed, self.credentials, self.clock())

@@ -32,8 +32,11 @@ LOCAL_PARAMETERS = {"AllowFaultInjection": "true", "RecoveryBackoffSeconds": "1"
 MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": True},  # the Docker path is the one modelrun_local.lambdas patches
-    "core": {"mock_credentials": True, "reset_boto3_session": True},
+    # The stack's own credentials stand in for moto's fake ones (see ``_use_credentials``).
+    "core": {"mock_credentials": False, "reset_boto3_session": True},
 }
+# Variables that would add a session token to the stack's credentials: the endpoint's key pair has none.
+SESSION_TOKEN_VARIABLES = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 @dataclass
@@ -62,12 +65,12 @@ class LocalRuntime:
     started_at: str = ""
     _mock: Any = None
     _aws_server: LocalAwsEndpoint | None = None
+    _replaced_environment: dict[str, str | None] = field(default_factory=dict)
 
     def start(self) -> LocalRuntime:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         environ.install()
-        for key, value in {**self.aws_credentials.environment(), "AWS_DEFAULT_REGION": self.region}.items():
-            os.environ.setdefault(key, value)
+        self._use_credentials()
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
         self._aws_server = LocalAwsEndpoint(self.aws_credentials, host=self.host, port=self.aws_port).start()
@@ -107,6 +110,23 @@ class LocalRuntime:
         self._serve_websocket(template, api)
         self.stack.start_pollers()
         return self
+
+    def _use_credentials(self) -> None:
+        """Make the stack's credentials the process's, until ``stop()``.
+
+        Every function here shares boto3's default session, which takes its credentials from the process
+        environment once and keeps them; the functions' S3 clients go to the local AWS endpoint, which answers only
+        the stack's key pair. The user's own AWS credentials are never used (nor sent anywhere) meanwhile.
+        """
+        wanted: dict[str, str | None] = {**self.aws_credentials.environment()}
+        wanted.update(dict.fromkeys(SESSION_TOKEN_VARIABLES))
+        for key, value in wanted.items():
+            self._replaced_environment.setdefault(key, os.environ.get(key))
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.environ.setdefault("AWS_DEFAULT_REGION", self.region)
 
     def _serve_websocket(self, template: Template, api: str) -> None:
         """The template's WebSocket API on ``ws_port`` (the first one, if it has several), and the REST API's AWS URL in
@@ -180,3 +200,9 @@ class LocalRuntime:
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+        for key, value in self._replaced_environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._replaced_environment.clear()
