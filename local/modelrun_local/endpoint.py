@@ -159,7 +159,12 @@ class HttpRequest:
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> HttpRequest:
         """The request of a WSGI environ, its body read (and put back for the app behind)."""
-        raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or quote(environ.get("PATH_INFO", "")))
+        raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+        if raw.startswith(("http://", "https://")):  # an absolute-form request line: only its path is signed
+            raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
+        if not raw:  # a WSGI server that does not pass the request line on
+            query = environ.get("QUERY_STRING")
+            raw = quote(str(environ.get("PATH_INFO", ""))) + (f"?{query}" if query else "")
         raw_path, _, raw_query = raw.partition("?")
         headers = {
             key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items() if key.startswith("HTTP_")
