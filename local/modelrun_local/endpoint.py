@@ -51,6 +51,7 @@ from xml.sax.saxutils import escape
 from botocore.auth import HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
+from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY
 
 from modelrun_local import origins
 
@@ -166,14 +167,18 @@ class HttpRequest:
             query = environ.get("QUERY_STRING")
             raw = quote(str(environ.get("PATH_INFO", ""))) + (f"?{query}" if query else "")
         raw_path, _, raw_query = raw.partition("?")
+        # moto's request handler keeps the spelling of names with underscores (S3 metadata), which WSGI folds into "-".
+        spelt: Mapping[str, str] = environ.get(PRESERVED_HEADER_NAMES_ENVIRON_KEY) or {}
         headers = {
-            key[5:].replace("_", "-").lower(): str(value) for key, value in environ.items() if key.startswith("HTTP_")
+            spelt.get(key, key[5:].replace("_", "-")).lower(): str(value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_")
         }
         for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
             if environ.get(key):
                 headers[key.replace("_", "-").lower()] = str(environ[key])
         stream = environ["wsgi.input"]
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = int(environ["CONTENT_LENGTH"]) if str(environ.get("CONTENT_LENGTH") or "").isdigit() else 0
         body = stream.read(length) if length else (stream.read() if environ.get("wsgi.input_terminated") else b"")
         environ["wsgi.input"] = io.BytesIO(body)
         return cls(str(environ["REQUEST_METHOD"]).upper(), raw_path, raw_query, headers, body)
