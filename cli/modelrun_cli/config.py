@@ -11,6 +11,10 @@ An endpoint from a flag and an API key from the environment combine (a flag beat
 setting). ``--api-key``, ``--bucket`` and ``--aws-endpoint`` given as flags also override what a stack or the
 local state file says.
 
+Uploads through an ``--aws-endpoint`` (the local stack's, which answers only requests signed with the credentials
+it prints at start) are signed with the state file's ``AwsAccessKeyId`` and ``AwsSecretAccessKey``, or, for an
+endpoint named by flag or environment, with ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` from the environment.
+
 The WebSocket URL for live progress comes from ``--ws-url``, else ``MODELRUN_WS_URL``, else the stack's output or
 the local state's ``WebSocketUrl`` (only when the stack itself came from there); without one, waiting polls.
 """
@@ -33,6 +37,8 @@ ENV_AWS_ENDPOINT = "MODELRUN_AWS_ENDPOINT"
 ENV_STACK = "MODELRUN_STACK"
 ENV_LOCAL_STATE = "MODELRUN_LOCAL_STATE"
 ENV_WS_URL = "MODELRUN_WS_URL"
+ENV_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - the variable's name
 LOCAL_STATE = Path(".modelrun") / "local.json"
 # cli/modelrun_cli/config.py -> the repository root, where `make run` writes .modelrun/local.json.
 PACKAGE_REPO = Path(__file__).resolve().parents[2]
@@ -56,6 +62,20 @@ class Target:
     region: str | None = None
     local: bool = False
     ws_url: str | None = None  # the WebSocket API for live progress (WebSocketUrl); None: waiting polls
+    # The key id and secret to sign requests to aws_endpoint with; None: the user's own AWS configuration.
+    aws_credentials: tuple[str, str] | None = None
+    # The local stack's run this target was read from (its state file, InstanceId and StartedAt), so a client can
+    # tell that the stack restarted since (``local_restart``).
+    instance: LocalInstance | None = None
+
+
+@dataclass(frozen=True)
+class LocalInstance:
+    """One run of the local stack: it keeps its state in memory, so a restart forgets every batch."""
+
+    state_path: Path
+    instance_id: str | None
+    started_at: str | None
 
 
 @dataclass(frozen=True)
@@ -114,7 +134,13 @@ def _explicit_target(flags: Flags, env: Mapping[str, str]) -> Target | None:
         bucket=flags.bucket or env.get(ENV_BUCKET) or None,
         aws_endpoint=flags.aws_endpoint or env.get(ENV_AWS_ENDPOINT) or None,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        aws_credentials=_environment_credentials(env),
     )
+
+
+def _environment_credentials(env: Mapping[str, str]) -> tuple[str, str] | None:
+    key_id, secret = env.get(ENV_ACCESS_KEY_ID), env.get(ENV_SECRET_ACCESS_KEY)
+    return (key_id, secret) if key_id and secret else None
 
 
 def _with_flag_overrides(target: Target, flags: Flags, ws_url: str | None = None) -> Target:
@@ -159,6 +185,7 @@ def load_local_state(path: Path) -> Target:
     pid = state.get("pid")
     if isinstance(pid, int) and not process_alive(pid):
         raise ConfigError(f"the local stack recorded in {path} (pid {pid}) is not running: {START_HINT}")
+    key_id, secret = _optional(state, "AwsAccessKeyId"), _optional(state, "AwsSecretAccessKey")
     return Target(
         endpoint=str(state["ApiUrl"]),
         api_key=str(state["ApiKey"]),
@@ -168,7 +195,34 @@ def load_local_state(path: Path) -> Target:
         region=_optional(state, "Region"),
         local=True,
         ws_url=_optional(state, "WebSocketUrl"),
+        aws_credentials=(key_id, secret) if key_id and secret else None,
+        instance=LocalInstance(path, _optional(state, "InstanceId"), _optional(state, "StartedAt")),
     )
+
+
+def local_restart(target: Target) -> str | None:
+    """What became of the local stack ``target`` was read from, when it is no longer that run: it stopped, or it
+    was restarted (the state file names another instance). None while it is the same run, or for any other stack.
+
+    The stack keeps everything in memory, so either way the batches it held are gone.
+    """
+    if target.instance is None:
+        return None
+    path = target.instance.state_path
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "the local stack this command was talking to has stopped"
+    if not isinstance(state, dict):
+        return "the local stack this command was talking to has stopped"
+    pid = state.get("pid")
+    if isinstance(pid, int) and not process_alive(pid):
+        return "the local stack this command was talking to has stopped"
+    if state.get("InstanceId") == target.instance.instance_id:
+        return None
+    was = f" (started at {target.instance.started_at})" if target.instance.started_at else ""
+    started = f" at {state['StartedAt']}" if state.get("StartedAt") else ""
+    return f"the local stack this command was talking to{was} was restarted{started}"
 
 
 def _optional(data: Mapping[str, Any], key: str) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from modelrun_cli.commands import COMMANDS, App
-from modelrun_cli.config import StackReader
+from modelrun_cli.config import StackReader, local_restart
 from modelrun_cli.errors import ApiError, CliError
 from modelrun_cli.output import size
 from modelrun_cli.uploads import DIRECT_BODY_LIMIT
@@ -269,13 +269,31 @@ def run(
     try:
         return COMMANDS[name](args, app)
     except ApiError as error:
-        print(f"modelrun: {error}{_hint(error, app)}", file=err)
+        lost = _lost_batch(error, app)
+        print(f"modelrun: {lost}" if lost else f"modelrun: {error}{_hint(error, app)}", file=err)
     except CliError as error:
         print(f"modelrun: {error.message}", file=err)
     except KeyboardInterrupt:
         print("modelrun: interrupted (a submitted batch keeps running)", file=err)
         return EXIT_INTERRUPTED
     return EXIT_ERROR
+
+
+def _lost_batch(error: ApiError, app: App) -> str | None:
+    """A batch the local stack no longer knows because it stopped or restarted since this command found it (it keeps
+    its state in memory), said as that rather than as an id that might be wrong. None for any other error."""
+    target = app.discovered
+    if target is None or not target.local or error.code != "not_found" or app.args.command != "batch":
+        return None
+    what = local_restart(target)
+    if what is None:
+        return None
+    batch = getattr(app.args, "batch_id", None)
+    named = f"batch {batch}" if batch else "the batch"
+    return (
+        f"{what}, and it keeps its state in memory: {named} is gone with every other batch it held; submit it again"
+        f" (the API answered {error.code}, HTTP {error.status})"
+    )
 
 
 def _hint(error: ApiError, app: App) -> str:
@@ -288,6 +306,9 @@ def _hint(error: ApiError, app: App) -> str:
         return f"\n  (endpoint {target.endpoint} from {target.source}{running})"
     if error.status == 403:
         return f"\n  (API key from {target.source})"
+    if error.code == "not_found" and target.instance is not None and app.args.command == "batch":
+        since = f" at {target.instance.started_at}" if target.instance.started_at else ""
+        return f"\n  (the local stack keeps its state in memory: a batch submitted before it started{since} is gone)"
     return ""
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import tempfile
 import threading
@@ -41,7 +40,6 @@ INLINE_KEYS_LIMIT = 20_000
 DIRECT_BODY_LIMIT = 4 * 1024 * 1024
 UPLOAD_WORKERS = 16
 UPLOAD_WINDOW = 1000
-LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
 def content_type_for(path: Path | str) -> str:
@@ -133,7 +131,11 @@ def object_key(prefix: str, relative: str) -> str:
 
 
 def s3_client(target: Target) -> Any:
-    """An S3 client for the target's images bucket: the user's AWS setup, or the local stack's endpoint."""
+    """An S3 client for the target's images bucket: the user's AWS setup, or the local stack's endpoint.
+
+    Raises:
+        CliError: the target has an AWS endpoint but no credentials for it.
+    """
     import boto3
     from botocore.config import Config
 
@@ -145,10 +147,14 @@ def s3_client(target: Target) -> Any:
         kwargs["endpoint_url"] = target.aws_endpoint
         kwargs.setdefault("region_name", "us-east-1")
         options["s3"] = {"addressing_style": "path"}
-        # An S3-compatible endpoint (moto for the local stack) takes any credentials; never send real ones there
-        # unless they were set for it explicitly in the environment.
-        if "AWS_ACCESS_KEY_ID" not in os.environ:
-            kwargs.update(LOCAL_CREDENTIALS)
+        # The local stack's endpoint answers only its own credentials; the user's AWS ones are never sent there.
+        if target.aws_credentials is None:
+            raise CliError(
+                f"the AWS endpoint {target.aws_endpoint} (from {target.source}) needs the credentials the local stack "
+                "printed at start (`AWS credentials: ...`, also in .modelrun/local.json): set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY to them"
+            )
+        kwargs["aws_access_key_id"], kwargs["aws_secret_access_key"] = target.aws_credentials
     return boto3.session.Session().client("s3", config=Config(**options), **kwargs)
 
 

@@ -59,7 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     if runtime.websocket is not None:
         print(f"WebSocket: {runtime.websocket.url}?api_key={quote(runtime.api_key, safe='')}", flush=True)
     print(f"Web page: {runtime.url}/ui/ (uploads images, runs a batch, shows progress and results)", flush=True)
-    print(f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ...; any credentials)", flush=True)
+    credentials = runtime.aws_credentials
+    print(
+        f"AWS endpoint: {runtime.aws_endpoint} (aws --endpoint-url ..., signed with these credentials only)", flush=True
+    )
+    print(
+        f"AWS credentials: AWS_ACCESS_KEY_ID={credentials.access_key_id} "
+        f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key} (new at every start)",
+        flush=True,
+    )
+    print("(state is in memory: stopping or restarting the stack forgets every batch and upload)", flush=True)
     print(f"(connection details in {state.relative_to(STATE_FILE.parents[1])}; Ctrl-C stops)", flush=True)
     if not args.no_demo:
         threading.Thread(target=run_demo_batch, args=(runtime,), kwargs={"say": _say}, daemon=True).start()

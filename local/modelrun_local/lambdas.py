@@ -241,7 +241,8 @@ class Dispatcher:
 def lambda_runtime_environment(
     function: Mapping[str, Any], *, name: str, region: str, credentials: Mapping[str, str]
 ) -> dict[str, str]:
-    """The variables the Lambda runtime itself sets, plus the credentials moto accepts."""
+    """The variables the Lambda runtime itself sets, plus ``credentials`` (``AWS_ACCESS_KEY_ID`` and the rest) as it
+    sets the execution role's."""
     return {
         "AWS_LAMBDA_FUNCTION_NAME": name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",

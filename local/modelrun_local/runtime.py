@@ -8,15 +8,17 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from modelrun_local import LOGGER, environ
+from modelrun_local.endpoint import LocalAwsEndpoint, LocalCredentials
 from modelrun_local.gateway import Gateway, GatewayServer, cors_rule, gateway_response_headers
-from modelrun_local.stack import LOCAL_CREDENTIALS, LocalStack
+from modelrun_local.origins import page_origins
+from modelrun_local.stack import LocalStack
 from modelrun_local.template import DEFAULT_TEMPLATE, Template
 from modelrun_local.websocket import LocalWebSocketApi, WebSocketApiRoutes
 from modelrun_local.webui import WebUI
@@ -30,8 +32,11 @@ LOCAL_PARAMETERS = {"AllowFaultInjection": "true", "RecoveryBackoffSeconds": "1"
 MOTO_CONFIG: Any = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": True},  # the Docker path is the one modelrun_local.lambdas patches
-    "core": {"mock_credentials": True, "reset_boto3_session": True},
+    # The stack's own credentials stand in for moto's fake ones (see ``_use_credentials``).
+    "core": {"mock_credentials": False, "reset_boto3_session": True},
 }
+# Variables that would add a session token to the stack's credentials: the endpoint's key pair has none.
+SESSION_TOKEN_VARIABLES = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 @dataclass
@@ -45,24 +50,30 @@ class LocalRuntime:
     # What the models layer (mounted at /opt/models on Lambda) holds locally; the repo's models/ by default.
     models_dir: Path | None = None
     # The local AWS endpoint: moto's server on the same in-process state, for clients outside this process
-    # (the CLI's uploads, `aws --endpoint-url ...`, presigned result links).
+    # (the CLI's uploads, `aws --endpoint-url ...`, presigned result links), answering requests signed with
+    # aws_credentials only (modelrun_local.endpoint).
     aws_port: int = 5001
+    aws_credentials: LocalCredentials = field(default_factory=LocalCredentials.generate)
     # The template's WebSocket API (live batch progress) at ws://host:ws_port/{stage}; 0 picks a free port.
     ws_port: int = 3001
     stack: LocalStack | None = None
     server: GatewayServer | None = None
     websocket: LocalWebSocketApi | None = None
+    # Which run of the stack this is: state lives in memory, so a client that finds another instance in
+    # .modelrun/local.json knows the stack restarted and forgot everything it held (the CLI says so).
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    started_at: str = ""
     _mock: Any = None
-    _aws_server: Any = None
+    _aws_server: LocalAwsEndpoint | None = None
+    _replaced_environment: dict[str, str | None] = field(default_factory=dict)
 
     def start(self) -> LocalRuntime:
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         environ.install()
-        for key, value in {**LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": self.region}.items():
-            os.environ.setdefault(key, value)
+        self._use_credentials()
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
-        self._aws_server = ThreadedMotoServer(ip_address=self.host, port=self.aws_port, verbose=False)
-        self._aws_server.start()
+        self._aws_server = LocalAwsEndpoint(self.aws_credentials, host=self.host, port=self.aws_port).start()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         template = Template.load(self.template_path, {**LOCAL_PARAMETERS, **self.parameter_overrides})
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
@@ -70,7 +81,12 @@ class LocalRuntime:
         # (AWS_ENDPOINT_URL_S3 is the SDK's own setting; on AWS it is unset).
         overrides = {"AWS_ENDPOINT_URL_S3": self.aws_endpoint}
         self.stack = LocalStack(
-            template, region=self.region, mounts=mounts, environment_overrides=overrides, api_key=self.api_key
+            template,
+            region=self.region,
+            mounts=mounts,
+            environment_overrides=overrides,
+            api_key=self.api_key,
+            credentials=self.aws_credentials.environment(),
         ).deploy()
         api = next((route.api for route in template.api_routes()), "RestApi")
         gateway = Gateway(
@@ -86,9 +102,31 @@ class LocalRuntime:
             static=WebUI(self.outputs),
         )
         self.server = GatewayServer(gateway, self.host, self.port).start()
+        # Browsers reach the AWS endpoint from the page (presigned uploads, result links), served by the gateway.
+        web_origin = template.parameters.get("WebOrigin")
+        self._aws_server.allow_origins(
+            page_origins(self.server.httpd.server_address[1], str(web_origin) if web_origin else None)
+        )
         self._serve_websocket(template, api)
         self.stack.start_pollers()
         return self
+
+    def _use_credentials(self) -> None:
+        """Make the stack's credentials the process's, until ``stop()``.
+
+        Every function here shares boto3's default session, which takes its credentials from the process
+        environment once and keeps them; the functions' S3 clients go to the local AWS endpoint, which answers only
+        the stack's key pair. The user's own AWS credentials are never used (nor sent anywhere) meanwhile.
+        """
+        wanted: dict[str, str | None] = {**self.aws_credentials.environment()}
+        wanted.update(dict.fromkeys(SESSION_TOKEN_VARIABLES))
+        for key, value in wanted.items():
+            self._replaced_environment.setdefault(key, os.environ.get(key))
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.environ.setdefault("AWS_DEFAULT_REGION", self.region)
 
     def _serve_websocket(self, template: Template, api: str) -> None:
         """The template's WebSocket API on ``ws_port`` (the first one, if it has several), and the REST API's AWS URL in
@@ -114,8 +152,7 @@ class LocalRuntime:
     @property
     def aws_endpoint(self) -> str:
         assert self._aws_server is not None, "start() first"
-        host, port = self._aws_server.get_host_and_port()
-        return f"http://{host}:{port}"
+        return self._aws_server.url
 
     @property
     def url(self) -> str:
@@ -128,6 +165,8 @@ class LocalRuntime:
         stage = self.stack.template.parameters.get("StageName", "v1")
         outputs = {"ApiUrl": f"{self.url}/{stage}/", "ApiKey": self.api_key, "Region": self.region}
         outputs["AwsEndpoint"] = self.aws_endpoint
+        outputs["AwsAccessKeyId"] = self.aws_credentials.access_key_id
+        outputs["AwsSecretAccessKey"] = self.aws_credentials.secret_access_key
         if self.websocket is not None:
             outputs["WebSocketUrl"] = self.websocket.url  # append ?api_key=<ApiKey>, as on AWS
         for name, output in self.stack.template.data.get("Outputs", {}).items():
@@ -139,7 +178,10 @@ class LocalRuntime:
     def write_state(self, path: Path = STATE_FILE) -> Path:
         """Let clients on this machine find the running stack (the CLI reads this file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**self.outputs(), "pid": os.getpid()}, indent=2))
+        instance = {"InstanceId": self.instance_id, "StartedAt": self.started_at, "pid": os.getpid()}
+        path.write_text(json.dumps({**self.outputs(), **instance}, indent=2))
+        # It holds the AWS endpoint's secret: readable by this user only.
+        path.chmod(0o600)
         return path
 
     def stop(self) -> None:
@@ -158,3 +200,9 @@ class LocalRuntime:
         if self._mock is not None:
             self._mock.stop()
             self._mock = None
+        for key, value in self._replaced_environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._replaced_environment.clear()

@@ -29,11 +29,6 @@ from modelrun_local.template import Resolver, Template, creation_order
 log = logging.getLogger(LOGGER)
 
 ACCOUNT_ID = "123456789012"
-LOCAL_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
 # Settings every local function gets on top of its template environment: X-Ray and CloudWatch metrics have no
 # local backend (Powertools disables its tracer under AWS_SAM_LOCAL, as under `sam local`).
 LOCAL_FUNCTION_SETTINGS = {"AWS_SAM_LOCAL": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
@@ -75,6 +70,9 @@ class LocalStack:
     pollers: list[SqsPoller | StreamPoller] = field(default_factory=list)
     # The local API key: the key SAM creates for an API's usage plan gets this value (see ``_api_key``).
     api_key: str | None = None
+    # What the functions sign their AWS requests with, as Lambda gives them the role's credentials: the local AWS
+    # endpoint's key pair (``modelrun_local.endpoint.LocalCredentials``), since their S3 client goes through it.
+    credentials: Mapping[str, str] = field(default_factory=dict)
     resolver: Resolver = field(init=False)
     skipped: list[str] = field(default_factory=list)
 
@@ -295,7 +293,7 @@ class LocalStack:
         variables = {key: str(self.resolver.resolve(value)) for key, value in self._variables(props).items()}
         variables = {key: self._mounted(value) for key, value in variables.items()}
         environment = {
-            **lambda_runtime_environment(props, name=name, region=self.region, credentials=LOCAL_CREDENTIALS),
+            **lambda_runtime_environment(props, name=name, region=self.region, credentials=self.credentials),
             **LOCAL_FUNCTION_SETTINGS,
             **variables,
             **self.environment_overrides,

@@ -100,5 +100,23 @@ def s3(stack: LocalRuntime) -> Any:
     return boto3.client("s3", region_name=stack.region)
 
 
+@pytest.fixture(scope="session")
+def aws_environment(stack: LocalRuntime) -> dict[str, str]:
+    """The credentials the local AWS endpoint answers, as the environment a user exports them in."""
+    return stack.aws_credentials.environment()
+
+
+def outside_s3(stack: LocalRuntime) -> Any:
+    """An S3 client of another process's kind: plain HTTP to the local AWS endpoint, with the stack's credentials."""
+    credentials = stack.aws_credentials
+    return boto3.client(
+        "s3",
+        region_name=stack.region,
+        endpoint_url=stack.aws_endpoint,
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+    )
+
+
 def sample(label: int, nth: int = 0) -> Path:
     return sorted(SAMPLES.glob(f"digit-{label}-*.png"))[nth]

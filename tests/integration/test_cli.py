@@ -36,10 +36,13 @@ def flags(stack: LocalRuntime, images_bucket: str) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def no_outside_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own MODELRUN_* settings must not steer these tests."""
+def no_outside_configuration(monkeypatch: pytest.MonkeyPatch, aws_environment: dict[str, str]) -> None:
+    """The developer's own MODELRUN_* settings must not steer these tests; the local stack's AWS credentials are
+    exported, as the stack prints them for."""
     for name in ("ENDPOINT", "API_KEY", "BUCKET", "AWS_ENDPOINT", "STACK", "LOCAL_STATE"):
         monkeypatch.delenv(f"MODELRUN_{name}", raising=False)
+    for name, value in aws_environment.items():
+        monkeypatch.setenv(name, value)
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -70,14 +73,16 @@ def label_of(key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished_batch(tmp_path_factory: pytest.TempPathFactory, flags: list[str]) -> dict[str, Any]:
+def finished_batch(
+    tmp_path_factory: pytest.TempPathFactory, flags: list[str], aws_environment: dict[str, str]
+) -> dict[str, Any]:
     """31 local files (30 samples, 1 corrupt) submitted in chunks of 8 and waited for, with the CLI's output."""
     folder = tmp_path_factory.mktemp("batch")
     copy_samples(folder, 30)
     (folder / "corrupt.png").write_bytes(CORRUPT)
     out, err = io.StringIO(), io.StringIO()
     argv = ["batch", "submit", str(folder), "--chunk-size", "8", "--wait", "--json", *TIMEOUT, *flags]
-    code = run(argv, env={}, cwd=folder, out=out, err=err)
+    code = run(argv, env=aws_environment, cwd=folder, out=out, err=err)
     return {"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 

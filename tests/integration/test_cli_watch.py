@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,10 +22,13 @@ POLLING_NOTE = "polling GET /batches/"
 
 
 @pytest.fixture(autouse=True)
-def no_outside_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own MODELRUN_* settings must not steer these tests."""
+def no_outside_configuration(monkeypatch: pytest.MonkeyPatch, aws_environment: dict[str, str]) -> None:
+    """The developer's own MODELRUN_* settings must not steer these tests; the local stack's AWS credentials are
+    exported, as the stack prints them for."""
     for name in ("ENDPOINT", "API_KEY", "BUCKET", "AWS_ENDPOINT", "STACK", "LOCAL_STATE", "WS_URL"):
         monkeypatch.delenv(f"MODELRUN_{name}", raising=False)
+    for name, value in aws_environment.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,9 @@ def live_flags(rest_flags: list[str], ws_url: str) -> list[str]:
 
 def cli(*argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = run(list(argv), env=env or {}, cwd=cwd or Path.cwd(), out=out, err=err)
+    # The exported AWS credentials (no_outside_configuration) and nothing else of the environment, unless given.
+    exported = {name: os.environ[name] for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    code = run(list(argv), env={**exported, **(env or {})}, cwd=cwd or Path.cwd(), out=out, err=err)
     return code, out.getvalue(), err.getvalue()
 
 

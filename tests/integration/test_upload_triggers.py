@@ -4,6 +4,7 @@ notifications, delivered asynchronously as S3 does by modelrun_local.patches), a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -11,11 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from modelrun_local.runtime import LocalRuntime
-from tests.integration.conftest import REPO, Api, sample
+from tests.integration.conftest import REPO, Api, outside_s3, sample
 from tests.integration.helpers import all_results, upload, wait_for
 
 EVENTS = REPO / "events" / "on_upload"
@@ -75,7 +75,7 @@ def test_an_image_put_through_the_local_aws_endpoint_from_outside_is_predicted(
     stack: LocalRuntime, s3: Any, images_bucket: str
 ) -> None:
     # Given an S3 client of another process's kind: plain HTTP to the endpoint in .modelrun/local.json
-    outside = boto3.client("s3", region_name=stack.region, endpoint_url=stack.outputs()["AwsEndpoint"])
+    outside = outside_s3(stack)
     key = f"uploads/digits/{unique('outside.png')}"
 
     # When it uploads a seven
@@ -97,7 +97,10 @@ def test_an_image_copied_with_the_aws_cli_is_predicted(
     # When `aws s3 cp` copies it to the local endpoint
     endpoint = stack.outputs()["AwsEndpoint"]
     command = ["aws", "--endpoint-url", endpoint, "--region", stack.region, "s3", "cp", str(image)]
-    subprocess.run([*command, f"s3://{images_bucket}/{key}"], check=True, capture_output=True, timeout=60)
+    environment = {**os.environ, **stack.aws_credentials.environment()}
+    subprocess.run(
+        [*command, f"s3://{images_bucket}/{key}"], check=True, capture_output=True, timeout=60, env=environment
+    )
 
     # Then it is predicted
     assert wait_for_result(s3, images_bucket, f"results/{key}.json")["label"] == "7"

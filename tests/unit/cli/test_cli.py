@@ -1155,6 +1155,101 @@ def test_an_unknown_batch_ends_the_watch_with_exit_1(tmp_path: Path, monkeypatch
     assert "not_found: no batch 'b-1' (HTTP 404)" in err
 
 
+# -- a local stack that restarted ----------------------------------------------------------------------------------
+FIRST_RUN = {"InstanceId": "run-1", "StartedAt": "2025-03-01T12:00:00+00:00", "pid": os.getpid()}
+SECOND_RUN = {"InstanceId": "run-2", "StartedAt": "2025-03-01T12:05:00+00:00", "pid": os.getpid()}
+
+
+class RestartingStack:
+    """GET /batches/{id}: the batch runs, then the local stack restarts (a new state file) and no longer knows it."""
+
+    def __init__(self, folder: Path, after: dict[str, Any] | None) -> None:
+        self.folder = folder
+        self.after = after  # the state file the restart writes; None: the stack stopped and removed it
+        self.calls = 0
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls == 1:
+            return job("RUNNING", 1)
+        if self.after is None:
+            (self.folder / ".modelrun" / "local.json").unlink()
+        else:
+            write_state(self.folder, **self.after)
+        raise ApiError(404, "not_found", f"no batch '{batch_id}': check the id returned by POST /batches")
+
+
+def wait_through(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, after: dict[str, Any] | None) -> tuple[int, str]:
+    write_state(tmp_path, **FIRST_RUN)
+    stack = RestartingStack(tmp_path, after)
+    monkeypatch.setattr(ApiClient, "batch", lambda self, batch_id: stack.batch(batch_id))
+    monkeypatch.setattr(waiting, "FIRST_INTERVAL_S", 0.01)
+    code, _, err = run_cli(["batch", "wait", "b-1", "--timeout", "30"], tmp_path)
+    return code, err
+
+
+def test_a_batch_lost_to_a_local_stack_restart_is_reported_as_the_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given `batch wait` following a batch on the local stack found through its state file
+    # When the stack restarts meanwhile and answers 404 for the batch
+    code, err = wait_through(monkeypatch, tmp_path, SECOND_RUN)
+
+    # Then the CLI says the stack restarted and the batch is gone, not that the id may be wrong
+    assert code == 1
+    assert "was restarted at 2025-03-01T12:05:00+00:00" in err
+    assert "started at 2025-03-01T12:00:00+00:00" in err
+    assert "keeps its state in memory: batch b-1 is gone" in err
+    assert "check the id" not in err
+
+
+def test_a_batch_lost_because_the_local_stack_stopped_says_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, err = wait_through(monkeypatch, tmp_path, None)
+    assert code == 1
+    assert "the local stack this command was talking to has stopped" in err
+    assert "check the id" not in err
+
+
+def test_an_unknown_batch_on_the_same_local_stack_run_keeps_the_api_message_and_says_what_a_restart_loses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the local stack still on the run the CLI found
+    # When it answers 404 for the batch
+    code, err = wait_through(monkeypatch, tmp_path, FIRST_RUN)
+
+    # Then the API's own message stands, with what a restart before this run would have lost
+    assert code == 1
+    assert "not_found: no batch 'b-1': check the id returned by POST /batches (HTTP 404)" in err
+    assert "a batch submitted before it started at 2025-03-01T12:00:00+00:00 is gone" in err
+    assert "restarted" not in err
+
+
+# -- credentials for the local AWS endpoint ------------------------------------------------------------------------
+def test_the_local_state_gives_the_aws_endpoint_s_credentials(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    write_state(cwd, AwsAccessKeyId="AKIALOCAL", AwsSecretAccessKey="local-secret")
+    target = find(Flags(), {"AWS_ACCESS_KEY_ID": "AKIAREAL", "AWS_SECRET_ACCESS_KEY": "real"}, cwd, repo)
+    assert target.aws_credentials == ("AKIALOCAL", "local-secret")
+
+
+def test_an_aws_endpoint_named_by_flag_signs_with_the_exported_credentials(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    env = {**ENDPOINT, "AWS_ACCESS_KEY_ID": "AKIALOCAL", "AWS_SECRET_ACCESS_KEY": "local-secret"}
+    target = find(Flags(aws_endpoint="http://127.0.0.1:5001"), env, cwd, repo)
+    client = uploads.s3_client(target)
+    signer_credentials = client._request_signer._credentials.get_frozen_credentials()
+    assert (signer_credentials.access_key, signer_credentials.secret_key) == ("AKIALOCAL", "local-secret")
+
+
+def test_an_aws_endpoint_without_credentials_says_which_to_set(places: tuple[Path, Path]) -> None:
+    cwd, repo = places
+    target = find(Flags(aws_endpoint="http://127.0.0.1:5001"), dict(ENDPOINT), cwd, repo)
+    with pytest.raises(CliError, match="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        uploads.s3_client(target)
+
+
 def capture_submits(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     bodies: list[dict[str, Any]] = []
 
