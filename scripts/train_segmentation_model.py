@@ -344,14 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models", help="models root folder")
     parser.add_argument("--samples", type=Path, default=REPO_ROOT / "samples" / MODEL_NAME, help="sample folder")
     parser.add_argument("--steps", type=int, default=1500, help="training steps")
-    parser.add_argument("--batch", type=int, default=8, help="images per training step")
+    parser.add_argument("--batch", type=int, default=12, help="images per training step")
     parser.add_argument("--crop", type=int, default=128, help="side of the square training crops (multiple of 16)")
-    parser.add_argument("--pool", type=int, default=2000, help="distinct training images")
+    parser.add_argument("--pool", type=int, default=1500, help="distinct training images")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # denormal floats late in training can slow CPU arithmetic many times over
     train_rng, sample_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(SEED).spawn(2))
 
     started = time.monotonic()
