@@ -374,7 +374,17 @@ def export_onnx(net: ShapesNet) -> bytes:
         opset_version=OPSET,
         dynamo=False,
     )
-    model = onnx.load_from_string(buffer.getvalue())
+    return finish_onnx(onnx.load_from_string(buffer.getvalue()))
+
+
+def finish_onnx(model: onnx.ModelProto) -> bytes:
+    """Static feature and anchor counts on the output (the exporter leaves them symbolic after its Concat),
+    a producer and a description; the graph is checked."""
+    features, anchors = model.graph.output[0].type.tensor_type.shape.dim[1:]
+    features.Clear()
+    features.dim_value = 4 + len(LABELS)
+    anchors.Clear()
+    anchors.dim_value = GRID * GRID
     model.producer_name = "modelrun scripts/train_detection_model.py"
     model.doc_string = (
         "Synthetic shape detector (circle, square, triangle): 256x256 letterboxed RGB in 0..1, "
