@@ -105,7 +105,7 @@ class LocalRuntime:
         # Browsers reach the AWS endpoint from the page (presigned uploads, result links), served by the gateway.
         web_origin = template.parameters.get("WebOrigin")
         self._aws_server.allow_origins(
-            page_origins(self.server.httpd.server_address[1], str(web_origin) if web_origin else None)
+            page_origins(self.server.http.port, str(web_origin) if web_origin else None)
         )
         self._serve_websocket(template, api)
         self.stack.start_pollers()
