@@ -7,9 +7,11 @@ user can fix are raised as CliError and reported by ``main``.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 from modelrun_cli import output, uploads
@@ -19,6 +21,7 @@ from modelrun_cli.errors import CliError
 from modelrun_cli.uploads import (
     collect_images,
     content_type_for,
+    download_object,
     images_source,
     parse_s3_url,
     s3_client,
@@ -108,8 +111,32 @@ def predict(args: argparse.Namespace, app: App) -> int:
     else:
         bucket, key = _stage_for_prediction(app, path, size)
         result = app.client.predict_stored(bucket, key, model=args.model, version=args.version)
+    if args.mask_out is not None:
+        _save_inline_mask(app, result, Path(args.mask_out))
     app.emit(output.to_json(result) if args.json else output.format_prediction(result))
     return 0
+
+
+def _save_inline_mask(app: App, result: Mapping[str, Any], path: Path) -> None:
+    """Write a prediction's segmentation mask (an indexed PNG, pixel value = class index) at ``path``."""
+    mask = result.get("mask")
+    if not isinstance(mask, dict) or not isinstance(mask.get("data"), str):
+        what = "has no mask" if output.task_of(result) == "segmentation" else f"is a {output.task_of(result)} result"
+        raise CliError(f"--mask-out: the prediction {what}; only a segmentation model's answer carries a mask")
+    try:
+        png = base64.b64decode(mask["data"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CliError(f"--mask-out: the mask in the answer is not base64 ({exc})") from exc
+    _write(path, png)
+    app.say(f"saved the {mask.get('width')}x{mask.get('height')} mask as {path} ({output.size(len(png))})")
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _stage_for_prediction(app: App, path: Path, size: int) -> tuple[str, str]:
@@ -307,8 +334,11 @@ def batch_results(args: argparse.Namespace, app: App) -> int:
         every=args.all,
         batch_id=args.batch_id,
     )
+    masks = MaskSaver(app, Path(args.masks)) if args.masks is not None else None
     for number, (page, results) in enumerate(pages):
         token = page.get("next_token") or None
+        if masks is not None:
+            masks.save(results)
         # JSON lines and CSV stream page by page; a table and a JSON document need every result first.
         if fmt == "jsonl":
             app.emit(output.results_jsonl(results))
@@ -324,7 +354,44 @@ def batch_results(args: argparse.Namespace, app: App) -> int:
         app.emit(output.format_results(collected))
     if token and not args.all:
         app.say(f"more results: --all, or --next-token {token}")
+    if masks is not None:
+        app.say(f"{masks.saved} mask{'s' * (masks.saved != 1)} saved in {masks.folder}")
     return 0
+
+
+class MaskSaver:
+    """Saves each segmented image's mask as ``<folder>/<item>-<image file name without extension>.png``: from the
+    entry's presigned ``mask.url``, or, without one, from the images bucket by ``mask.s3_key``."""
+
+    def __init__(self, app: App, folder: Path) -> None:
+        self.app = app
+        self.folder = folder
+        self.saved = 0
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def file_name(result: Mapping[str, Any]) -> str:
+        stem = PurePosixPath(str(result.get("key") or "image")).stem or "image"
+        return f"{result.get('item')}-{stem}.png"
+
+    def save(self, results: list[dict[str, Any]]) -> None:
+        for result in results:
+            mask = result.get("mask")
+            if result.get("status") != "predicted" or not isinstance(mask, dict):
+                continue
+            path = self.folder / self.file_name(result)
+            if mask.get("url"):
+                self.app.client.download(str(mask["url"]), path)
+            elif mask.get("s3_key"):
+                bucket = _images_bucket(self.app, f"downloading the mask {mask['s3_key']} (no url in the results)")
+                _write(path, download_object(self.app.s3, bucket, str(mask["s3_key"])))
+            else:
+                raise CliError(f"item {result.get('item')}: its mask has neither a url nor an s3_key")
+            self.saved += 1
+            self.app.say(f"saved {path}")
 
 
 def batch_errors(args: argparse.Namespace, app: App) -> int:

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="model name (default: the stack's default model)")
     predict.add_argument("--version", help="model version (default: the latest)")
     predict.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    predict.add_argument(
+        "--mask-out", metavar="PATH", help="segmentation: write the mask (indexed PNG, value = class index) at PATH"
+    )
 
     models = commands.add_parser("models", help="list the models", description="List the models.", **common)
     models.add_argument("name", nargs="?", metavar="NAME", help="one model: every version of it")
@@ -166,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     formats.add_argument("--json", action="store_true", help="one JSON document")
     formats.add_argument("--jsonl", action="store_true", help="one JSON object per line")
     formats.add_argument("--csv", action="store_true", help="CSV with a header row")
+    results.add_argument(
+        "--masks", metavar="DIR", help="segmentation: save each image's mask as DIR/<item>-<file name>.png"
+    )
 
     errors = batch_commands.add_parser(
         "errors",

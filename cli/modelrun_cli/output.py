@@ -48,16 +48,134 @@ def size(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MiB"
 
 
+def task_of(result: Mapping[str, Any]) -> str:
+    """Which task a prediction or batch outcome is the result of, read from its fields (results carry no task)."""
+    if "detections" in result:
+        return "detection"
+    if "classes" in result:
+        return "segmentation"
+    if isinstance(result.get("labels"), list) and "scores" in result:
+        return "multilabel"
+    return "classification"
+
+
+def box(value: Any) -> str:
+    """``[x1, y1, x2, y2]`` as ``x1,y1,x2,y2`` with at most one decimal, or ``-`` when there is none."""
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        return "-"
+    return ",".join(f"{float(side):.1f}".removesuffix(".0") for side in value)
+
+
+def percent(fraction: Any) -> str:
+    return f"{100 * float(fraction):.2f}%" if isinstance(fraction, int | float) else ""
+
+
 def format_prediction(result: Mapping[str, Any]) -> str:
-    """``label score`` on the first line (easy to cut), then the top-k table and which model answered."""
-    lines = [f"{result.get('label')} {score(result.get('score'))}"]
-    top_k = result.get("top_k") or []
-    if top_k:
-        lines.append(table(("label", "score"), [(entry.get("label"), score(entry.get("score"))) for entry in top_k]))
+    """A one-line answer first (easy to cut), then the task's table and which model answered.
+
+    classification: ``label score`` and the top-k; multilabel: the labels at or above their threshold and every
+    label's score; detection: how many objects and one row per object (label, score, box in image pixels);
+    segmentation: the mask's size and per class its pixels, fraction of the image and bounding box.
+    """
+    task = task_of(result)
+    if task == "detection":
+        lines = _detection_lines(result)
+    elif task == "segmentation":
+        lines = _segmentation_lines(result)
+    elif task == "multilabel":
+        lines = _multilabel_lines(result)
+    else:
+        lines = [f"{result.get('label')} {score(result.get('score'))}"]
+        top_k = result.get("top_k") or []
+        if top_k:
+            rows = [(entry.get("label"), score(entry.get("score"))) for entry in top_k]
+            lines.append(table(("label", "score"), rows))
     total_ms = (result.get("timings_ms") or {}).get("total")
     took = f", {total_ms} ms" if total_ms is not None else ""
     lines.append(f"(model {result.get('model')} version {result.get('version')}{took})")
     return "\n".join(lines)
+
+
+def _detection_lines(result: Mapping[str, Any]) -> list[str]:
+    detections = list(result.get("detections") or [])
+    count = result.get("count", len(detections))
+    lines = [f"{count} detection{'s' * (count != 1)}"]
+    if detections:
+        rows = [(entry.get("label"), score(entry.get("score")), box(entry.get("box"))) for entry in detections]
+        lines.append(table(("label", "score", "box (x1,y1,x2,y2)"), rows))
+    return lines
+
+
+def _segmentation_lines(result: Mapping[str, Any]) -> list[str]:
+    mask = result.get("mask") or {}
+    shape = f"mask {mask.get('width')}x{mask.get('height')}" if mask else "no mask"
+    lines = [f"{shape}: {segmentation_summary(result)}"]
+    rows = [
+        (
+            entry.get("index"),
+            entry.get("label"),
+            entry.get("pixels"),
+            percent(entry.get("fraction")),
+            box(entry.get("box")),
+        )
+        for entry in result.get("classes") or []
+    ]
+    if rows:
+        lines.append(table(("index", "class", "pixels", "fraction", "box (x1,y1,x2,y2)"), rows))
+    return lines
+
+
+def _multilabel_lines(result: Mapping[str, Any]) -> list[str]:
+    chosen = {entry.get("label") for entry in result.get("labels") or []}
+    lines = [multilabel_summary(result)]
+    scores: Mapping[str, Any] = result.get("scores") or {}
+    ordered = sorted(scores.items(), key=lambda entry: -float(entry[1]))
+    rows = [(label, score(value), "yes" if label in chosen else "") for label, value in ordered]
+    if rows:
+        lines.append(table(("label", "score", "chosen"), rows))
+    return lines
+
+
+SUMMARY_ENTRIES = 3
+
+
+def detection_summary(result: Mapping[str, Any]) -> str:
+    """``3 objects: circle 0.98, square 0.95, triangle 0.91`` (the best few), or ``no objects``."""
+    detections = list(result.get("detections") or [])
+    count = int(result.get("count", len(detections)))
+    if not count:
+        return "no objects"
+    shown = ", ".join(f"{entry.get('label')} {score(entry.get('score'))}" for entry in detections[:SUMMARY_ENTRIES])
+    more = f", +{count - min(len(detections), SUMMARY_ENTRIES)} more" if count > SUMMARY_ENTRIES else ""
+    return f"{count} object{'s' * (count != 1)}: {shown}{more}"
+
+
+def segmentation_summary(result: Mapping[str, Any]) -> str:
+    """``cell 15.15%, nucleus 3.66%``: each class present but the first (the background), largest first."""
+    present = [entry for entry in result.get("classes") or [] if entry.get("index", 0) != 0 and entry.get("pixels")]
+    if not present:
+        return "only background"
+    present.sort(key=lambda entry: -int(entry.get("pixels") or 0))
+    return ", ".join(f"{entry.get('label')} {percent(entry.get('fraction'))}" for entry in present)
+
+
+def multilabel_summary(result: Mapping[str, Any]) -> str:
+    chosen = result.get("labels") or []
+    if not chosen:
+        return "no label above its threshold"
+    return ", ".join(f"{entry.get('label')} {score(entry.get('score'))}" for entry in chosen)
+
+
+def result_summary(result: Mapping[str, Any]) -> str:
+    """One predicted outcome in a few words, whatever its task."""
+    task = task_of(result)
+    if task == "detection":
+        return detection_summary(result)
+    if task == "segmentation":
+        return segmentation_summary(result)
+    if task == "multilabel":
+        return multilabel_summary(result)
+    return f"{result.get('label')} {score(result.get('score'))}"
 
 
 def _input_summary(spec: Mapping[str, Any]) -> str:
@@ -103,13 +221,14 @@ def format_models(catalogue: Mapping[str, Any]) -> str:
         (
             str(spec.get("name")) + ("*" if (spec.get("name"), spec.get("version")) in marked else ""),
             spec.get("version"),
+            spec.get("task") or "classification",
             _input_summary(spec),
             len(spec.get("labels") or []),
             _shorten(spec.get("description")),
         )
         for spec in specs
     ]
-    text = table(("model", "version", "input", "labels", "description"), rows)
+    text = table(("model", "version", "task", "input", "labels", "description"), rows)
     return f"{text}\n{note}" if note else text
 
 
@@ -172,23 +291,22 @@ _TIMINGS = (("created_at", "created"), ("started_at", "started"), ("finished_at"
 
 
 def format_results(results: Sequence[Mapping[str, Any]]) -> str:
+    """One row per outcome: a classification's label and score, or for other tasks a summary of the result
+    (objects found, classes present with their share of the image, labels chosen)."""
     if not results:
         return "no results"
+    summarised = any(task_of(result) != "classification" for result in results if result.get("status") == "predicted")
     rows = []
     for result in results:
         error = result.get("error") or {}
         outcome = f"{error.get('code')}: {error.get('message')}" if error else ""
-        rows.append(
-            (
-                result.get("item"),
-                result.get("key"),
-                result.get("status"),
-                result.get("label"),
-                score(result.get("score")),
-                outcome,
-            )
-        )
-    return table(("item", "key", "status", "label", "score", "error"), rows)
+        if not summarised:
+            shown: tuple[Any, ...] = (result.get("label"), score(result.get("score")))
+        else:
+            shown = (result_summary(result) if result.get("status") == "predicted" else "",)
+        rows.append((result.get("item"), result.get("key"), result.get("status"), *shown, outcome))
+    headers = ("result",) if summarised else ("label", "score")
+    return table(("item", "key", "status", *headers, "error"), rows)
 
 
 def result_row(result: Mapping[str, Any]) -> dict[str, Any]:

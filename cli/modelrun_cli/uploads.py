@@ -253,3 +253,14 @@ def images_source(
     if len(keys) <= (INLINE_KEYS_LIMIT if inline_limit is None else inline_limit):
         return {"images": list(keys)}
     return {"manifest": write_manifest(s3, bucket, manifest_key(prefix), keys)}
+
+
+def download_object(s3: Any, bucket: str, key: str) -> bytes:
+    """An object of the images bucket (a batch's mask, when its results carry no presigned link)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (BotoCoreError, ClientError) as exc:
+        raise CliError(f"download of s3://{bucket}/{key} failed: {exc}") from exc
+    return body

@@ -511,7 +511,7 @@ def test_the_model_table_marks_the_default_model() -> None:
         ],
     }
     lines = output.format_models(catalogue).splitlines()
-    assert lines[1].split()[:3] == ["digits*", "1", "8x8"]
+    assert lines[1].split()[:4] == ["digits*", "1", "classification", "8x8"]
     assert lines[2].endswith("...")
     assert lines[-1].startswith("* the default model (digits")
 
