@@ -1,4 +1,5 @@
-// modelrun web page: upload images with presigned URLs, run a batch, follow it live, show results and errors.
+// modelrun web page: upload images with presigned URLs, run a batch, follow it live, show results and errors;
+// or predict one image at once. Detection boxes and segmentation masks are drawn over the image on a canvas.
 // Plain modern JavaScript, no build step. Reads config.json next to this file:
 //   {"apiUrl": "https://.../v1/", "webSocketUrl": "wss://.../v1" (optional), "apiKey": "..." (local mode only)}
 "use strict";
@@ -24,6 +25,12 @@
   };
   // The image types POST /uploads accepts (the format itself is read from the bytes by the model's preprocessing).
   const ACCEPTED_TYPES = new Set([...Object.values(TYPES_BY_EXTENSION), "image/jpg", "image/x-ms-bmp"]);
+  // Box colours by the label's index in the model's labels: bright, and far apart from each other.
+  const BOX_COLOURS = ["#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#00c7be", "#ff2d55"];
+  const MASK_ALPHA = 140; // of 255: the image stays visible under the mask
+  const BOX_LINE_PX = 2;
+  const LABEL_FONT_PX = 12;
+  const SUMMARY_ENTRIES = 3;
 
   const $ = (id) => document.getElementById(id);
   const numbers = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
@@ -35,6 +42,10 @@
     busy: false,
     batchId: null,
     names: new Map(), // S3 key -> the file name the user picked
+    uploaded: new Map(), // S3 key -> the File uploaded from this page (its result can be drawn over it)
+    models: new Map(), // model name -> its latest spec (labels give the box colours)
+    batchModel: null,
+    views: new Map(), // a result view's element -> {url, observer} to release when it shows another image
     socket: null,
     source: "", // how progress arrives: "over the WebSocket API" or "by polling"
     pollTimer: null,
@@ -76,13 +87,15 @@
     return new URL(path.replace(/^\/+/, ""), state.config.apiUrl);
   }
 
-  async function api(path, { method = "GET", body, headers = {} } = {}) {
+  async function api(path, { method = "GET", body, raw, headers = {} } = {}) {
     const url = apiUrl(path);
     const sent = { "x-api-key": state.apiKey, ...headers };
     if (body !== undefined) sent["Content-Type"] = "application/json";
+    if (raw !== undefined) sent["Content-Type"] = raw.type;
+    const payload = raw !== undefined ? raw.data : body === undefined ? undefined : JSON.stringify(body);
     let response;
     try {
-      response = await fetch(url, { method, headers: sent, body: body === undefined ? undefined : JSON.stringify(body) });
+      response = await fetch(url, { method, headers: sent, body: payload });
     } catch (error) {
       throw new ApiError("network_error", `could not reach the API at ${url.origin} (${error.message})`);
     }
@@ -150,6 +163,7 @@
     if (!latest.size) select.append(new Option("No models on this stack", ""));
     if (catalogue.default_model && latest.has(catalogue.default_model)) select.value = catalogue.default_model;
     select.disabled = !latest.size;
+    state.models = latest;
     showModelDetails();
     updateSubmit();
   }
@@ -223,7 +237,9 @@
   }
 
   function updateSubmit() {
-    $("submit").disabled = state.busy || !state.files.length || !$("model").value || !state.apiKey;
+    const ready = !state.busy && $("model").value && state.apiKey;
+    $("submit").disabled = !ready || !state.files.length;
+    $("predict-one").disabled = !ready || state.files.length !== 1;
   }
 
   function setBusy(busy) {
@@ -260,6 +276,7 @@
     try {
       const keys = [];
       const names = new Map();
+      const uploadedFiles = new Map();
       let uploaded = 0;
       for (let start = 0; start < files.length; start += UPLOADS_PER_CALL) {
         const group = files.slice(start, start + UPLOADS_PER_CALL);
@@ -274,10 +291,11 @@
           setStatus(`Uploaded ${uploaded} of ${files.length} images…`);
         });
         await runPool(tasks, UPLOAD_CONCURRENCY);
-        for (const upload of plan.uploads) {
+        plan.uploads.forEach((upload, index) => {
           keys.push(upload.key);
           names.set(upload.key, upload.name);
-        }
+          uploadedFiles.set(upload.key, group[index]);
+        });
       }
       setStatus("Submitting the batch…");
       const batch = await api("batches", {
@@ -288,7 +306,7 @@
       setStatus(`Batch ${batch.batch_id} submitted.`);
       saveNames(batch.batch_id, names);
       history.replaceState(null, "", `#batch=${encodeURIComponent(batch.batch_id)}`);
-      watchBatch(batch.batch_id, batch, names);
+      watchBatch(batch.batch_id, batch, names, uploadedFiles);
     } catch (error) {
       setStatus("");
       showError(error);
@@ -314,11 +332,13 @@
   }
 
   // -- following a batch -------------------------------------------------------------------------------------
-  function watchBatch(batchId, submitted, names) {
+  function watchBatch(batchId, submitted, names, uploaded) {
     stopWatching();
     state.batchId = batchId;
     state.finished = false;
     state.names = names || loadNames(batchId);
+    state.uploaded = uploaded || new Map();
+    releaseView($("result-view"));
     $("batch-id").textContent = batchId;
     $("progress-section").hidden = false;
     $("results-section").hidden = true;
@@ -503,6 +523,7 @@
   }
 
   function renderResultsHeader(job) {
+    state.batchModel = job.model || null;
     const counts = job.counts || {};
     const duration = job.timings?.duration_s;
     $("results-summary").textContent =
@@ -524,7 +545,7 @@
             fileName(row.key),
             row.key,
             row.status,
-            row.label ?? "",
+            row.label ?? (row.status === "predicted" ? summarise(row) : ""),
             row.score ?? "",
             row.error?.code ?? "",
             row.error?.message ?? "",
@@ -543,15 +564,26 @@
     const body = $("results-table").tBodies[0];
     for (const row of page.results || []) {
       const status = row.status === "predicted" ? "predicted" : `failed · ${row.error?.code || "error"}`;
-      body.append(
-        tableRow([
-          [row.item + 1, "num"],
-          [fileName(row.key), "file", row.key],
-          [row.label ?? "—"],
-          [typeof row.score === "number" ? row.score.toFixed(4) : "—", "num"],
-          [status, `status ${row.status}`],
-        ]),
-      );
+      const predicted = row.status === "predicted";
+      const label = row.label ?? (predicted && taskOf(row) !== "classification" ? summarise(row) : "—");
+      const tr = tableRow([
+        [row.item + 1, "num"],
+        [fileName(row.key), "file", row.key],
+        [label],
+        [typeof row.score === "number" ? row.score.toFixed(4) : "—", "num"],
+        [status, `status ${row.status}`],
+      ]);
+      const file = state.uploaded.get(row.key);
+      if (predicted && file && taskOf(row) !== "classification") {
+        const show = document.createElement("button");
+        show.type = "button";
+        show.className = "link-button show-result";
+        show.textContent = "Show";
+        show.setAttribute("aria-label", `Show ${fileName(row.key)} with its result drawn on it`);
+        show.addEventListener("click", () => showBatchResult(row, file).catch(showError));
+        tr.cells[2].append(show);
+      }
+      body.append(tr);
     }
     state.resultsToken = page.next_token || null;
     $("more-results").hidden = !state.resultsToken;
@@ -615,6 +647,330 @@
       token = page.next_token || null;
     } while (token);
     return rows;
+  }
+
+  async function showBatchResult(row, file) {
+    const view = $("result-view");
+    await renderResultView(view, { file, name: fileName(row.key), result: row, model: state.batchModel });
+    view.querySelector("figure")?.focus();
+  }
+
+  // -- one image at once -------------------------------------------------------------------------------------
+  async function predictOne() {
+    if (state.busy || state.files.length !== 1) return;
+    clearError();
+    setBusy(true);
+    const file = state.files[0];
+    const model = $("model").value;
+    try {
+      setStatus(`Predicting ${file.name}…`);
+      const params = new URLSearchParams({ model });
+      const result = await api(`predictions?${params}`, {
+        method: "POST",
+        raw: { data: file, type: contentType(file) || "application/octet-stream" },
+      });
+      setStatus("");
+      $("prediction-summary").textContent =
+        `${file.name}: ${summarise(result)} · model ${result.model} version ${result.version}` +
+        (typeof result.timings_ms?.total === "number" ? ` · ${numbers.format(result.timings_ms.total)} ms` : "");
+      $("prediction-section").hidden = false;
+      await renderResultView($("prediction-view"), { file, name: file.name, result, model: result.model });
+      $("prediction-title").focus();
+    } catch (error) {
+      setStatus("");
+      showError(error);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  // -- results of every task ---------------------------------------------------------------------------------
+  function taskOf(result) {
+    if (Array.isArray(result.detections)) return "detection";
+    if (Array.isArray(result.classes)) return "segmentation";
+    if (Array.isArray(result.labels) && result.scores && typeof result.scores === "object") return "multilabel";
+    return "classification";
+  }
+
+  const scoreText = (value) => (typeof value === "number" ? value.toFixed(2) : "");
+  const percentText = (fraction) => (typeof fraction === "number" ? `${(100 * fraction).toFixed(2)}%` : "");
+
+  function presentClasses(result) {
+    return (result.classes || [])
+      .filter((entry) => entry.index !== 0 && entry.pixels > 0)
+      .sort((a, b) => b.pixels - a.pixels);
+  }
+
+  /** A result in a few words: "2 objects: square 0.98, circle 0.95", "cell 15.15%, nucleus 3.66%", "7 (0.99)". */
+  function summarise(result) {
+    switch (taskOf(result)) {
+      case "detection": {
+        const count = typeof result.count === "number" ? result.count : result.detections.length;
+        if (!count) return "no objects";
+        const shown = result.detections.slice(0, SUMMARY_ENTRIES);
+        const more = count > shown.length ? `, +${count - shown.length} more` : "";
+        const list = shown.map((entry) => `${entry.label} ${scoreText(entry.score)}`).join(", ");
+        return `${count} object${count === 1 ? "" : "s"}: ${list}${more}`;
+      }
+      case "segmentation": {
+        const present = presentClasses(result);
+        if (!present.length) return "only background";
+        return present.map((entry) => `${entry.label} ${percentText(entry.fraction)}`).join(", ");
+      }
+      case "multilabel":
+        if (!result.labels.length) return "no label above its threshold";
+        return result.labels.map((entry) => `${entry.label} ${scoreText(entry.score)}`).join(", ");
+      default:
+        return `${result.label} (${typeof result.score === "number" ? result.score.toFixed(4) : "?"})`;
+    }
+  }
+
+  /** The mask PNG's colour for a class index: the server's palette (PASCAL VOC's colour map; 0 is black). */
+  function paletteColour(index) {
+    let [red, green, blue] = [0, 0, 0];
+    let bits = index;
+    for (let shift = 7; shift >= 0; shift -= 1) {
+      red |= (bits & 1) << shift;
+      green |= ((bits >> 1) & 1) << shift;
+      blue |= ((bits >> 2) & 1) << shift;
+      bits >>= 3;
+    }
+    return [red, green, blue];
+  }
+
+  function boxColour(label, model) {
+    const labels = state.models.get(model)?.labels || [];
+    const index = labels.indexOf(label);
+    if (index >= 0) return BOX_COLOURS[index % BOX_COLOURS.length];
+    let hash = 0;
+    for (const char of String(label)) hash = (hash * 31 + char.codePointAt(0)) >>> 0;
+    return BOX_COLOURS[hash % BOX_COLOURS.length];
+  }
+
+  function loadImage(url) {
+    return new Promise((resolve, reject) => {
+      const image = new Image();
+      image.onload = () => resolve(image);
+      image.onerror = () => reject(new ApiError("invalid_image", "the browser could not decode the image"));
+      image.src = url;
+    });
+  }
+
+  /** The mask as an overlay at its own size: each class in its palette colour, half transparent; the background
+   * (class 0, black in the palette) fully transparent. From the inline base64 PNG, or its presigned link. */
+  async function maskOverlay(mask) {
+    let url;
+    let objectUrl = null;
+    if (typeof mask.data === "string") {
+      url = `data:image/png;base64,${mask.data}`;
+    } else if (mask.url) {
+      let response;
+      try {
+        response = await fetch(mask.url);
+      } catch (error) {
+        throw new ApiError("network_error", `could not download the mask (${error.message})`);
+      }
+      if (!response.ok) throw new ApiError(`http_${response.status}`, "the mask's link answered an error: reload");
+      objectUrl = URL.createObjectURL(await response.blob());
+      url = objectUrl;
+    } else {
+      return null;
+    }
+    try {
+      const image = await loadImage(url);
+      const canvas = document.createElement("canvas");
+      canvas.width = image.naturalWidth;
+      canvas.height = image.naturalHeight;
+      const context = canvas.getContext("2d", { willReadFrequently: true });
+      context.drawImage(image, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height);
+      const data = pixels.data;
+      for (let at = 0; at < data.length; at += 4) {
+        data[at + 3] = data[at] | data[at + 1] | data[at + 2] ? MASK_ALPHA : 0;
+      }
+      context.putImageData(pixels, 0, 0);
+      return canvas;
+    } finally {
+      if (objectUrl) URL.revokeObjectURL(objectUrl);
+    }
+  }
+
+  function drawOverlay(canvas, image, result, mask, model) {
+    const ratio = window.devicePixelRatio || 1;
+    const width = image.clientWidth;
+    const height = image.clientHeight;
+    if (!width || !height || !image.naturalWidth) return false;
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+    const context = canvas.getContext("2d");
+    context.clearRect(0, 0, canvas.width, canvas.height);
+    if (mask) {
+      context.imageSmoothingEnabled = false; // class colours must not blend into each other at the edges
+      context.drawImage(mask, 0, 0, canvas.width, canvas.height);
+    }
+    const sx = canvas.width / image.naturalWidth;
+    const sy = canvas.height / image.naturalHeight;
+    const line = BOX_LINE_PX * ratio;
+    context.font = `${LABEL_FONT_PX * ratio}px system-ui, sans-serif`;
+    context.textBaseline = "top";
+    // The best detection last, so it is on top where boxes overlap.
+    for (const detection of [...(result.detections || [])].reverse()) {
+      const [x1, y1, x2, y2] = detection.box;
+      const colour = boxColour(detection.label, model);
+      context.strokeStyle = colour;
+      context.lineWidth = line;
+      context.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
+      const text = `${detection.label} ${scoreText(detection.score)}`;
+      const textHeight = (LABEL_FONT_PX + 4) * ratio;
+      const textWidth = context.measureText(text).width + 6 * ratio;
+      const top = y1 * sy - textHeight >= 0 ? y1 * sy - textHeight : y1 * sy;
+      const left = Math.min(x1 * sx - line / 2, canvas.width - textWidth);
+      context.fillStyle = colour;
+      context.fillRect(left, top, textWidth, textHeight);
+      context.fillStyle = "#000";
+      context.fillText(text, left + 3 * ratio, top + 2 * ratio);
+    }
+    return true;
+  }
+
+  function releaseView(view) {
+    const held = state.views.get(view);
+    if (held) {
+      held.observer?.disconnect();
+      URL.revokeObjectURL(held.url);
+      state.views.delete(view);
+    }
+    view.replaceChildren();
+  }
+
+  function describeOverlay(result) {
+    switch (taskOf(result)) {
+      case "detection":
+        return result.detections.length ? `, with the objects found outlined: ${summarise(result)}` : ", no objects found";
+      case "segmentation":
+        return `, with the segmentation mask laid over it: ${summarise(result)}`;
+      default:
+        return `: ${summarise(result)}`;
+    }
+  }
+
+  function resultTable(result) {
+    const table = document.createElement("table");
+    const caption = document.createElement("caption");
+    caption.className = "visually-hidden";
+    let headers;
+    let rows;
+    switch (taskOf(result)) {
+      case "detection":
+        caption.textContent = "Objects found";
+        headers = [["#", "num"], ["Label"], ["Score", "num"], ["Box (x1, y1, x2, y2)"]];
+        rows = result.detections.map((entry, index) => [
+          [index + 1, "num"],
+          [entry.label],
+          [entry.score.toFixed(4), "num"],
+          [entry.box.map((side) => Math.round(side)).join(", ")],
+        ]);
+        break;
+      case "segmentation":
+        caption.textContent = "Pixels per class";
+        headers = [["Class"], ["Pixels", "num"], ["Share", "num"], ["Box (x1, y1, x2, y2)"]];
+        rows = (result.classes || []).map((entry) => [
+          [entry.label],
+          [entry.pixels, "num"],
+          [percentText(entry.fraction), "num"],
+          [entry.box ? entry.box.join(", ") : "—"],
+        ]);
+        break;
+      case "multilabel":
+        caption.textContent = "Score per label";
+        headers = [["Label"], ["Score", "num"], ["Chosen"]];
+        rows = Object.entries(result.scores)
+          .sort((a, b) => b[1] - a[1])
+          .map(([label, value]) => [
+            [label],
+            [value.toFixed(4), "num"],
+            [result.labels.some((entry) => entry.label === label) ? "yes" : ""],
+          ]);
+        break;
+      default:
+        caption.textContent = "Top labels";
+        headers = [["Label"], ["Score", "num"]];
+        rows = (result.top_k || []).map((entry) => [[entry.label], [entry.score.toFixed(4), "num"]]);
+    }
+    const head = table.createTHead().insertRow();
+    for (const [text, className] of headers) {
+      const cell = document.createElement("th");
+      cell.scope = "col";
+      cell.textContent = text;
+      if (className) cell.className = className;
+      head.append(cell);
+    }
+    const body = table.createTBody();
+    for (const row of rows) body.append(tableRow(row));
+    table.prepend(caption);
+    const wrap = document.createElement("div");
+    wrap.className = "table-wrap";
+    wrap.append(table);
+    return wrap;
+  }
+
+  function legend(result, model) {
+    const list = document.createElement("ul");
+    list.className = "legend";
+    const entries =
+      taskOf(result) === "segmentation"
+        ? presentClasses(result).map((entry) => [entry.label, `rgb(${paletteColour(entry.index).join(" ")})`])
+        : [...new Set((result.detections || []).map((entry) => entry.label))].map((label) => [
+            label,
+            boxColour(label, model),
+          ]);
+    for (const [label, colour] of entries) {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = colour;
+      swatch.setAttribute("aria-hidden", "true");
+      item.append(swatch, label);
+      list.append(item);
+    }
+    return list;
+  }
+
+  /** The image with its result drawn over it (boxes, mask), a legend, and the result as a table. */
+  async function renderResultView(view, { file, name, result, model }) {
+    releaseView(view);
+    const url = URL.createObjectURL(file);
+    state.views.set(view, { url, observer: null });
+    const figure = document.createElement("figure");
+    figure.tabIndex = -1;
+    const frame = document.createElement("div");
+    frame.className = "overlay";
+    const image = document.createElement("img");
+    image.alt = `${name}${describeOverlay(result)}`;
+    const canvas = document.createElement("canvas");
+    canvas.setAttribute("aria-hidden", "true");
+    frame.append(image, canvas);
+    const caption = document.createElement("figcaption");
+    caption.textContent = `${name}: ${summarise(result)}`;
+    if (taskOf(result) === "detection" || taskOf(result) === "segmentation") caption.append(legend(result, model));
+    figure.append(frame, caption);
+    view.append(figure, resultTable(result));
+    const [, mask] = await Promise.all([
+      new Promise((resolve, reject) => {
+        image.onload = resolve;
+        image.onerror = () => reject(new ApiError("invalid_image", `the browser cannot show ${name}`));
+        image.src = url;
+      }),
+      taskOf(result) === "segmentation" && result.mask ? maskOverlay(result.mask) : null,
+    ]);
+    if (state.views.get(view)?.url !== url) return; // another image was shown meanwhile
+    const draw = () => {
+      if (drawOverlay(canvas, image, result, mask, model)) figure.dataset.drawn = "true";
+    };
+    draw();
+    const observer = new ResizeObserver(draw);
+    observer.observe(image);
+    state.views.get(view).observer = observer;
   }
 
   // -- downloads ---------------------------------------------------------------------------------------------
@@ -738,6 +1094,7 @@
     window.addEventListener("dragover", (event) => event.preventDefault());
     window.addEventListener("drop", (event) => event.preventDefault());
     $("batch-form").addEventListener("submit", submitBatch);
+    $("predict-one").addEventListener("click", predictOne);
     $("more-results").addEventListener("click", () => loadResults(state.batchId).catch(showError));
     $("more-errors").addEventListener("click", () => loadErrors(state.batchId).catch(showError));
     $("new-batch").addEventListener("click", resetForNewBatch);

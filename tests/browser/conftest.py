@@ -8,6 +8,7 @@ Debian's chromium when /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from modelrun_local.runtime import LocalRuntime
-from tests.integration.conftest import api, images_bucket, models_dir, s3, stack  # noqa: F401 - shared fixtures
+from tests.integration.conftest import REPO, api, images_bucket, s3, stack  # noqa: F401 - shared fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,6 +31,16 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repo's demo models, one per task the page draws: digits (the default), shapes (detection), cells
+    (segmentation)."""
+    root = tmp_path_factory.mktemp("models")
+    for name in ("digits", "shapes", "cells"):
+        shutil.copytree(REPO / "models" / name, root / name)
+    return root
 
 
 @pytest.fixture(scope="session")
