@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
-from tests.integration.conftest import REPO, Api
+from modelrun_local.runtime import LocalRuntime
+from tests.integration.conftest import REPO, Api, outside_s3
 
 SHAPES = REPO / "samples" / "shapes"
 CELLS = REPO / "samples" / "cells"
@@ -85,6 +87,36 @@ def drawing_zone(box: list[float], shape: tuple[int, ...]) -> np.ndarray:
     left, top, right, bottom = LABEL_ZONE
     zone[max(y1 + top, 0) : y1 + bottom, max(x1 + left, 0) : x1 + right] = True
     return zone
+
+
+def classes_drawn(drawn: Drawn, mask: np.ndarray) -> int:
+    """Check the overlay against the mask (class indices) pixel by pixel, away from class edges (where scaling
+    picks either side); how many classes other than the background it shows."""
+    assert drawn.natural == (mask.shape[1], mask.shape[0])
+    sx, sy = drawn.scale
+    height, width = drawn.pixels.shape[:2]
+    source_y = np.minimum(((np.arange(height) + 0.5) / sy).astype(int), mask.shape[0] - 1)
+    source_x = np.minimum(((np.arange(width) + 0.5) / sx).astype(int), mask.shape[1] - 1)
+    padded = np.pad(mask, 2, mode="edge")
+    uniform = np.ones_like(mask, dtype=bool)
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            uniform &= padded[2 + dy : 2 + dy + mask.shape[0], 2 + dx : 2 + dx + mask.shape[1]] == mask
+    classes = mask[np.ix_(source_y, source_x)]
+    inside = uniform[np.ix_(source_y, source_x)]
+    pixels = drawn.pixels.astype(int)
+
+    background = inside & (classes == 0)
+    assert background.sum() > 1000
+    assert (pixels[background][:, 3] == 0).all(), "the background is not clear"
+    foreground = inside & (classes != 0)
+    assert foreground.sum() > 1000
+    shown = sorted(set(np.unique(classes[inside]).tolist()) - {0})
+    for index in shown:
+        colours = pixels[inside & (classes == index)]
+        assert (abs(colours[:, 3] - MASK_ALPHA) <= 1).all(), f"class {index}: not drawn at the mask's opacity"
+        assert (abs(colours[:, :3] - np.array(palette_colour(index))) <= 3).all(), f"class {index}: not its colour"
+    return len(shown)
 
 
 def palette_colour(index: int) -> tuple[int, int, int]:
@@ -166,39 +198,63 @@ def test_the_segmentation_mask_colours_the_foreground_pixels_and_leaves_the_back
 
     # When the overlay is read back
     drawn = drawn_overlay(page, "prediction-view")
-    assert drawn.natural == (mask.shape[1], mask.shape[0])
-    sx, sy = drawn.scale
-    height, width = drawn.pixels.shape[:2]
 
-    # Then every canvas pixel inside a region of one class (away from class edges, where scaling picks either side)
-    # shows that class: clear over the background, the class's palette colour half-transparent over the others
-    source_y = np.minimum(((np.arange(height) + 0.5) / sy).astype(int), mask.shape[0] - 1)
-    source_x = np.minimum(((np.arange(width) + 0.5) / sx).astype(int), mask.shape[1] - 1)
-    padded = np.pad(mask, 2, mode="edge")
-    uniform = np.ones_like(mask, dtype=bool)
-    for dy in range(-2, 3):
-        for dx in range(-2, 3):
-            uniform &= padded[2 + dy : 2 + dy + mask.shape[0], 2 + dx : 2 + dx + mask.shape[1]] == mask
-    classes = mask[np.ix_(source_y, source_x)]
-    inside = uniform[np.ix_(source_y, source_x)]
-    pixels = drawn.pixels.astype(int)
-
-    background = inside & (classes == 0)
-    assert background.sum() > 1000
-    assert (pixels[background][:, 3] == 0).all()
-    shown_classes = 0
-    for index in sorted(set(np.unique(classes[inside]).tolist()) - {0}):
-        region = inside & (classes == index)
-        colours = pixels[region]
-        assert (abs(colours[:, 3] - MASK_ALPHA) <= 1).all(), f"class {index}: not drawn at the mask's opacity"
-        assert (abs(colours[:, :3] - np.array(palette_colour(index))) <= 3).all(), f"class {index}: not its colour"
-        shown_classes += 1
-    foreground = inside & (classes != 0)
-    assert foreground.sum() > 1000
-    assert shown_classes >= 2, result["classes"]  # the sample has cells and nuclei
+    # Then every canvas pixel inside a region of one class shows that class: clear over the background, the class's
+    # palette colour half-transparent over the others
+    assert classes_drawn(drawn, mask) >= 2, result["classes"]  # the sample has cells and nuclei
 
     # ... and the legend and the table name the classes
     present = [entry["label"] for entry in result["classes"] if entry["index"] and entry["pixels"]]
     expect(page.locator("#prediction-view .legend li")).to_have_count(len(present))
     expect(page.locator("#prediction-view tbody tr")).to_have_count(len(result["classes"]))
     page.locator("#prediction-section").screenshot(path=str(MASK_SCREENSHOT))
+
+
+def test_a_batch_results_segmentation_mask_is_fetched_from_its_link_and_drawn_over_the_uploaded_image(
+    page: Page, page_url: str, api: Api, stack: LocalRuntime, images_bucket: str
+) -> None:
+    # Given the mask the cells model gives a sample, stored where a batch stores it, behind a presigned link
+    image = CELLS / "cells-004.png"
+    answer = api.post("/predictions?model=cells", data=image.read_bytes(), headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    png = base64.b64decode(result["mask"]["data"])
+    storage = outside_s3(stack)
+
+    # ... and a batch of that image run from the page, its results page shaped as the batch API documents a
+    # segmentation outcome (classes, and mask with s3_key and url: model-format.md, "Batch and trigger result
+    # shapes"), until batches run segmentation models themselves
+    def segmentation_results(route: Route) -> None:
+        page_of_results = route.fetch().json()
+        for entry in page_of_results["results"]:
+            key = f"results/{page_of_results['batch_id']}/masks/{entry['item']}.png"
+            storage.put_object(Bucket=images_bucket, Key=key, Body=png, ContentType="image/png")
+            url = storage.generate_presigned_url("get_object", Params={"Bucket": images_bucket, "Key": key})
+            for field in ("label", "score", "top_k"):
+                entry.pop(field, None)
+            entry["classes"] = result["classes"]
+            size = {"width": result["mask"]["width"], "height": result["mask"]["height"]}
+            entry["mask"] = {"format": "png", **size, "s3_key": key, "url": url}
+        route.fulfill(json=page_of_results)
+
+    page.route(re.compile(r".*/batches/[^/]+/results\?.*"), segmentation_results)
+    page.goto(page_url)
+    expect(page.locator("#model")).to_have_value("digits")
+    page.set_input_files("#files", [image])
+    page.get_by_role("button", name="Upload and run the batch").click()
+    expect(page.locator("#results-section")).to_be_visible(timeout=180_000)
+
+    # When its row's "Show" is pressed (from the keyboard)
+    row = page.locator("#results-table tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(2)).to_contain_text("cell 9.76%, debris 3.02%, nucleus 2.44%")
+    row.get_by_role("button", name="Show cells-004.png with its result drawn on it").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator('#result-view figure[data-drawn="true"]')).to_be_visible()
+
+    # Then the mask fetched from the link is drawn over the image: each class in its colour, the background clear
+    mask = np.asarray(Image.open(io.BytesIO(png)))
+    assert classes_drawn(drawn_overlay(page, "result-view"), mask) >= 2
+    expect(page.locator("#result-view img")).to_have_attribute(
+        "alt", "cells-004.png, with the segmentation mask laid over it: cell 9.76%, debris 3.02%, nucleus 2.44%"
+    )
