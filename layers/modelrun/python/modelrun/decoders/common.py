@@ -11,6 +11,7 @@ import numpy as np
 
 from modelrun.decoders.base import Dim, FailFn
 from modelrun.errors import ModelConfigError
+from modelrun.models.fields import one_of, show
 
 SCORE_DECIMALS: Final = 6
 BOX_DECIMALS: Final = 2
@@ -152,19 +153,3 @@ def static(dim: Dim) -> int | None:
 
 def show_shape(shape: Sequence[Dim]) -> str:
     return "[" + ", ".join(str(dim) if isinstance(dim, int) else json.dumps(dim) for dim in shape) + "]"
-
-
-def show(value: Any) -> str:
-    """A value as it would appear in JSON, shortened for error messages."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def one_of(options: Sequence[str]) -> str:
-    quoted = [f'"{option}"' for option in options]
-    if len(quoted) == 2:
-        return f"{quoted[0]} or {quoted[1]}"
-    return "one of " + ", ".join(quoted)

@@ -20,6 +20,7 @@ from typing import Any, Final, NoReturn
 
 from modelrun.decoders import TASKS, decoder_for
 from modelrun.errors import ModelConfigError
+from modelrun.models.fields import one_of, show
 from modelrun.transforms.steps import (
     COLOR_MODES,
     DEFAULT_COLOR_MODE,
@@ -231,15 +232,15 @@ def parse_spec(
 
     name = check.string(doc, "name")
     if not NAME_PATTERN.fullmatch(name):
-        check.fail("name", f"must match [a-z0-9][a-z0-9_-]{{0,63}}, got {_show(name)}")
+        check.fail("name", f"must match [a-z0-9][a-z0-9_-]{{0,63}}, got {show(name)}")
     if expected_name is not None and name != expected_name:
-        check.fail("name", f"must equal its folder name {_show(expected_name)}, got {_show(name)}")
+        check.fail("name", f"must equal its folder name {show(expected_name)}, got {show(name)}")
 
     version = check.string(doc, "version")
     if not VERSION_PATTERN.fullmatch(version):
-        check.fail("version", f"must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}, got {_show(version)}")
+        check.fail("version", f"must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}, got {show(version)}")
     if expected_version is not None and version != expected_version:
-        check.fail("version", f"must equal its folder name {_show(expected_version)}, got {_show(version)}")
+        check.fail("version", f"must equal its folder name {show(expected_version)}, got {show(version)}")
 
     description = check.string(doc, "description", required=False) if "description" in doc else None
 
@@ -247,13 +248,13 @@ def parse_spec(
 
     raw_labels = check.present(doc, "labels")
     if not isinstance(raw_labels, list) or not raw_labels:
-        check.fail("labels", f"must be a non-empty list of strings, got {_show(raw_labels)}")
+        check.fail("labels", f"must be a non-empty list of strings, got {show(raw_labels)}")
     seen: set[str] = set()
     for index, label in enumerate(raw_labels):
         if not isinstance(label, str) or not label:
-            check.fail(f"labels[{index}]", f"must be a non-empty string, got {_show(label)}")
+            check.fail(f"labels[{index}]", f"must be a non-empty string, got {show(label)}")
         if label in seen:
-            check.fail(f"labels[{index}]", f"duplicates the label {_show(label)}")
+            check.fail(f"labels[{index}]", f"duplicates the label {show(label)}")
         seen.add(label)
     labels = tuple(raw_labels)
 
@@ -272,7 +273,7 @@ def parse_spec(
         code = check.string(doc, "code")
         if not CODE_PATTERN.fullmatch(code):
             check.fail(
-                "code", f'must be a Python file name in the model folder, like "transforms.py", got {_show(code)}'
+                "code", f'must be a Python file name in the model folder, like "transforms.py", got {show(code)}'
             )
 
     output, top_k = _parse_output(check, doc, task, labels, code)
@@ -302,7 +303,7 @@ def _parse_input(check: _Checker, doc: dict[str, Any]) -> InputSpec:
 
     raw_size = check.present(section, "size", prefix="input.")
     if not isinstance(raw_size, list) or len(raw_size) != 2:
-        check.fail("input.size", f"must be [height, width], got {_show(raw_size)}")
+        check.fail("input.size", f"must be [height, width], got {show(raw_size)}")
     height = check.integer(raw_size[0], "input.size[0]", minimum=1)
     width = check.integer(raw_size[1], "input.size[1]", minimum=1)
 
@@ -316,12 +317,12 @@ def _parse_input(check: _Checker, doc: dict[str, Any]) -> InputSpec:
     else:
         scale = check.number(section["scale"], "input.scale") if "scale" in section else DEFAULT_SCALE
         if scale <= 0:
-            check.fail("input.scale", f"must be greater than 0, got {_show(section['scale'])}")
+            check.fail("input.scale", f"must be greater than 0, got {show(section['scale'])}")
         mean = check.numbers(section, "mean", channels, color_mode) if "mean" in section else (0.0,) * channels
         std = check.numbers(section, "std", channels, color_mode) if "std" in section else (1.0,) * channels
         for index, value in enumerate(std):
             if value <= 0:
-                check.fail(f"input.std[{index}]", f"must be greater than 0, got {_show(section['std'][index])}")
+                check.fail(f"input.std[{index}]", f"must be greater than 0, got {show(section['std'][index])}")
 
     resample = check.choice(section, "resample", RESAMPLES, prefix="input.", default=DEFAULT_RESAMPLE)
     return InputSpec(
@@ -369,7 +370,7 @@ class _Checker:
         self, value: Any, field: str, allowed: frozenset[str], *, with_transforms: bool = False
     ) -> dict[str, Any]:
         if not isinstance(value, dict):
-            self.fail(field, f"must be a JSON object, got {_show(value)}")
+            self.fail(field, f"must be a JSON object, got {show(value)}")
         unknown = sorted(set(value) - allowed)
         if unknown:
             where = "" if field == "model.json" else f"{field}."
@@ -389,7 +390,7 @@ class _Checker:
     def string(self, section: dict[str, Any], key: str, *, prefix: str = "", required: bool = True) -> str:
         value = self.present(section, key, prefix=prefix)
         if not isinstance(value, str) or (required and not value):
-            self.fail(f"{prefix}{key}", f"must be a non-empty string, got {_show(value)}")
+            self.fail(f"{prefix}{key}", f"must be a non-empty string, got {show(value)}")
         return value
 
     def choice(
@@ -405,19 +406,19 @@ class _Checker:
             return default
         value = self.present(section, key, prefix=prefix)
         if value not in options:
-            self.fail(f"{prefix}{key}", f"must be {_one_of(options)}, got {_show(value)}")
+            self.fail(f"{prefix}{key}", f"must be {one_of(options)}, got {show(value)}")
         return str(value)
 
     def integer(self, value: Any, field: str, *, minimum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(field, f"must be an integer, got {_show(value)}")
+            self.fail(field, f"must be an integer, got {show(value)}")
         if minimum is not None and value < minimum:
             self.fail(field, f"must be at least {minimum}, got {value}")
         return value
 
     def number(self, value: Any, field: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            self.fail(field, f"must be a finite number, got {_show(value)}")
+            self.fail(field, f"must be a finite number, got {show(value)}")
         return float(value)
 
     def numbers(self, section: dict[str, Any], key: str, channels: int, color_mode: str) -> tuple[float, ...]:
@@ -426,23 +427,7 @@ class _Checker:
         if not isinstance(value, list) or len(value) != channels:
             self.fail(
                 field,
-                f"must be a list of {channels} number(s), one per channel of color_mode {_show(color_mode)}, "
-                f"got {_show(value)}",
+                f"must be a list of {channels} number(s), one per channel of color_mode {show(color_mode)}, "
+                f"got {show(value)}",
             )
         return tuple(self.number(item, f"{field}[{index}]") for index, item in enumerate(value))
-
-
-def _show(value: Any) -> str:
-    """A value as it would appear in JSON, shortened for error messages."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _one_of(options: tuple[str, ...]) -> str:
-    quoted = [f'"{option}"' for option in options]
-    if len(quoted) == 2:
-        return f"{quoted[0]} or {quoted[1]}"
-    return "one of " + ", ".join(quoted)

@@ -12,7 +12,6 @@ scales by ``min(h / H, w / W)`` and splits centred padding as Ultralytics does, 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any, Final, NoReturn
 import numpy as np
 from PIL import Image
 
+from modelrun.models.fields import one_of, show
 from modelrun.transforms.geometry import Geometry
 
 FailFn = Callable[[str, str], NoReturn]
@@ -528,19 +528,3 @@ def needs_rgb(fill: tuple[float, ...]) -> bool:
 
 def _show_fill(fill: tuple[float, ...]) -> float | list[float]:
     return fill[0] if len(set(fill)) == 1 else list(fill)
-
-
-def show(value: Any) -> str:
-    """A value as it would appear in JSON, shortened for error messages."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def one_of(options: tuple[str, ...]) -> str:
-    quoted = [f'"{option}"' for option in options]
-    if len(quoted) == 2:
-        return f"{quoted[0]} or {quoted[1]}"
-    return "one of " + ", ".join(quoted)
