@@ -371,6 +371,11 @@ def versions() -> dict[str, str]:
     return found
 
 
+def shown_path(path: Path) -> str:
+    """Relative to the repository when inside it (the package measured may be put first on sys.path)."""
+    return str(path.relative_to(harness.REPO) if path.is_relative_to(harness.REPO) else path)
+
+
 def stats(values: list[float]) -> dict[str, Any]:
     return summarise(values)
 
@@ -450,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "uncommitted_changes_in_measured_code": git("status", "--porcelain", "--", *MEASURED_PATHS).splitlines(),
         "command": " ".join(["python", "bench/detection.py", *(argv if argv is not None else sys.argv[1:])]),
-        "modelrun_package": str(Path(modelrun.__file__).parent.relative_to(harness.REPO)),
+        "modelrun_package": shown_path(Path(modelrun.__file__).parent),
         "machine": info,
         "versions": versions(),
         "settings": {
