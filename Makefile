@@ -70,6 +70,7 @@ build: venv
 bench: venv
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/detection.py
 
 ## models: regenerate the demo models and their sample images (committed), and the benchmark model (not committed)
 # The shapes (detection) and cells (segmentation) demos train with torch, which .venv does not have: they run only

@@ -164,7 +164,11 @@ class LoadedModel:
             step = self.batch_size or len(members)
             for start in range(0, len(members), step):
                 chunk = members[start : start + step]
-                batch = {name: np.stack([feeds[index][name] for index in chunk]) for name in feeds[chunk[0]]}
+                if len(chunk) == 1:
+                    # A batch of one is a view of the image's own array (np.stack would copy it).
+                    batch = {name: np.ascontiguousarray(array[np.newaxis]) for name, array in feeds[chunk[0]].items()}
+                else:
+                    batch = {name: np.stack([feeds[index][name] for index in chunk]) for name in feeds[chunk[0]]}
                 if len(chunk) < step:
                     batch = {
                         name: np.concatenate([array, np.zeros((step - len(chunk), *array.shape[1:]), array.dtype)])

@@ -55,6 +55,17 @@ class Geometry:
         ys = np.clip([(y1 - dy) / sy, (y2 - dy) / sy], 0.0, float(height))
         return [float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])]
 
+    def to_original_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """Many boxes at once: ``[K, 4]`` rows of ``x1, y1, x2, y2`` in input pixels as float64 original pixels,
+        clipped; each value is what :meth:`to_original_box` gives for its row."""
+        (sy, sx), (dy, dx) = self.scale, self.offset
+        height, width = self.original_size
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        mapped = np.empty_like(boxes)
+        mapped[:, 0::2] = np.clip((boxes[:, 0::2] - dx) / sx, 0.0, float(width))
+        mapped[:, 1::2] = np.clip((boxes[:, 1::2] - dy) / sy, 0.0, float(height))
+        return mapped
+
     def to_original_mask(self, mask: np.ndarray) -> np.ndarray:
         """A mask over the input (``[input_h, input_w]`` of class indices) resampled onto the original image.
 

@@ -100,7 +100,8 @@ class Pipeline:
         for step in self.image_steps:
             plane, geometry = step.apply(plane, geometry, self.color_mode)
 
-        pixels = np.asarray(plane, dtype=np.float32)
+        # With a normalize step the pixels stay as decoded (uint8 or float32) until it converts them while scaling.
+        pixels = np.asarray(plane) if self.normalize is not None else np.asarray(plane, dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[:, :, np.newaxis]
         if self.channels == 3 and pixels.shape[2] == 1:

@@ -230,9 +230,16 @@ class Normalize:
     origin: Origin = field(default=_NOWHERE, compare=False)
 
     def apply(self, pixels: np.ndarray) -> np.ndarray:
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        return (pixels.astype(np.float32, copy=False) * np.float32(self.scale) - mean) / std
+        """``[H, W, C]`` pixels normalised; the result is a ``[H, W, C]`` view of a channels-first array.
+
+        The arithmetic runs on channel planes: broadcasting a per-channel vector over a last axis of length 3 makes
+        numpy loop three elements at a time, about 30 times slower for the same float32 values.
+        """
+        # dtype float32: any input is cast to float32 first (uint8 exactly), then multiplied in float32.
+        planes = np.multiply(pixels.transpose(2, 0, 1), np.float32(self.scale), dtype=np.float32, order="C")
+        planes -= np.asarray(self.mean, dtype=np.float32).reshape(-1, 1, 1)
+        planes /= np.asarray(self.std, dtype=np.float32).reshape(-1, 1, 1)
+        return planes.transpose(1, 2, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": "normalize", "scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
@@ -248,7 +255,7 @@ class Dtype:
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         if self.dtype == "uint8":
             return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
-        return pixels.astype(self.dtype)
+        return pixels.astype(self.dtype, copy=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": "dtype", "dtype": self.dtype}
