@@ -104,9 +104,7 @@ class LocalRuntime:
         self.server = GatewayServer(gateway, self.host, self.port).start()
         # Browsers reach the AWS endpoint from the page (presigned uploads, result links), served by the gateway.
         web_origin = template.parameters.get("WebOrigin")
-        self._aws_server.allow_origins(
-            page_origins(self.server.http.port, str(web_origin) if web_origin else None)
-        )
+        self._aws_server.allow_origins(page_origins(self.server.http.port, str(web_origin) if web_origin else None))
         self._serve_websocket(template, api)
         self.stack.start_pollers()
         return self
