@@ -136,9 +136,20 @@ def preprocess(image, spec):
 """
 
 
+RAISES_ON_BLUE = """
+def postprocess(outputs, spec, geometry):
+    best = int(outputs["probabilities"].argmax())
+    if spec.labels[best] == "blue":
+        raise RuntimeError("blue is not decoded")
+    return {"colour": spec.labels[best]}
+"""
+
+
 def write_user_code_model(root: Path) -> None:
     folder = make_model(root, name="picky", color_mode="RGB", size=(16, 16), code="transforms.py")
     (folder / "transforms.py").write_text(RAISES_ON_13_WIDE, encoding="utf-8")
+    folder = make_model(root, name="no-blue", color_mode="RGB", size=(16, 16), code="decode.py")
+    (folder / "decode.py").write_text(RAISES_ON_BLUE, encoding="utf-8")
 
 
 # --- fixtures -------------------------------------------------------------------------------------------------
@@ -352,3 +363,21 @@ def test_a_models_code_raising_on_one_image_fails_only_that_image_with_model_cod
     assert (outcomes[0]["label"], outcomes[2]["label"]) == ("red", "blue")
     job = plain(aws.store.get(BATCH))
     assert (job["predicted"], job["failed"]) == (2, 1)
+
+
+def test_a_models_postprocess_raising_on_one_image_fails_only_that_image_with_model_code_error(
+    aws: BatchAws, predictor: ChunkPredictor
+) -> None:
+    # given a model whose own postprocess raises on blue images, and a chunk with a red, a blue and a green image
+    images = [png(Image.new("RGB", (16, 16), colour)) for colour in ("red", "blue", "lime")]
+
+    # when the chunk is predicted
+    summary = run_chunk(aws, predictor, "no-blue", images)
+
+    # then the blue one failed with model_code_error naming postprocess, and the others hold postprocess's result
+    assert (summary["predicted"], summary["failed"]) == (2, 1)
+    outcomes = shown(aws)
+    assert outcomes[1]["error"]["code"] == "model_code_error"
+    assert "postprocess" in outcomes[1]["error"]["message"]
+    assert "RuntimeError: blue is not decoded" in outcomes[1]["error"]["message"]
+    assert (outcomes[0]["colour"], outcomes[2]["colour"]) == ("red", "green")
