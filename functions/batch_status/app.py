@@ -8,6 +8,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.batches.results import mask_key
 from modelrun.batches.store import (
     FAILED_OUTCOME,
     PREDICTED,
@@ -59,6 +60,16 @@ def error_file_links(job: dict[str, Any]) -> dict[str, str]:
     if job["status"] not in TERMINAL or not job.get("errors_csv_key") or not job.get("errors_jsonl_key"):
         return {}
     return {"csv": presigned(job["errors_csv_key"]), "jsonl": presigned(job["errors_jsonl_key"])}
+
+
+def with_mask_link(batch_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+    """A segmentation outcome with a presigned ``mask.url`` to its PNG (as the results file link is presigned).
+
+    Only for the key the batch stores that item's mask under: a model's own postprocess could return any "mask"."""
+    mask = outcome.get("mask")
+    if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"]):
+        outcome["mask"] = {**mask, "url": presigned(mask["s3_key"])}
+    return outcome
 
 
 def error_summary(job: dict[str, Any]) -> tuple[dict[str, int], bool]:
@@ -138,7 +149,7 @@ def get_results(batch_id: str) -> dict[str, Any]:
     page, last = store.outcomes(batch_id, status=status, limit=limit, start=start)
     return {
         "batch_id": batch_id,
-        "results": [public_outcome(record) for record in page],
+        "results": [with_mask_link(batch_id, public_outcome(record)) for record in page],
         "next_token": encode_token(last),
     }
 

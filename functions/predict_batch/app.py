@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import Chunk, ChunkPredictor
+from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
 from modelrun.images.decode import Limits
@@ -32,6 +33,7 @@ predictor = ChunkPredictor(
     registry=ModelRegistry(Path(require_env("MODEL_ROOT"))),
     limits=Limits.from_env(),
     pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk"),
+    results=ResultObjects(s3, bucket),
 )
 # Fault injection (tests, demos) only where the stack allows it: AllowFaultInjection in template.yaml.
 allow_faults = require_env("ALLOW_FAULT_INJECTION") == "true"

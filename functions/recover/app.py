@@ -22,6 +22,7 @@ from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import ChunkPredictor
 from modelrun.batches.close import BatchCloser
 from modelrun.batches.recovery import DeadLetter, Recoverer, parse_body
+from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
 from modelrun.images.decode import Limits
@@ -42,6 +43,7 @@ recoverer = Recoverer(
         registry=ModelRegistry(Path(require_env("MODEL_ROOT"))),
         limits=Limits.from_env(),
         pool=ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="recover"),
+        results=ResultObjects(s3, bucket),
     ),
     closer=BatchCloser(store=store, s3=s3, bucket=bucket),
     store=store,

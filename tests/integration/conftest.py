@@ -27,13 +27,31 @@ MAX_IMAGE_BYTES = 512 * 1024
 MAX_IMAGE_PIXELS = 4_000_000
 
 
+# The user-code model's preprocess refuses images of this width, so a test can make it fail on one image.
+PICKY_WIDTH = 13
+PICKY_CODE = f"""
+import numpy as np
+
+
+def preprocess(image, spec):
+    if image.width == {PICKY_WIDTH}:
+        raise ValueError("images {PICKY_WIDTH} pixels wide are not accepted")
+    pixels = np.asarray(image.convert("RGB").resize((16, 16)), dtype=np.float32) / 255
+    return pixels.transpose(2, 0, 1)
+"""
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repo's models plus two a user could bring: NHWC RGB, and a fixed batch of 1."""
+    """The repo's models plus three a user could bring: NHWC RGB, a fixed batch of 1, and one with its own
+    ``preprocess`` in a transforms.py (refusing images PICKY_WIDTH pixels wide)."""
     root = tmp_path_factory.mktemp("models")
-    shutil.copytree(REPO / "models" / "digits", root / "digits")
+    for name in ("digits", "shapes", "cells"):
+        shutil.copytree(REPO / "models" / name, root / name)
     make_model(root, name="colours-nhwc", layout="NHWC", color_mode="RGB", size=(12, 12))
     make_model(root, name="quadrants-b1", layout="NCHW", color_mode="L", size=(16, 16), batch=1, classes=4)
+    picky = make_model(root, name="picky", color_mode="RGB", size=(16, 16), code="transforms.py")
+    (picky / "transforms.py").write_text(PICKY_CODE, encoding="utf-8")
     return root
 
 

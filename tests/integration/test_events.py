@@ -45,7 +45,9 @@ def sample_batch(stack: LocalRuntime) -> None:
     dynamodb = boto3.resource("dynamodb", region_name=stack.region)
     store = JobStore(dynamodb.Table(stack.stack.ref("JobsTable")), dynamodb.Table(stack.stack.ref("ItemsTable")))
     store.create({"batch_id": SAMPLE_BATCH, "model": "digits", "version": "1", "total": 2, "attempt": 1})
-    store.record_outcome(SAMPLE_BATCH, Outcome(0, "scans/0.png", 0, PREDICTED, label="7", score=0.99, top_k=[]))
+    store.record_outcome(
+        SAMPLE_BATCH, Outcome(0, "scans/0.png", 0, PREDICTED, result={"label": "7", "score": 0.99, "top_k": []})
+    )
     failed = Outcome(1, "scans/1.png", 0, FAILED_OUTCOME, error_code="invalid_image", error_message="not an image")
     store.record_outcome(SAMPLE_BATCH, failed)
 

@@ -46,7 +46,7 @@ def make_batch(aws: BatchAws) -> None:
         if item in FAILED_ITEMS:
             outcome = Outcome(item, key, 0, FAILED_OUTCOME, error_code="invalid_image", error_message="truncated")
         else:
-            outcome = Outcome(item, key, 0, PREDICTED, label="7", score=0.9, top_k=[])
+            outcome = Outcome(item, key, 0, PREDICTED, result={"label": "7", "score": 0.9, "top_k": []})
         aws.store.record_outcome(BATCH, outcome)
 
 

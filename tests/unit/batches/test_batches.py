@@ -21,6 +21,7 @@ from modelrun.batches.close import BatchCloser, final_status
 from modelrun.batches.faults import Faults
 from modelrun.batches.manifest import SUBMIT_MARGIN_MS
 from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
+from modelrun.batches.results import ResultObjects
 from modelrun.batches.retry import RETRYABLE, BatchRetrier
 from modelrun.batches.store import (
     COMPLETED,
@@ -106,7 +107,12 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 @pytest.fixture
 def predictor(aws: BatchAws, registry: ModelRegistry, pool: ThreadPoolExecutor) -> ChunkPredictor:
     return ChunkPredictor(
-        store=aws.store, images=ImageStore(aws.s3, {BUCKET}), registry=registry, limits=Limits(), pool=pool
+        store=aws.store,
+        images=ImageStore(aws.s3, {BUCKET}),
+        registry=registry,
+        limits=Limits(),
+        pool=pool,
+        results=ResultObjects(aws.s3, BUCKET),
     )
 
 
@@ -146,7 +152,9 @@ def chunk_of(keys: list[str], *, first_item: int = 0, index: int = 0, attempt: i
 
 
 def outcomes_by_item(store: JobStore) -> dict[int, dict[str, Any]]:
-    return {int(record["item"]): plain(record) for record in store.iter_outcomes(BATCH)}
+    """Each item's record, its prediction's result fields beside the record's own."""
+    records = (plain(record) for record in store.iter_outcomes(BATCH))
+    return {int(record["item"]): {**record, **record.get("result", {})} for record in records}
 
 
 # --- BatchRequest.parse -------------------------------------------------------------------------------------
@@ -707,9 +715,7 @@ def record(store: JobStore, item: int, *, ok: bool = True, attempt: int = 1) -> 
             chunk=0,
             status=PREDICTED,
             attempt=attempt,
-            label="4",
-            score=0.75,
-            top_k=[{"label": "4", "score": 0.75}],
+            result={"label": "4", "score": 0.75, "top_k": [{"label": "4", "score": 0.75}]},
         )
     else:
         outcome = Outcome(
@@ -923,7 +929,9 @@ def ended_with_one_failure(submitter: BatchSubmitter, closer: BatchCloser, aws: 
     """A closed batch of three whose item 2 failed; its id."""
     batch_id: str = submitter.submit(parse(images=["uploads/a.png", "uploads/b.png", "uploads/c.png"]))["batch_id"]
     for item in range(3):
-        outcome = Outcome(item=item, key=f"k{item}", chunk=0, status=PREDICTED, label="4", score=0.5)
+        outcome = Outcome(
+            item=item, key=f"k{item}", chunk=0, status=PREDICTED, result={"label": "4", "score": 0.5, "top_k": []}
+        )
         if item == 2:
             outcome = Outcome(item=2, key="k2", chunk=0, status=FAILED_OUTCOME, error_code="image_not_found")
         aws.store.record_outcome(batch_id, outcome)
@@ -944,7 +952,9 @@ def test_a_retried_batch_does_not_close_while_its_new_attempt_has_not_recorded_t
 
     # then it stays open with the image pending, and closes once attempt 2 predicts it
     assert (early["closed"], early["pending"], aws.store.get(batch_id)["status"]) == (False, 1, QUEUED)
-    prediction = Outcome(item=2, key="k2", chunk=0, status=PREDICTED, attempt=2, label="4", score=0.5)
+    prediction = Outcome(
+        item=2, key="k2", chunk=0, status=PREDICTED, attempt=2, result={"label": "4", "score": 0.5, "top_k": []}
+    )
     aws.store.record_outcome(batch_id, prediction)
     closed = closer.try_close(batch_id)
     assert (closed["closed"], closed["status"], closed["predicted"], closed["failed"]) == (True, COMPLETED, 3, 0)

@@ -77,7 +77,9 @@ def make_batch(aws: BatchAws, batch_id: str = BATCH, *, attempt: int = 1, failur
             code, message = failures[item]
             outcome = Outcome(item, key, item // 5, FAILED_OUTCOME, attempt, error_code=code, error_message=message)
         else:
-            outcome = Outcome(item, key, item // 5, PREDICTED, attempt, label="7", score=0.9, top_k=[])
+            outcome = Outcome(
+                item, key, item // 5, PREDICTED, attempt, result={"label": "7", "score": 0.9, "top_k": []}
+            )
         predicted, failed = aws.store.record_outcome(batch_id, outcome)
         aws.store.add_counts(batch_id, predicted=predicted, failed=failed)
 
@@ -206,7 +208,7 @@ def test_a_retried_batch_counts_its_summary_again_instead_of_trusting_the_last_a
     make_batch(stack.aws)
     close(stack.aws)
     stack.aws.store.update(BATCH, status=QUEUED, attempt=2)
-    fixed = Outcome(1, "scans/1.png", 0, PREDICTED, 2, label="7", score=0.9, top_k=[])
+    fixed = Outcome(1, "scans/1.png", 0, PREDICTED, 2, result={"label": "7", "score": 0.9, "top_k": []})
     stack.aws.store.record_outcome(BATCH, fixed)
 
     # When the report is read
@@ -292,7 +294,9 @@ def test_a_retry_that_fixes_every_failure_drops_the_last_attempts_error_files(st
     close(stack.aws)
     stack.aws.store.update(BATCH, status=QUEUED, attempt=2)
     for item in FAILURES:
-        fixed = Outcome(item, f"scans/{item}.png", item // 5, PREDICTED, 2, label="7", score=0.9, top_k=[])
+        fixed = Outcome(
+            item, f"scans/{item}.png", item // 5, PREDICTED, 2, result={"label": "7", "score": 0.9, "top_k": []}
+        )
         stack.aws.store.record_outcome(BATCH, fixed)
 
     # When the second attempt closes

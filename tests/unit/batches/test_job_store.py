@@ -58,9 +58,11 @@ def predicted(item: int, attempt: int = 1, label: str = "7", score: float = 0.9)
         chunk=item // 10,
         status=PREDICTED,
         attempt=attempt,
-        label=label,
-        score=score,
-        top_k=[{"label": label, "score": score}, {"label": "1", "score": round(1 - score, 6)}],
+        result={
+            "label": label,
+            "score": score,
+            "top_k": [{"label": label, "score": score}, {"label": "1", "score": round(1 - score, 6)}],
+        },
     )
 
 
@@ -335,7 +337,7 @@ def test_a_first_prediction_is_recorded_and_counts_one_predicted(aws: BatchAws) 
     # then it counts one prediction and is stored with its label and status key
     assert delta == (1, 0)
     record = stored(aws, 3)
-    assert (record["status"], record["label"], record["score"]) == (PREDICTED, "7", 0.9)
+    assert (record["status"], record["result"]["label"], record["result"]["score"]) == (PREDICTED, "7", 0.9)
     assert record["batch_status"] == f"{BATCH}#predicted"
 
 
@@ -371,7 +373,7 @@ def test_a_prediction_is_never_replaced_even_by_a_later_attempt(aws: BatchAws) -
 
     # then the first prediction wins
     assert delta == (0, 0)
-    assert (stored(aws, 3)["label"], stored(aws, 3)["attempt"]) == ("7", 1)
+    assert (stored(aws, 3)["result"]["label"], stored(aws, 3)["attempt"]) == ("7", 1)
 
 
 def test_a_failure_replaced_by_a_later_attempts_prediction_counts_one_prediction(aws: BatchAws) -> None:
@@ -384,7 +386,7 @@ def test_a_failure_replaced_by_a_later_attempts_prediction_counts_one_prediction
     # then the change is one more prediction, and the record is the prediction
     assert delta == (1, 0)
     record = stored(aws, 5)
-    assert (record["status"], record["attempt"], record["label"]) == (PREDICTED, 2, "7")
+    assert (record["status"], record["attempt"], record["result"]["label"]) == (PREDICTED, 2, "7")
     assert "error_code" not in record
 
 
@@ -584,8 +586,11 @@ def test_a_predicted_record_holds_the_prediction_as_decimals_and_no_error() -> N
         "attempt": 2,
     }
     assert record["batch_status"] == f"{BATCH}#predicted"
-    assert record["score"] == Decimal("0.875")
-    assert record["top_k"] == [{"label": "3", "score": Decimal("0.875")}, {"label": "1", "score": Decimal("0.125")}]
+    assert record["result"]["score"] == Decimal("0.875")
+    assert record["result"]["top_k"] == [
+        {"label": "3", "score": Decimal("0.875")},
+        {"label": "1", "score": Decimal("0.125")},
+    ]
     assert "error_code" not in record
     assert "error_message" not in record
 

@@ -204,6 +204,50 @@ def test_a_model_that_is_not_a_non_empty_string_is_an_invalid_request(value: Any
         parse_json({"model": value, "image": b64(png())})
 
 
+# --- masks ----------------------------------------------------------------------------------------------------
+
+
+def test_a_request_asks_for_masks_unless_it_says_otherwise() -> None:
+    # given a JSON body and a raw body that say nothing of masks
+    # when they are parsed, then both ask for the mask
+    assert parse_json({"image": b64(png())}).masks is True
+    raw = parse_image_request(b64(png()), is_base64=True, headers={"Content-Type": "image/png"}, query={})
+    assert raw.masks is True
+
+
+def test_masks_false_in_the_json_body_or_the_query_leaves_the_mask_out() -> None:
+    # given "masks": false in a JSON body, and ?masks=false for a raw body
+    # when they are parsed, then neither asks for the mask
+    assert parse_json({"image": b64(png()), "masks": False}).masks is False
+    assert parse_json({"image": b64(png())}, query={"masks": "false"}).masks is False
+    raw = parse_image_request(
+        b64(png()), is_base64=True, headers={"Content-Type": "image/png"}, query={"masks": "false"}
+    )
+    assert raw.masks is False
+
+
+def test_the_json_masks_wins_over_the_query_masks() -> None:
+    # given "masks": true in the body and ?masks=false
+    # when it is parsed, then the body's answer holds
+    assert parse_json({"image": b64(png()), "masks": True}, query={"masks": "false"}).masks is True
+
+
+@pytest.mark.parametrize("value", ["false", 0, 1, [], {}], ids=["string", "zero", "one", "list", "object"])
+def test_a_json_masks_that_is_not_a_boolean_is_an_invalid_request(value: Any) -> None:
+    # given a "masks" field that is not true or false
+    # when it is parsed, then the message names the field
+    with pytest.raises(InvalidRequest, match='"masks" must be true or false'):
+        parse_json({"image": b64(png()), "masks": value})
+
+
+@pytest.mark.parametrize("value", ["no", "0", "False", "yes"])
+def test_a_query_masks_other_than_true_or_false_is_an_invalid_request(value: str) -> None:
+    # given ?masks= with something else
+    # when a raw body is parsed, then the message names the parameter
+    with pytest.raises(InvalidRequest, match='query parameter "masks" must be true or false'):
+        parse_image_request(b64(png()), is_base64=True, headers={"Content-Type": "image/png"}, query={"masks": value})
+
+
 # --- raw image bodies ------------------------------------------------------------------------------------
 
 

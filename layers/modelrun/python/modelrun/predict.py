@@ -51,6 +51,17 @@ class Predictor:
             ModelConfigError: the model folder is broken.
             ModelCodeError: the model's own code failed on this image.
         """
+        prediction = self.predict_raw(image, model=model, version=version)
+        if isinstance(prediction.get("mask"), Mask):
+            if masks:
+                prediction["mask"] = prediction["mask"].inline()
+            else:
+                del prediction["mask"]
+        return prediction
+
+    def predict_raw(self, image: bytes, *, model: str | None = None, version: str | None = None) -> dict[str, Any]:
+        """As :meth:`predict`, with a segmentation mask left as the :class:`~modelrun.decoders.Mask` object (for
+        callers that store the PNG themselves). Raises as :meth:`predict`."""
         started = time.perf_counter()
         loaded = self.registry.get(model or self.default_model, version)
         feeds, geometry = loaded.prepare(decode_image(image, self.limits))
@@ -59,11 +70,6 @@ class Predictor:
         (outputs,) = loaded.infer([feeds])
         inference_ms = _ms(inference_started)
         result = loaded.decode(outputs, geometry)
-        if isinstance(result.get("mask"), Mask):
-            if masks:
-                result["mask"] = result["mask"].inline()
-            else:
-                del result["mask"]
         return {
             "prediction_id": str(uuid.uuid4()),
             "model": loaded.spec.name,

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from aws_lambda_powertools import Logger
 
 from modelrun.aws.s3 import ImageStore
@@ -16,13 +15,13 @@ from modelrun.batches.faults import Faults
 from modelrun.batches.manifest import (
     read_chunk_items,
 )
+from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
-from modelrun.errors import ModelrunError
-from modelrun.images.decode import Limits
-from modelrun.inference import predict_arrays
-from modelrun.models.onnx import LoadedModel
+from modelrun.errors import ModelCodeError, ModelrunError
+from modelrun.images.decode import Limits, decode_image
+from modelrun.models.onnx import Feeds, LoadedModel, Outputs
 from modelrun.models.registry import ModelRegistry
-from modelrun.transforms.pipeline import preprocess
+from modelrun.transforms.geometry import Geometry
 
 logger = Logger(child=True)
 
@@ -69,56 +68,78 @@ class Chunk:
         )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One image of a chunk ready for the graph: its inputs and where its pixels came from."""
+
+    item: int
+    key: str
+    feeds: Feeds
+    geometry: Geometry
+
+
 @dataclass
 class ChunkPredictor:
-    """Decodes a chunk's images concurrently, runs batched inference, and records one outcome per image."""
+    """Decodes and prepares a chunk's images concurrently, runs batched inference, decodes each image's outputs,
+    and records one outcome per image."""
 
     store: JobStore
     images: ImageStore
     registry: ModelRegistry
     limits: Limits
     pool: ThreadPoolExecutor
+    results: ResultObjects
 
-    def prepare(self, model: LoadedModel, bucket: str, key: str) -> np.ndarray | ModelrunError:
-        """The model input for one image, or the permanent failure that image is (a bad image is an outcome)."""
+    def prepare(self, model: LoadedModel, chunk: Chunk, item: int, key: str) -> Prepared | ModelrunError:
+        """The model inputs of one image, or the permanent failure that image is (a bad image, or the model's own
+        code failing on it, is an outcome; anything else fails the chunk)."""
         try:
-            data = self.images.read(bucket, key, max_bytes=self.limits.max_bytes)
-            return preprocess(data, model.spec, self.limits)
+            data = self.images.read(chunk.bucket, key, max_bytes=self.limits.max_bytes)
+            feeds, geometry = model.prepare(decode_image(data, self.limits))
+            return Prepared(item, key, feeds, geometry)
+        except ModelCodeError as exc:
+            return model_code_failure(exc, chunk, item, key)
         except ModelrunError as exc:
             if exc.status >= 500:
                 raise
             return exc
         except Exception as exc:
             if is_transient(exc):
-                raise as_transient(exc, f"reading s3://{bucket}/{key}") from exc
+                raise as_transient(exc, f"reading s3://{chunk.bucket}/{key}") from exc
             raise
+
+    def decode(self, model: LoadedModel, chunk: Chunk, image: Prepared, outputs: Outputs) -> Outcome:
+        """One image's outcome from its outputs: its result (mask and long detection lists written to S3 first), or
+        ``model_code_error`` when the model's own postprocess fails on it."""
+        try:
+            result = model.decode(outputs, image.geometry)
+        except ModelCodeError as exc:
+            return failure_outcome(image.item, image.key, chunk, model_code_failure(exc, chunk, image.item, image.key))
+        try:
+            kept = self.results.keep(chunk.batch_id, image.item, result)
+        except Exception as exc:
+            if is_transient(exc):
+                raise as_transient(exc, f"writing the result objects of item {image.item}") from exc
+            raise
+        return Outcome(
+            item=image.item, key=image.key, chunk=chunk.index, status=PREDICTED, attempt=chunk.attempt, result=kept
+        )
 
     def run(self, chunk: Chunk, only: set[int] | None = None) -> dict[str, Any]:
         """Predict the chunk (or only the given items of it) and record each image's outcome once."""
         started = time.perf_counter()
         model = self.registry.get(chunk.model, chunk.version)
         items = chunk.items if only is None else [(item, key) for item, key in chunk.items if item in only]
-        prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk.bucket, entry[1]), items))
-        good = [(entry, array) for entry, array in zip(items, prepared, strict=True) if isinstance(array, np.ndarray)]
-        predictions = predict_arrays(model, [array for _, array in good]) if good else []
-        outcomes = [
-            Outcome(
-                item=item,
-                key=key,
-                chunk=chunk.index,
-                status=PREDICTED,
-                attempt=chunk.attempt,
-                label=prediction.label,
-                score=prediction.score,
-                top_k=prediction.top_k,
-            )
-            for ((item, key), _), prediction in zip(good, predictions, strict=True)
-        ]
+        prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk, *entry), items))
+        good = [image for image in prepared if isinstance(image, Prepared)]
+        outputs = model.infer([image.feeds for image in good]) if good else []
+        outcomes = list(self.pool.map(lambda pair: self.decode(model, chunk, *pair), zip(good, outputs, strict=True)))
         failures = [
             failure_outcome(item, key, chunk, error)
             for (item, key), error in zip(items, prepared, strict=True)
             if isinstance(error, ModelrunError)
         ]
+        failures += [outcome for outcome in outcomes if outcome.status == FAILED_OUTCOME]
         for failure in failures:
             logger.info(
                 "image failed",
@@ -132,7 +153,7 @@ class ChunkPredictor:
                     "kind": "permanent",
                 },
             )
-        outcomes += failures
+        outcomes = [outcome for outcome in outcomes if outcome.status == PREDICTED] + failures
         try:
             deltas = list(self.pool.map(lambda outcome: self.store.record_outcome(chunk.batch_id, outcome), outcomes))
             predicted = sum(delta[0] for delta in deltas)
@@ -154,6 +175,16 @@ class ChunkPredictor:
         }
         logger.info("chunk predicted", extra=summary)
         return summary
+
+
+def model_code_failure(error: ModelCodeError, chunk: Chunk, item: int, key: str) -> ModelCodeError:
+    """Log the model code's traceback with the image it failed on (the outcome keeps only its type and message)."""
+    logger.warning(
+        "model code failed on an image",
+        exc_info=error.__cause__ or error,
+        extra={"batch_id": chunk.batch_id, "chunk": chunk.index, "item": item, "key": key, "attempt": chunk.attempt},
+    )
+    return error
 
 
 def failure_outcome(item: int, key: str, chunk: Chunk, error: ModelrunError, code: str | None = None) -> Outcome:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
@@ -101,6 +102,14 @@ class BatchCloser:
             self.on_closed(self.store.get(batch_id))
         return {"batch_id": batch_id, "status": status, "closed": closed, "predicted": predicted, "failed": failed}
 
+    def file_entry(self, batch_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """An outcome as the results file holds it: as the API shows it, with every detection (an item keeps only
+        the best :data:`~modelrun.batches.results.MAX_ITEM_DETECTIONS`)."""
+        shown = public_outcome(record)
+        if shown.pop("detections_truncated", False):
+            shown["detections"] = ResultObjects(self.s3, self.bucket).full_detections(batch_id, shown["item"])
+        return shown
+
     def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:
         """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
         over the outcomes streamed page by page to S3 (no error files when nothing failed).
@@ -121,7 +130,7 @@ class BatchCloser:
             results, errors_csv, errors_jsonl = spools
             errors_csv.write(csv_line(ERROR_FIELDS))
             for record in self.store.iter_outcomes(batch_id):
-                results.write(json.dumps(public_outcome(record), separators=(",", ":")).encode("utf-8") + b"\n")
+                results.write(json.dumps(self.file_entry(batch_id, record), separators=(",", ":")).encode() + b"\n")
                 if record["status"] != FAILED_OUTCOME:
                     continue
                 entry = error_entry(record)

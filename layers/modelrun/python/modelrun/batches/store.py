@@ -52,16 +52,18 @@ def new_batch_id() -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """The final result for one image of a batch: a prediction, or a failure with a stable code."""
+    """The final result for one image of a batch: a prediction, or a failure with a stable code.
+
+    ``result`` is a prediction's task result as the item keeps it (``label, score, top_k`` for a classification;
+    see :meth:`modelrun.batches.results.ResultObjects.keep` for masks and long detection lists).
+    """
 
     item: int
     key: str
     chunk: int
     status: str
     attempt: int = 1
-    label: str | None = None
-    score: float | None = None
-    top_k: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error_message: str | None = None
 
@@ -78,14 +80,16 @@ class Outcome:
             "expires_at": expires_at(),
         }
         if self.status == PREDICTED:
-            record.update(label=self.label, score=self.score, top_k=self.top_k)
+            # One map attribute: a model's own postprocess may return any field name, even one of the item's own.
+            record["result"] = self.result
         else:
             record.update(error_code=self.error_code, error_message=self.error_message)
         return dynamo(record)
 
 
 def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
-    """An items-table record as the API and the results file show it."""
+    """An items-table record as the API and the results file show it: a prediction's result fields beside the
+    item's own (which win over a result field of the same name)."""
     record = plain(record)
     shown: dict[str, Any] = {
         "item": record["item"],
@@ -95,7 +99,8 @@ def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
         "updated_at": record.get("updated_at"),
     }
     if record["status"] == PREDICTED:
-        shown.update(label=record.get("label"), score=record.get("score"), top_k=record.get("top_k", []))
+        result = record.get("result") or {}
+        shown.update((name, value) for name, value in result.items() if name not in shown)
     else:
         shown["error"] = {"code": record.get("error_code"), "message": record.get("error_message")}
     return shown

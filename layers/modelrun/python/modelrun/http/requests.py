@@ -33,12 +33,14 @@ class S3Ref:
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What a prediction request asks for: the image bytes or an S3 reference, and which model."""
+    """What a prediction request asks for: the image bytes or an S3 reference, which model, and whether a
+    segmentation mask is returned."""
 
     model: str | None
     version: str | None
     image: bytes = b""
     ref: S3Ref | None = None
+    masks: bool = True
 
 
 def header(headers: dict[str, str], name: str) -> str | None:
@@ -104,6 +106,16 @@ def query_int(query: dict[str, str], name: str, *, default: int, maximum: int) -
     return int(raw)
 
 
+def query_bool(query: dict[str, str], name: str, *, default: bool) -> bool:
+    """A ``true``/``false`` query parameter (absent or empty: ``default``); anything else is ``invalid_request``."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in ("true", "false"):
+        raise InvalidRequest(f'query parameter "{name}" must be true or false, got {raw!r}')
+    return raw == "true"
+
+
 def _optional_str(body: dict[str, Any], field: str) -> str | None:
     value = body.get(field)
     if value is None:
@@ -125,11 +137,18 @@ def parse_image_request(
     - JSON ``{"model", "version"?, "image": "<base64>"}``
     - JSON ``{"model", "version"?, "image_s3": {"bucket", "key"}}``
     - a raw image body with an image content type; model and version as query parameters.
+
+    ``masks`` (``"masks": false`` in JSON, or ``?masks=false``) leaves a segmentation's mask out of the response.
     """
     media_type = _media_type(headers)
     if media_type in IMAGE_CONTENT_TYPES:
         raw = _decode_body(body, is_base64=is_base64)
-        return ImageRequest(model=query.get("model") or None, version=query.get("version") or None, image=raw)
+        return ImageRequest(
+            model=query.get("model") or None,
+            version=query.get("version") or None,
+            image=raw,
+            masks=query_bool(query, "masks", default=True),
+        )
     if media_type not in ("application/json", ""):
         raise UnsupportedMediaType(
             f"content type {media_type!r} is not accepted: send application/json or an image type "
@@ -144,6 +163,11 @@ def parse_image_request(
 def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> ImageRequest:
     model = _optional_str(body, "model") or query.get("model") or None
     version = _optional_str(body, "version") or query.get("version") or None
+    masks = body.get("masks")
+    if masks is None:
+        masks = query_bool(query, "masks", default=True)
+    elif not isinstance(masks, bool):
+        raise InvalidRequest(f'"masks" must be true or false, got {json.dumps(masks)[:40]}')
     has_image, has_ref = "image" in body, "image_s3" in body
     if has_image == has_ref:
         raise InvalidRequest('send exactly one of "image" (base64) or "image_s3" ({"bucket", "key"})')
@@ -151,11 +175,11 @@ def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> Ima
         encoded = body["image"]
         if not isinstance(encoded, str):
             raise InvalidRequest('"image" must be a base64 string')
-        return ImageRequest(model=model, version=version, image=_b64decode(encoded, '"image"'))
+        return ImageRequest(model=model, version=version, image=_b64decode(encoded, '"image"'), masks=masks)
     ref = body["image_s3"]
     if not isinstance(ref, dict) or not all(isinstance(ref.get(f), str) and ref.get(f) for f in ("bucket", "key")):
         raise InvalidRequest('"image_s3" must be an object with string "bucket" and "key"')
-    return ImageRequest(model=model, version=version, ref=S3Ref(ref["bucket"], ref["key"]))
+    return ImageRequest(model=model, version=version, ref=S3Ref(ref["bucket"], ref["key"]), masks=masks)
 
 
 def _decode_body(body: str | None, *, is_base64: bool) -> bytes:

@@ -5,7 +5,9 @@ Which keys mean what (``route``):
 - ``uploads/{model}/{path}`` is an image to predict with the latest version of ``model``;
   ``uploads/{model}/v{version}/{path}`` pins a version (a folder right after the model named ``v`` and a digit,
   then anything, always names a version: ``v2024/`` too); a file directly under ``uploads/`` uses the stack's
-  default model. Its result is ``results/{key}.json``, i.e. ``results/uploads/{model}/{path}.json``.
+  default model. Its result is ``results/{key}.json``, i.e. ``results/uploads/{model}/{path}.json``: the task's
+  result fields (``label, score, top_k`` for a classification), and for a segmentation ``mask: {"format", "width",
+  "height", "s3_key"}`` naming the mask PNG, written first to ``results/{key}.mask.png``.
 - ``batches/{model}/{path}.jsonl`` or ``.csv`` is a list of image keys in the bucket (the formats of POST /batches'
   ``manifest``) and starts a batch exactly as POST /batches ``{"manifest": key}`` would; the model and version come
   from the path as for images, and ``batches/{name}.jsonl|.csv`` uses the default model.
@@ -15,8 +17,9 @@ Which keys mean what (``route``):
   stages a batch's images and lists: the batch predicts them), other suffixes under ``batches/``, other prefixes.
 
 A bad upload is an outcome, not a crash: a user error (``invalid_image``, ``unknown_model``, ``image_too_large``, a bad
-list, ...) is written as ``{"key", "model", "etag", "error": {"code", "message"}, "failed_at"}`` where the result
-would have gone. Platform errors (5xx: a broken model, throttling) are raised, so that Lambda retries the event.
+list, ...) and the model's own code failing on the image (``model_code_error``, which would fail again) are written as
+``{"key", "model", "etag", "error": {"code", "message"}, "failed_at"}`` where the result would have gone. Platform
+errors (other 5xx: a broken model, throttling) are raised, so that Lambda retries the event.
 
 Keys arrive URL-encoded in S3 events (``+`` for a space, ``%XX`` for other bytes of UTF-8): ``decode_key``.
 """
@@ -37,7 +40,8 @@ from modelrun.batches.manifest import MAX_KEY_LENGTH
 from modelrun.batches.requests import BatchRequest, resolve_version
 from modelrun.batches.store import now_iso
 from modelrun.batches.submit import BatchSubmitter
-from modelrun.errors import ModelrunError
+from modelrun.decoders import Mask
+from modelrun.errors import ModelCodeError, ModelrunError
 from modelrun.predict import Predictor
 
 logger = Logger(child=True)
@@ -47,6 +51,7 @@ BATCHES_PREFIX: Final = "batches/"
 RESULTS_PREFIX: Final = "results/"
 LIST_SUFFIXES: Final = (".jsonl", ".csv")
 RESULT_SUFFIX: Final = ".json"
+MASK_SUFFIX: Final = ".mask.png"
 SUBMITTED_SUFFIX: Final = ".submitted.json"
 # Where the modelrun CLI stages a batch's images and key lists (cli/modelrun_cli/uploads.py): not single uploads.
 CLI_STAGING: Final = ("uploads/batches/", "uploads/manifests/")
@@ -97,6 +102,10 @@ class ImageUpload:
     @property
     def result_key(self) -> str:
         return result_key(self.key, RESULT_SUFFIX)
+
+    @property
+    def mask_key(self) -> str:
+        return result_key(self.key, MASK_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -162,14 +171,18 @@ def batch_paths(batch_id: str) -> dict[str, str]:
     return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
 
 
+# The document's own fields: a result field of the same name (a model's own postprocess may return any) is left out.
+_DOCUMENT_FIELDS: Final = frozenset({"key", "model", "version", "etag", "prediction_id", "predicted_at", "timings_ms"})
+
+
 def prediction_document(upload: UploadedObject, prediction: dict[str, Any], *, at: str) -> dict[str, Any]:
+    """The result document of a predicted image: which image and model, the task's result fields, when."""
+    result = {name: value for name, value in prediction.items() if name not in _DOCUMENT_FIELDS}
     return {
         "key": upload.key,
         "model": prediction["model"],
         "version": prediction["version"],
-        "label": prediction["label"],
-        "score": prediction["score"],
-        "top_k": prediction["top_k"],
+        **result,
         "etag": upload.etag,
         "prediction_id": prediction["prediction_id"],
         "predicted_at": at,
@@ -222,11 +235,11 @@ class UploadProcessor:
         model = target.model or self.predictor.default_model
         try:
             if isinstance(target, ImageUpload):
-                document = self._predict(upload, model, target.version)
+                document = self._predict(upload, target, model)
             else:
                 document = self._submit(upload, target, model)
         except ModelrunError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 and not isinstance(exc, ModelCodeError):
                 raise
             logger.info("upload not processed", key=upload.key, code=exc.code, reason=exc.message)
             document = error_document(upload, exc, model=model, at=now_iso())
@@ -239,10 +252,15 @@ class UploadProcessor:
         logger.info("upload processed", key=upload.key, result_key=target.result_key, code=_code(document))
         return {"result_key": target.result_key, "result": document}
 
-    def _predict(self, upload: UploadedObject, model: str, version: str | None) -> dict[str, Any]:
-        self.predictor.registry.get(model, version)  # an unknown model fails before the image is read
+    def _predict(self, upload: UploadedObject, target: ImageUpload, model: str) -> dict[str, Any]:
+        self.predictor.registry.get(model, target.version)  # an unknown model fails before the image is read
         image = self.images.read(upload.bucket, upload.key, max_bytes=self.predictor.limits.max_bytes)
-        prediction = self.predictor.predict(image, model=model, version=version)
+        prediction = self.predictor.predict_raw(image, model=model, version=target.version)
+        mask = prediction.get("mask")
+        if isinstance(mask, Mask):
+            # Before the document, so a document never names a mask that is not there.
+            self.s3.put_object(Bucket=self.bucket, Key=target.mask_key, Body=mask.png, ContentType="image/png")
+            prediction["mask"] = mask.stored(target.mask_key)
         return prediction_document(upload, prediction, at=now_iso())
 
     def _submit(self, upload: UploadedObject, target: ListUpload, model: str) -> dict[str, Any]:
