@@ -509,9 +509,7 @@ def probe_costs(
             key=key,
             chunk=0,
             status=PREDICTED,
-            label=prediction.label,
-            score=prediction.score,
-            top_k=prediction.top_k,
+            result=prediction.to_dict(),
         )
 
     store.record_outcome(f"{probe_batch}-warm", outcome(0, inputs[0][0]))
