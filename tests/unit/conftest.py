@@ -1,11 +1,12 @@
-"""Fixtures shared by the model path's tests: model folders around tiny ONNX graphs whose outputs are known exactly."""
+"""Fixtures shared by the unit tests: model folders around tiny ONNX graphs whose outputs are known exactly, and the
+batch path's AWS services on moto (``aws``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import pytest
@@ -13,6 +14,9 @@ from onnx import TensorProto, helper
 
 from modelrun.models.onnx import LoadedModel
 from modelrun.models.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from tests.batchfixtures import BatchAws
 
 OPSET = 17
 IR_VERSION = 8
@@ -75,3 +79,14 @@ def identity_model(tmp_path: Path) -> IdentityModel:
         return ModelRegistry(tmp_path).get("ident")
 
     return load
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
+    """The batch path's tables, buckets, queues and state machine on moto (``tests.batchfixtures``), per test.
+
+    Imported here, not at the top: the model path's tests that need no AWS do not load moto."""
+    from tests.batchfixtures import batch_aws
+
+    with batch_aws(monkeypatch) as services:
+        yield services

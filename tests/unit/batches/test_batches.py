@@ -47,7 +47,7 @@ from modelrun.errors import (
 )
 from modelrun.images.decode import DEFAULT_MAX_BYTES, Limits
 from modelrun.models.registry import ModelRegistry
-from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, batch_aws, digit_samples, true_label
+from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, digit_samples, true_label
 
 LIMITS = BatchLimits()
 BATCH = "b-20250101T000000-0123456789ab"
@@ -60,12 +60,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def registry() -> ModelRegistry:
     """The committed demo model, loaded once for the module (no AWS in it)."""
     return ModelRegistry(MODELS, intra_op_threads=1)
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
-    with batch_aws(monkeypatch) as services:
-        yield services
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,19 +26,13 @@ from modelrun.batches.store import (
     public_outcome,
 )
 from modelrun.errors import NotFound
-from tests.batchfixtures import BatchAws, batch_aws
+from tests.batchfixtures import BatchAws
 
 BATCH = "b-20250101T000000-0123456789ab"
 OTHER_BATCH = "b-20250101T000001-ba9876543210"
 ISO_MILLIS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # Step Functions execution names: 1..80 characters, none of whitespace, < > { } [ ] ? * " # % \ ^ | ~ ` $ & , ; : /
 EXECUTION_NAME = re.compile(r"^[^\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]{1,80}$")
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
-    with batch_aws(monkeypatch) as services:
-        yield services
 
 
 @pytest.fixture

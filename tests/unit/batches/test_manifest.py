@@ -5,7 +5,6 @@ from __future__ import annotations
 import codecs
 import itertools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from modelrun.batches.manifest import (
     write_manifest,
 )
 from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
-from tests.batchfixtures import BUCKET, BatchAws, TimeLeft, batch_aws
+from tests.batchfixtures import BUCKET, BatchAws, TimeLeft
 
 BATCH = "b-20250101T000000-0123456789ab"
 KEYS_OBJECT = f"jobs/{BATCH}/keys.jsonl"
@@ -45,12 +44,6 @@ ODD_KEYS = [
     "é" * (MAX_KEY_LENGTH // 2),  # 1,024 bytes of UTF-8: the longest key S3 takes
     "uploads/zero-width\u200bjoiner.png",
 ]
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
-    with batch_aws(monkeypatch) as services:
-        yield services
 
 
 def write(aws: BatchAws, keys: Any, *, chunk_size: int = 3, max_images: int = 1000) -> ManifestSummary:

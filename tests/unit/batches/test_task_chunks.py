@@ -26,7 +26,7 @@ from modelrun.batches.results import MAX_ITEM_DETECTIONS, ResultObjects, detecti
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, public_outcome
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
-from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
+from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, import_batch_status_handler
 from tests.modelfactory import make_model
 
 REPO = Path(__file__).resolve().parents[3]
@@ -162,12 +162,6 @@ def registry(tmp_path: Path) -> ModelRegistry:
     write_segmenter(tmp_path)
     write_user_code_model(tmp_path)
     return ModelRegistry(tmp_path, intra_op_threads=1)
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
-    with batch_aws(monkeypatch) as services:
-        yield services
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -34,7 +33,7 @@ from modelrun.uploads.triggers import (
 )
 from modelrun_local.patches import s3_record_as_sent_by_s3
 from modelrun_local.template import load_yaml, references
-from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws, batch_aws
+from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws
 from tests.samtransform import transformed_template
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "on_upload"
@@ -168,12 +167,6 @@ def test_batch_links_are_paths_relative_to_the_api_url() -> None:
 @pytest.fixture(scope="module")
 def registry() -> ModelRegistry:
     return ModelRegistry(MODELS, intra_op_threads=1)
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
-    with batch_aws(monkeypatch) as services:
-        yield services
 
 
 @pytest.fixture
