@@ -21,8 +21,9 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from PIL import Image
 
-from modelrun.decoders import Mask, decoder_for
+from modelrun.decoders import Dim, Mask, decoder_for
 from modelrun.decoders.classification import softmax
+from modelrun.decoders.common import static
 from modelrun.errors import ModelConfigError
 from modelrun.models.spec import ModelSpec, load_spec
 from modelrun.transforms.geometry import Geometry
@@ -59,7 +60,6 @@ _ORT_LOAD_ERRORS: Final = (
     ValueError,
 )
 
-Dim = int | str | None
 Feeds = dict[str, np.ndarray]
 """One image's graph inputs by name, without the batch dimension."""
 Outputs = dict[str, np.ndarray]
@@ -104,7 +104,7 @@ class LoadedModel:
         self.pipeline = Pipeline(spec.transforms)
         self.decoder = decoder_for(spec.task)
         self.inputs = {node.name: node for node in session.get_inputs()}
-        self.batch_size = _static(self.inputs[spec.input_name].shape[0])
+        self.batch_size = static(self.inputs[spec.input_name].shape[0])
         graph_outputs = [node.name for node in session.get_outputs()]
         if spec.output is None or (code is not None and code.postprocess is not None):
             # User postprocess gets every output; the decoder reads only its own.
@@ -252,7 +252,7 @@ class LoadedModel:
         if not isinstance(array, np.ndarray):
             raise self.code.fail("preprocess", f'returned {type(array).__name__} for input "{name}", not an array')
         fits = array.ndim == len(per_image) and all(
-            _static(want) is None or want == got for want, got in zip(per_image, array.shape, strict=True)
+            static(want) is None or want == got for want, got in zip(per_image, array.shape, strict=True)
         )
         if not fits:
             raise self.code.fail(
@@ -346,7 +346,7 @@ def _check_input(pipeline: Pipeline, node: Any, fail: Any) -> None:
         if _layout_matches(shape, other, pipeline.channels, size):
             fail(layout_field, f'"{layout}" does not match {where}; it looks like "{other}"')
     channel_dim, height_dim, width_dim = _dims(shape, layout)
-    if _static(channel_dim) is not None and channel_dim != pipeline.channels:
+    if static(channel_dim) is not None and channel_dim != pipeline.channels:
         color_field = pipeline.color.origin.field("mode") if pipeline.color else "transforms"
         fail(
             color_field,
@@ -363,17 +363,17 @@ def _check_input(pipeline: Pipeline, node: Any, fail: Any) -> None:
 def _check_side(
     dim: Dim, extent: Extent, side: str, size: tuple[int | None, int | None], where: str, layout: str, fail: Any
 ) -> None:
-    static = _static(dim)
-    if static is not None and extent.fixed is None:
+    fixed = static(dim)
+    if fixed is not None and extent.fixed is None:
         fail(
             "transforms",
-            f"give images of varying {side}, but {where} has a fixed {side} {static} (layout {layout}); end them with "
+            f"give images of varying {side}, but {where} has a fixed {side} {fixed} (layout {layout}); end them with "
             'a "resize" to a "size", a "center_crop" or a "letterbox"',
         )
-    if static is not None and extent.fixed != static:
+    if fixed is not None and extent.fixed != fixed:
         shown = "[" + ", ".join("?" if value is None else str(value) for value in size) + "]"
         fail(extent.by, f"{shown} does not match {where} (layout {layout})")
-    if static is None and extent.bound is None:
+    if fixed is None and extent.bound is None:
         fail(
             "transforms",
             f"must fix or bound the image {side}: {where} takes any {side} (layout {layout}), and an unbounded one "
@@ -399,11 +399,7 @@ def _dims(shape: list[Dim], layout: str) -> tuple[Dim, Dim, Dim]:
 def _layout_matches(shape: list[Dim], layout: str, channels: int, size: tuple[int | None, int | None]) -> bool:
     actual = _dims(shape, layout)
     expected = (channels, size[0], size[1])
-    return all(_static(dim) is None or want is None or dim == want for dim, want in zip(actual, expected, strict=True))
-
-
-def _static(dim: Dim) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
+    return all(static(dim) is None or want is None or dim == want for dim, want in zip(actual, expected, strict=True))
 
 
 def _show_shape(shape: Sequence[Dim]) -> str:
