@@ -213,8 +213,9 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
         help="upload images and start a batch",
         description=(
             "Start a batch. Local files and folders (searched recursively for .png .jpg .jpeg .gif .bmp .tif "
-            ".tiff .webp) are uploaded to the stack's images bucket under uploads/batches/<random id>/ (or "
-            "--prefix) first; s3://bucket/prefix predicts what is already in the images bucket."
+            ".tiff .webp .dcm .dicom, and DICOM files by their bytes whatever their name) are uploaded to the "
+            "stack's images bucket under uploads/batches/<random id>/ (or --prefix) first; s3://bucket/prefix "
+            "predicts what is already in the images bucket."
         ),
         **common,
     )

@@ -49,7 +49,11 @@ def size(count: int) -> str:
 
 
 def task_of(result: Mapping[str, Any]) -> str:
-    """Which task a prediction or batch outcome is the result of, read from its fields (results carry no task)."""
+    """Which task a prediction or batch outcome is the result of, read from its fields (results carry no task);
+    for one predicted frame by frame, the task of its first frame."""
+    frames = result.get("frames")
+    if isinstance(frames, list) and frames and isinstance(frames[0], Mapping):
+        return task_of(frames[0])
     if "detections" in result:
         return "detection"
     if "classes" in result:
@@ -75,8 +79,47 @@ def format_prediction(result: Mapping[str, Any]) -> str:
 
     classification: ``label score`` and the top-k; multilabel: the labels at or above their threshold and every
     label's score; detection: how many objects and one row per object (label, score, box in image pixels);
-    segmentation: the mask's size and per class its pixels, fraction of the image and bounding box.
+    segmentation: the mask's size and per class its pixels, fraction of the image and bounding box. A multi-frame
+    DICOM predicted frame by frame (``frames``) gets a ``frame N`` heading and those lines per frame; a DICOM
+    image's identifiers (modality, size, study/series/instance UIDs) follow the answer.
     """
+    frames = result.get("frames")
+    if isinstance(frames, list):
+        lines = [f"{len(frames)} frame{'s' * (len(frames) != 1)}"]
+        for frame in frames:
+            lines.append(f"frame {frame.get('frame')}")
+            lines += ["  " + line for line in "\n".join(_task_lines(frame)).splitlines()]
+    else:
+        lines = _task_lines(result)
+    lines += _dicom_lines(result.get("dicom"))
+    total_ms = (result.get("timings_ms") or {}).get("total")
+    took = f", {total_ms} ms" if total_ms is not None else ""
+    lines.append(f"(model {result.get('model')} version {result.get('version')}{took})")
+    return "\n".join(lines)
+
+
+# The DICOM fields shown, in this order: the API returns only identifiers and geometry, never patient data.
+_DICOM_FIELDS = (
+    ("modality", "modality"),
+    ("study_instance_uid", "study"),
+    ("series_instance_uid", "series"),
+    ("sop_instance_uid", "instance"),
+)
+
+
+def _dicom_lines(dicom: Any) -> list[str]:
+    """``dicom CT 512x512, 3 frames`` and one line per UID, or nothing for an image that was not DICOM."""
+    if not isinstance(dicom, Mapping):
+        return []
+    shape = f"{dicom.get('columns')}x{dicom.get('rows')}" if dicom.get("rows") and dicom.get("columns") else ""
+    count = dicom.get("frames") or dicom.get("number_of_frames")
+    frames = f", {count} frames" if isinstance(count, int) and count > 1 else ""
+    lines = [" ".join(part for part in ("dicom", str(dicom.get("modality") or ""), shape) if part) + frames]
+    lines += [f"  {label:<8} {dicom[name]}" for name, label in _DICOM_FIELDS[1:] if dicom.get(name)]
+    return lines
+
+
+def _task_lines(result: Mapping[str, Any]) -> list[str]:
     task = task_of(result)
     if task == "detection":
         lines = _detection_lines(result)
@@ -90,10 +133,7 @@ def format_prediction(result: Mapping[str, Any]) -> str:
         if top_k:
             rows = [(entry.get("label"), score(entry.get("score"))) for entry in top_k]
             lines.append(table(("label", "score"), rows))
-    total_ms = (result.get("timings_ms") or {}).get("total")
-    took = f", {total_ms} ms" if total_ms is not None else ""
-    lines.append(f"(model {result.get('model')} version {result.get('version')}{took})")
-    return "\n".join(lines)
+    return lines
 
 
 def _detection_lines(result: Mapping[str, Any]) -> list[str]:
@@ -167,7 +207,11 @@ def multilabel_summary(result: Mapping[str, Any]) -> str:
 
 
 def result_summary(result: Mapping[str, Any]) -> str:
-    """One predicted outcome in a few words, whatever its task."""
+    """One predicted outcome in a few words, whatever its task; frame by frame (``frame 0: ...; frame 1: ...``)
+    for a multi-frame image predicted per frame."""
+    frames = result.get("frames")
+    if isinstance(frames, list):
+        return "; ".join(f"frame {frame.get('frame')}: {result_summary(frame)}" for frame in frames)
     task = task_of(result)
     if task == "detection":
         return detection_summary(result)
@@ -295,7 +339,11 @@ def format_results(results: Sequence[Mapping[str, Any]]) -> str:
     (objects found, classes present with their share of the image, labels chosen)."""
     if not results:
         return "no results"
-    summarised = any(task_of(result) != "classification" for result in results if result.get("status") == "predicted")
+    summarised = any(
+        task_of(result) != "classification" or "frames" in result
+        for result in results
+        if result.get("status") == "predicted"
+    )
     rows = []
     for result in results:
         error = result.get("error") or {}

@@ -26,9 +26,16 @@ CONTENT_TYPES = {
     ".tif": "image/tiff",
     ".tiff": "image/tiff",
     ".webp": "image/webp",
+    ".dcm": "application/dicom",
+    ".dicom": "application/dicom",
 }
 IMAGE_EXTENSIONS = frozenset(CONTENT_TYPES)
 FALLBACK_CONTENT_TYPE = "application/octet-stream"  # the API reads the format from the bytes anyway
+DICOM_CONTENT_TYPE = "application/dicom"
+# A DICOM file (PS3.10) starts with a 128-byte preamble and then these four bytes. Scanners and PACS exports often
+# name files by UID or number with no extension at all, so a folder's DICOM files are found by this marker.
+DICOM_MARKER = b"DICM"
+DICOM_MARKER_OFFSET = 128
 UPLOAD_ROOT = "uploads/batches"
 MANIFEST_ROOT = "uploads/manifests"
 # Past this many keys the request carries a manifest file's key instead of the list, so it stays small.
@@ -43,7 +50,22 @@ UPLOAD_WINDOW = 1000
 
 
 def content_type_for(path: Path | str) -> str:
-    return CONTENT_TYPES.get(Path(path).suffix.lower(), FALLBACK_CONTENT_TYPE)
+    """The Content-Type to send a file with: by its extension, else ``application/dicom`` for a file with the DICOM
+    marker (an extensionless ``IM0001``), else ``application/octet-stream``."""
+    by_extension = CONTENT_TYPES.get(Path(path).suffix.lower())
+    if by_extension is not None:
+        return by_extension
+    return DICOM_CONTENT_TYPE if is_dicom(Path(path)) else FALLBACK_CONTENT_TYPE
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a readable file whose bytes 128..131 are ``DICM``; never raises."""
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(DICOM_MARKER_OFFSET + len(DICOM_MARKER))
+    except OSError:
+        return False
+    return head[DICOM_MARKER_OFFSET:] == DICOM_MARKER
 
 
 @dataclass(frozen=True)
@@ -55,9 +77,10 @@ class LocalImage:
 def collect_images(paths: Sequence[Path]) -> list[LocalImage]:
     """The images to upload, in a stable order.
 
-    A folder contributes every image below it (by extension, case-insensitive), sorted by relative path; a
-    file named on the command line is taken whatever its extension (the API judges the bytes). Two paths
-    that would land on the same key are refused rather than overwriting each other.
+    A folder contributes every image below it (by extension, case-insensitive, or for DICOM by the ``DICM`` marker
+    in its bytes, whatever its name), sorted by relative path; a file named on the command line is taken whatever
+    its extension (the API judges the bytes). Two paths that would land on the same key are refused rather than
+    overwriting each other.
     """
     images: list[LocalImage] = []
     for path in paths:
@@ -79,12 +102,14 @@ def collect_images(paths: Sequence[Path]) -> list[LocalImage]:
         unique.setdefault(image.relative, image)
     if not unique:
         names = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise CliError(f"no images found in {', '.join(map(str, paths))} (looked for {names})")
+        raise CliError(f"no images found in {', '.join(map(str, paths))} (looked for {names} and DICOM files)")
     return list(unique.values())
 
 
 def _is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+    if not path.is_file():
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(path)
 
 
 # -- S3 locations ------------------------------------------------------------------------------------------------

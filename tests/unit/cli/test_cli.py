@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 import requests
 from moto import mock_aws
@@ -40,6 +41,7 @@ from modelrun_cli.uploads import (
     upload_prefix,
 )
 from modelrun_cli.waiting import RateMeter, poll_intervals, wait_for_batch, watch_batch, ws_url_with_key
+from tests.dicomfactory import dicom_bytes, write
 
 STATE = {
     "ApiUrl": "http://127.0.0.1:3000/",
@@ -560,7 +562,8 @@ def test_the_results_table_shows_an_error_code_and_message() -> None:
         ("a.tif", "image/tiff"),
         ("a.TIFF", "image/tiff"),
         ("a.webp", "image/webp"),
-        ("scan.dcm", "application/octet-stream"),
+        ("scan.dcm", "application/dicom"),
+        ("SCAN.DICOM", "application/dicom"),
         ("noextension", "application/octet-stream"),
     ],
 )
@@ -586,6 +589,35 @@ def test_a_named_file_is_taken_whatever_its_extension_after_folders_in_argument_
     make_files(tmp_path, "dir/x.png", "scan.dcm")
     images = collect_images([tmp_path / "scan.dcm", tmp_path / "dir"])
     assert [image.relative for image in images] == ["scan.dcm", "x.png"]
+
+
+def dicom_file(path: Path) -> Path:
+    return write(path, dicom_bytes(np.zeros((4, 4), dtype=np.uint16)))
+
+
+def test_an_extensionless_file_with_the_dicom_marker_is_sent_as_application_dicom(tmp_path: Path) -> None:
+    # Given a DICOM file named like a scanner export (no extension) and a file of other bytes
+    scan = dicom_file(tmp_path / "IM0001")
+    other = tmp_path / "README"
+    other.write_bytes(b"x" * 200)
+    # Then the marker at offset 128, not the name, decides
+    assert content_type_for(scan) == "application/dicom"
+    assert content_type_for(other) == "application/octet-stream"
+
+
+def test_a_folder_contributes_dicom_files_by_their_bytes_whatever_their_name(tmp_path: Path) -> None:
+    # Given a folder with extensionless DICOM files, a .dcm, a PNG, and files that are none of these: one too short
+    # to hold the marker, and one with "DICM" elsewhere than at offset 128
+    dicom_file(tmp_path / "series" / "1.2.840.1")
+    dicom_file(tmp_path / "series" / "IM0002")
+    dicom_file(tmp_path / "scan.dcm")
+    make_files(tmp_path, "b.png", "notes.txt")
+    (tmp_path / "short").write_bytes(b"DICM")
+    (tmp_path / "decoy").write_bytes(b"DICM" + b"\0" * 200)
+    # When the folder is collected
+    images = collect_images([tmp_path])
+    # Then every DICOM file is an image, with or without extension, and nothing else is
+    assert [image.relative for image in images] == ["b.png", "scan.dcm", "series/1.2.840.1", "series/IM0002"]
 
 
 def test_two_files_that_would_share_a_key_are_refused(tmp_path: Path) -> None:

@@ -101,6 +101,54 @@ def test_a_multilabel_result_prints_the_chosen_labels_then_every_score() -> None
     ]
 
 
+DICOM = {
+    "modality": "CT",
+    "rows": 64,
+    "columns": 48,
+    "study_instance_uid": "1.2.826.0.1.3680043.8.498.1",
+    "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
+    "sop_instance_uid": "1.2.826.0.1.3680043.8.498.3",
+}
+
+
+def test_a_dicom_prediction_prints_the_answer_then_the_modality_size_and_uids() -> None:
+    result = {"model": "ct", "version": "1", "label": "bone", "score": 0.9, "dicom": DICOM}
+    assert output.format_prediction(result).splitlines() == [
+        "bone 0.9000",
+        "dicom CT 48x64",
+        "  study    1.2.826.0.1.3680043.8.498.1",
+        "  series   1.2.826.0.1.3680043.8.498.2",
+        "  instance 1.2.826.0.1.3680043.8.498.3",
+        "(model ct version 1)",
+    ]
+
+
+def test_a_prediction_per_frame_prints_each_frames_answer_under_its_number() -> None:
+    # Given a 2-frame DICOM segmented frame by frame
+    frames = [{"frame": index, **SEGMENTATION, "timings_ms": None} for index in (0, 1)]
+    result = {"model": "cells", "version": "1", "frames": frames, "dicom": {**DICOM, "frames": 2}}
+    lines = output.format_prediction(result).splitlines()
+    # Then each frame's segmentation lines follow its heading, indented, and the UIDs follow the frames
+    assert lines[:3] == ["2 frames", "frame 0", "  mask 386x390: cell 15.15%, nucleus 3.66%"]
+    assert lines.index("frame 1") == 8
+    assert lines[9] == "  mask 386x390: cell 15.15%, nucleus 3.66%"
+    assert lines[15:] == [
+        "dicom CT 48x64, 2 frames",
+        "  study    1.2.826.0.1.3680043.8.498.1",
+        "  series   1.2.826.0.1.3680043.8.498.2",
+        "  instance 1.2.826.0.1.3680043.8.498.3",
+        "(model cells version 1)",
+    ]
+
+
+def test_batch_results_of_a_multi_frame_item_summarise_each_frame() -> None:
+    frames = [{"frame": 0, "label": "bone", "score": 0.9}, {"frame": 1, "label": "air", "score": 0.8}]
+    results = [{"item": 0, "key": "series/IM1", "status": "predicted", "frames": frames, "dicom": DICOM}]
+    lines = output.format_results(results).splitlines()
+    assert lines[0].split() == ["ITEM", "KEY", "STATUS", "RESULT", "ERROR"]
+    assert lines[1].split(None, 3)[3] == "frame 0: bone 0.9000; frame 1: air 0.8000"
+
+
 def test_predict_mask_out_writes_the_decoded_png_and_keeps_stdout_the_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
