@@ -22,7 +22,12 @@
     tif: "image/tiff",
     tiff: "image/tiff",
     webp: "image/webp",
+    dcm: "application/dicom",
+    dicom: "application/dicom",
   };
+  const DICOM_TYPE = "application/dicom";
+  // A DICOM file has "DICM" after a 128-byte preamble; scanner exports often have no extension to go by.
+  const DICOM_MARKER_OFFSET = 128;
   // The image types POST /uploads accepts (the format itself is read from the bytes by the model's preprocessing).
   const ACCEPTED_TYPES = new Set([...Object.values(TYPES_BY_EXTENSION), "image/jpg", "image/x-ms-bmp"]);
   // Box colours by the label's index in the model's labels: bright, and far apart from each other.
@@ -186,28 +191,48 @@
   }
 
   // -- choosing files ----------------------------------------------------------------------------------------
+  const dicomFiles = new WeakSet(); // files recognised as DICOM by their bytes (no extension or type to go by)
+
   function contentType(file) {
-    if (file.type) return file.type;
+    if (dicomFiles.has(file)) return DICOM_TYPE;
     const extension = file.name.includes(".") ? file.name.split(".").pop().toLowerCase() : "";
-    return TYPES_BY_EXTENSION[extension] || "";
+    // Browsers type .dcm files inconsistently ("", "application/dicom", "application/octet-stream"): the
+    // extension decides for DICOM.
+    if (TYPES_BY_EXTENSION[extension] === DICOM_TYPE) return DICOM_TYPE;
+    return file.type || TYPES_BY_EXTENSION[extension] || "";
   }
 
-  function addFiles(list) {
+  const isDicom = (file) => contentType(file) === DICOM_TYPE;
+
+  async function hasDicomMarker(file) {
+    if (file.size < DICOM_MARKER_OFFSET + 4) return false;
+    try {
+      const head = new Uint8Array(await file.slice(DICOM_MARKER_OFFSET, DICOM_MARKER_OFFSET + 4).arrayBuffer());
+      return String.fromCharCode(...head) === "DICM";
+    } catch {
+      return false;
+    }
+  }
+
+  async function addFiles(list) {
     const seen = new Set(state.files.map((file) => `${file.name}|${file.size}|${file.lastModified}`));
     const skipped = [];
-    for (const file of list) {
+    for (const file of [...list]) {
       const id = `${file.name}|${file.size}|${file.lastModified}`;
       if (seen.has(id)) continue;
       if (!ACCEPTED_TYPES.has(contentType(file))) {
-        skipped.push(file.name);
-        continue;
+        if (!(await hasDicomMarker(file))) {
+          skipped.push(file.name);
+          continue;
+        }
+        dicomFiles.add(file);
       }
       seen.add(id);
       state.files.push(file);
     }
     renderSelection();
     if (skipped.length) {
-      const types = "PNG, JPEG, GIF, BMP, TIFF or WebP";
+      const types = "PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM";
       showError(new ApiError("unsupported_media_type", `not a ${types} image, left out: ${skipped.join(", ")}`));
     }
   }
@@ -574,7 +599,8 @@
         [status, `status ${row.status}`],
       ]);
       const file = state.uploaded.get(row.key);
-      if (predicted && file && taskOf(row) !== "classification") {
+      // A DICOM file cannot be drawn by the browser: its view is only shown for a single prediction (preview).
+      if (predicted && file && !isDicom(file) && taskOf(row) !== "classification") {
         const show = document.createElement("button");
         show.type = "button";
         show.className = "link-button show-result";
@@ -665,6 +691,9 @@
     try {
       setStatus(`Predicting ${file.name}…`);
       const params = new URLSearchParams({ model });
+      // The browser cannot decode DICOM: ask for the model's view of it (decoded, windowed) to draw the result on.
+      const dicom = isDicom(file);
+      if (dicom) params.set("preview", "true");
       const result = await api(`predictions?${params}`, {
         method: "POST",
         raw: { data: file, type: contentType(file) || "application/octet-stream" },
@@ -674,7 +703,11 @@
         `${file.name}: ${summarise(result)} · model ${result.model} version ${result.version}` +
         (typeof result.timings_ms?.total === "number" ? ` · ${numbers.format(result.timings_ms.total)} ms` : "");
       $("prediction-section").hidden = false;
-      await renderResultView($("prediction-view"), { file, name: file.name, result, model: result.model });
+      if (dicom) {
+        await renderDicomView($("prediction-view"), { name: file.name, result });
+      } else {
+        await renderResultView($("prediction-view"), { file, name: file.name, result, model: result.model });
+      }
       $("prediction-title").focus();
     } catch (error) {
       setStatus("");
@@ -686,6 +719,7 @@
 
   // -- results of every task ---------------------------------------------------------------------------------
   function taskOf(result) {
+    if (Array.isArray(result.frames) && result.frames.length) return taskOf(result.frames[0]);
     if (Array.isArray(result.detections)) return "detection";
     if (Array.isArray(result.classes)) return "segmentation";
     if (Array.isArray(result.labels) && result.scores && typeof result.scores === "object") return "multilabel";
@@ -703,6 +737,9 @@
 
   /** A result in a few words: "2 objects: square 0.98, circle 0.95", "cell 15.15%, nucleus 3.66%", "7 (0.99)". */
   function summarise(result) {
+    if (Array.isArray(result.frames)) {
+      return result.frames.map((frame) => `frame ${frame.frame}: ${summarise(frame)}`).join("; ");
+    }
     switch (taskOf(result)) {
       case "detection": {
         const count = typeof result.count === "number" ? result.count : result.detections.length;
@@ -936,6 +973,38 @@
     return list;
   }
 
+  /** A DICOM prediction: the model's view of each predicted frame (the preview PNGs the API sent) with that
+   * frame's result drawn over it; a choice of frame when there are several. */
+  async function renderDicomView(view, { name, result }) {
+    const frames = Array.isArray(result.frames) ? result.frames : [{ ...result, frame: null }];
+    const previews = new Map((result.preview || []).map((preview) => [preview.frame, preview]));
+    const single = frames.length === 1;
+    const show = async (index) => {
+      const frame = frames[index];
+      const preview = single ? result.preview?.[0] : previews.get(frame.frame);
+      if (!preview) throw new ApiError("no_preview", `the API sent no image of ${name} to draw the result on`);
+      const bytes = Uint8Array.from(atob(preview.data), (char) => char.charCodeAt(0));
+      const file = new Blob([bytes], { type: "image/png" });
+      const label = single ? name : `${name}, frame ${frame.frame}`;
+      await renderResultView(view, { file, name: label, result: { ...frame, model: result.model }, model: result.model });
+      view.dataset.frame = String(preview.frame);
+      if (!single) view.prepend(framePicker(frames, index, show));
+    };
+    await show(0);
+  }
+
+  function framePicker(frames, selected, show) {
+    const field = document.createElement("label");
+    field.className = "frame-picker";
+    field.textContent = "Frame ";
+    const select = document.createElement("select");
+    frames.forEach((frame, index) => select.append(new Option(`${frame.frame}: ${summarise(frame)}`, index)));
+    select.value = String(selected);
+    select.addEventListener("change", () => show(Number(select.value)).catch(showError));
+    field.append(select);
+    return field;
+  }
+
   /** The image with its result drawn over it (boxes, mask), a legend, and the result as a table. */
   async function renderResultView(view, { file, name, result, model }) {
     releaseView(view);
@@ -1071,7 +1140,7 @@
       showModelDetails();
       updateSubmit();
     });
-    $("files").addEventListener("change", (event) => addFiles(event.target.files));
+    $("files").addEventListener("change", (event) => addFiles(event.target.files).catch(showError));
     $("clear-files").addEventListener("click", () => {
       state.files = [];
       $("files").value = "";
@@ -1088,7 +1157,7 @@
     zone.addEventListener("drop", (event) => {
       event.preventDefault();
       zone.classList.remove("over");
-      if (!state.busy && event.dataTransfer?.files?.length) addFiles(event.dataTransfer.files);
+      if (!state.busy && event.dataTransfer?.files?.length) addFiles(event.dataTransfer.files).catch(showError);
     });
     // A file dropped beside the zone must not make the browser leave the page to open it.
     window.addEventListener("dragover", (event) => event.preventDefault());

@@ -6,8 +6,13 @@ unit test's ``mock_aws`` would reset the backends under the running stack.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 import shutil
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,9 @@ API_KEY = "integration-test-key"
 MAX_IMAGE_BYTES = 512 * 1024
 MAX_IMAGE_PIXELS = 4_000_000
 
+
+# Grey 16x16, four quadrant classes (the brightest quadrant wins), every frame of a multi-frame DICOM file.
+DICOM_MODEL = "quadrants-dicom"
 
 # The user-code model's preprocess refuses images of this width, so a test can make it fail on one image.
 PICKY_WIDTH = 13
@@ -138,3 +146,84 @@ def outside_s3(stack: LocalRuntime) -> Any:
 
 def sample(label: int, nth: int = 0) -> Path:
     return sorted(SAMPLES.glob(f"digit-{label}-*.png"))[nth]
+
+
+# -- everything the stack logs -----------------------------------------------------------------------------------
+class _Tee(io.TextIOBase):
+    """A text stream that forwards everything to ``target`` and, while ``capture`` is set, appends it there too.
+
+    It stays usable after the test: a Powertools Logger made during the test keeps it as its stream."""
+
+    def __init__(self, target: Any, capture: LogCapture) -> None:
+        self.target = target
+        self.capture: LogCapture | None = capture
+
+    def write(self, text: str) -> int:
+        if self.capture is not None:
+            self.capture.append(text)
+        return int(self.target.write(text))
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+class LogCapture:
+    """Every log line the functions and the local runtime emit while it is active, as text to search.
+
+    Records are taken where every logger hands them to its handlers (``logging.Logger.handle``: loggers that do not
+    propagate, as Powertools' do, included), each kept as its message, its arguments, its keyword fields, its
+    exception and stack text, and what each of its logger's handlers would write (Powertools' JSON line with the
+    keys it appends). Text printed to ``sys.stdout`` and ``sys.stderr`` (Powertools' metrics lines) is kept too.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+
+    def append(self, text: str) -> None:
+        with self._lock:
+            self._parts.append(text)
+
+    def record(self, logger: logging.Logger, record: logging.LogRecord) -> None:
+        parts = [record.getMessage(), json.dumps(vars(record), default=repr)]
+        if record.exc_info:
+            parts.append(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            parts.append(record.stack_info)
+        for handler in logger.handlers:
+            try:
+                parts.append(handler.format(record))
+            except Exception as exc:  # a formatter that fails is itself worth seeing in the text
+                parts.append(f"<{type(exc).__name__} formatting the record: {exc}>")
+        self.append("\n".join(parts))
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self._parts)
+
+
+@pytest.fixture
+def function_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogCapture]:
+    """What the stack logs during the test (see :class:`LogCapture`).
+
+    The one place that knows how logs leave the functions: today every Lambda sandbox runs in this process, so the
+    records are taken from the logging module and the standard streams. When sandboxes become processes of their
+    own, this fixture reads their stdout or per-function log files instead, and the tests using it stay as they are.
+    """
+    capture = LogCapture()
+    original_handle = logging.Logger.handle
+
+    def handle(self: logging.Logger, record: logging.LogRecord) -> None:
+        capture.record(self, record)
+        original_handle(self, record)
+
+    monkeypatch.setattr(logging.Logger, "handle", handle)
+    tees = [_Tee(sys.stdout, capture), _Tee(sys.stderr, capture)]
+    monkeypatch.setattr(sys, "stdout", tees[0])
+    monkeypatch.setattr(sys, "stderr", tees[1])
+    try:
+        yield capture
+    finally:
+        for tee in tees:
+            tee.capture = None
