@@ -4,7 +4,8 @@ Decoding is defensive: the format is sniffed from the bytes (a client's content 
 and the pixel count (read from the header, before any pixel is decoded) are checked against :class:`Limits`, and the
 image is fully decoded inside a ``try`` so that a truncated or corrupt file becomes
 :class:`~modelrun.errors.InvalidImage` instead of a half-black picture. Raster formats are decoded by
-:mod:`modelrun.images.raster`.
+:mod:`modelrun.images.raster`; DICOM Part 10 files, recognised by ``DICM`` after their 128-byte preamble, by
+:mod:`modelrun.images.dicom` (which imports pydicom only then).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from PIL import Image
-
 from modelrun.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from modelrun.images.dicom import decode_dicom, is_dicom
+from modelrun.images.image import DecodedImage
 from modelrun.images.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Limits
 from modelrun.images.raster import decode_raster
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "Limits", "decode_image", "sniff_format"]
 
-SUPPORTED_FORMATS: Final = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
-_SUPPORTED_TEXT: Final = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+SUPPORTED_FORMATS: Final = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "DICOM")
+_SUPPORTED_TEXT: Final = "PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM"
 
 
 def sniff_format(data: bytes) -> tuple[str | None, bool]:
@@ -40,13 +41,21 @@ def sniff_format(data: bytes) -> tuple[str | None, bool]:
     return None, False
 
 
-def decode_image(data: bytes, limits: Limits) -> Image.Image:
-    """Decode untrusted bytes into an upright, fully loaded image (first frame of an animation).
+def decode_image(data: bytes, limits: Limits, frames: str = "first") -> DecodedImage:
+    """Decode untrusted bytes: a raster image upright and fully loaded (first frame of an animation), or the frames of
+    a DICOM file that the frame policy selects.
+
+    Args:
+        data: the untrusted bytes.
+        limits: the byte and pixel limits.
+        frames: the model's frame policy for multi-frame DICOM (``first``, ``middle`` or ``all``).
 
     Raises:
         InvalidImage: empty, not an image, corrupt or truncated.
-        UnsupportedMediaType: a recognised image (or document) format other than PNG/JPEG/GIF/BMP/TIFF/WebP.
+        UnsupportedMediaType: a recognised image (or document) format other than PNG/JPEG/GIF/BMP/TIFF/WebP/DICOM.
         ImageTooLarge: more than ``limits.max_bytes`` bytes or ``limits.max_pixels`` pixels.
+        InvalidDicom, DicomWithoutPixelData, UnsupportedTransferSyntax: as
+            :func:`~modelrun.images.dicom.decode_dicom`.
     """
     if not data:
         raise InvalidImage("the image is empty")
@@ -57,6 +66,8 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
             max_bytes=limits.max_bytes,
         )
     fmt, supported = sniff_format(data)
+    if fmt == "DICOM":
+        return decode_dicom(data, limits, frames)
     if fmt is None:
         raise InvalidImage(f"the data is not a recognised image; send {_SUPPORTED_TEXT}")
     if not supported:
@@ -64,7 +75,7 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
             f"the {fmt} format is not supported; send {_SUPPORTED_TEXT}", format=fmt, supported=list(SUPPORTED_FORMATS)
         )
 
-    return decode_raster(data, fmt, limits)
+    return DecodedImage.single(decode_raster(data, fmt, limits))
 
 
 def _starts(*prefixes: bytes) -> Callable[[bytes], bool]:
@@ -86,6 +97,8 @@ def _is_svg(data: bytes) -> bool:
 
 
 _SUPPORTED_SIGNATURES: Final[tuple[tuple[str, Callable[[bytes], bool]], ...]] = (
+    # First: a DICOM preamble may itself hold another format's header (a TIFF one, in dual-personality files).
+    ("DICOM", is_dicom),
     ("PNG", _starts(b"\x89PNG\r\n\x1a\n")),
     ("JPEG", _starts(b"\xff\xd8\xff")),
     ("GIF", _starts(b"GIF87a", b"GIF89a")),
