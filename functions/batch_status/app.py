@@ -65,10 +65,17 @@ def error_file_links(job: dict[str, Any]) -> dict[str, str]:
 def with_mask_link(batch_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
     """A segmentation outcome with a presigned ``mask.url`` to its PNG (as the results file link is presigned).
 
-    Only for the key the batch stores that item's mask under: a model's own postprocess could return any "mask"."""
+    Only for the key the batch stores that item's mask under: a model's own postprocess could return any "mask". With
+    the ``all`` frame policy, each entry of ``frames`` gets the link to its frame's mask."""
     mask = outcome.get("mask")
     if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"]):
         outcome["mask"] = {**mask, "url": presigned(mask["s3_key"])}
+    frames = outcome.get("frames")
+    if isinstance(frames, list):
+        for entry in frames:
+            mask = entry.get("mask") if isinstance(entry, dict) else None
+            if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"], entry.get("frame")):
+                entry["mask"] = {**mask, "url": presigned(mask["s3_key"])}
     return outcome
 
 

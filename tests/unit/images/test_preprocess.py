@@ -90,7 +90,7 @@ def test_every_supported_format_decodes(fmt: str, params: dict[str, Any]) -> Non
     data = encode(Image.new("RGB", (10, 6), RED), fmt, **params)
 
     # when it is decoded
-    image = decode_image(data, Limits())
+    image = decode_image(data, Limits()).frames[0].image
 
     # then it has its size, its format and its colour
     assert image.size == (10, 6)
@@ -104,7 +104,7 @@ def test_an_animated_gif_gives_its_first_frame() -> None:
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
     # when it is decoded
-    image = decode_image(data, Limits())
+    image = decode_image(data, Limits()).frames[0].image
 
     # then the first frame is used
     assert getattr(image, "n_frames", 1) == 2
@@ -120,7 +120,7 @@ def test_an_exif_rotated_jpeg_comes_out_upright() -> None:
     data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
 
     # when it is decoded
-    image = decode_image(data, Limits()).convert("RGB")
+    image = decode_image(data, Limits()).frames[0].image.convert("RGB")
 
     # then it is 20 wide and 40 tall, with the red half on top
     assert image.size == (20, 40)
@@ -176,7 +176,7 @@ def test_a_sixteen_bit_png_is_scaled_not_clipped() -> None:
     # given a 16-bit grey PNG at 65535 and 32896 (about half)
     image = Image.new("I;16", (2, 1), 65535)
     image.putpixel((1, 0), 32896)
-    decoded = decode_image(encode(image, "PNG"), Limits())
+    decoded = decode_image(encode(image, "PNG"), Limits()).frames[0].image
 
     # when it is turned into a grey tensor
     tensor = to_tensor(decoded, raw_spec(color_mode="L", size=(1, 2)))

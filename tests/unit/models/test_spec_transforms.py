@@ -124,7 +124,37 @@ def test_the_dict_form_parses_back_to_the_same_spec(document: dict[str, Any]) ->
         pytest.param({"transforms": {"op": "resize"}}, "transforms", id="not a list"),
         pytest.param({"transforms": ["resize"]}, "transforms[0]", id="step not an object"),
         pytest.param({"transforms": [{"op": "blur"}]}, "transforms[0].op", id="unknown op"),
-        pytest.param({"transforms": [{"op": "window", "center": 40}]}, "transforms[0].op", id="window reserved"),
+        pytest.param({"transforms": [{"op": "window", "center": 40}]}, "transforms[0].width", id="window no width"),
+        pytest.param(
+            {"transforms": [{"op": "window", "center": 40, "width": 0.5}]},
+            "transforms[0].width",
+            id="linear window narrower than 1",
+        ),
+        pytest.param(
+            {"transforms": [{"op": "window", "center": 40, "width": 400, "function": "cubic"}]},
+            "transforms[0].function",
+            id="window function unknown",
+        ),
+        pytest.param(
+            {"transforms": [{"op": "window", "center": 40, "width": 400, "lut": {"first": 0, "values": [0]}}]},
+            "transforms[0].center",
+            id="window and lut",
+        ),
+        pytest.param(
+            {"transforms": [{"op": "window", "lut": {"first": 0, "values": [0, 256]}}]},
+            "transforms[0].lut.values[1]",
+            id="lut value over 255",
+        ),
+        pytest.param(
+            {"transforms": [{"op": "resize", "size": [8, 8]}, {"op": "window", "center": 40, "width": 400}]},
+            "transforms[1].op",
+            id="window after resize",
+        ),
+        pytest.param(
+            {"transforms": [{"op": "normalize"}, {"op": "window", "center": 40, "width": 400}]},
+            "transforms[1].op",
+            id="window after normalize",
+        ),
         pytest.param({"transforms": [{"op": "resize"}]}, "transforms[0].size", id="resize without a size"),
         pytest.param(
             {"transforms": [{"op": "resize", "size": [8, 8], "shorter": 8}]}, "transforms[0].size", id="two sizes"

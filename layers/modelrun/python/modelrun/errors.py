@@ -55,6 +55,28 @@ class ImageTooLarge(ModelrunError):
     status = 413
 
 
+class InvalidDicom(ModelrunError):
+    """A DICOM file that cannot be read: a damaged header, truncated or short pixel data, pixel data the decoder
+    refuses. The message is ours, never the decoder's (its text can quote attribute values, i.e. patient data)."""
+
+    code = "invalid_dicom"
+    status = 400
+
+
+class DicomWithoutPixelData(ModelrunError):
+    """A readable DICOM object that holds no image (a structured report, an RT plan, a presentation state)."""
+
+    code = "dicom_without_pixel_data"
+    status = 422
+
+
+class UnsupportedTransferSyntax(ModelrunError):
+    """A DICOM file whose pixel data is encoded in a transfer syntax no installed decoder handles."""
+
+    code = "unsupported_transfer_syntax"
+    status = 415
+
+
 class TooManyToList(ModelrunError):
     """A batch source (a prefix or a list file) that cannot be read within the request's time: the message says
     how many keys were read and what to send instead."""

@@ -3,6 +3,10 @@
 Decode the bytes, prepare the model's inputs (transforms or the model's own preprocess), run the graph once, decode
 the outputs (the task's decoder or the model's own postprocess). The response is the task's result plus the model,
 the version, an id and the timings; a classification keeps exactly the keys it always had.
+
+A multi-frame DICOM file follows the model's frame policy: ``first`` and ``middle`` give one result with the frame's
+index under ``frame``; ``all`` runs every frame in one batched call and gives ``frames: [{"frame", <result>}, ...]``.
+A DICOM input's result carries ``dicom`` (its UIDs and allow-listed technical attributes), which is never logged.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from modelrun.decoders import Mask
 from modelrun.images.decode import Limits, decode_image
+from modelrun.images.image import DecodedImage
 from modelrun.models.registry import ModelRegistry
 
 
@@ -43,20 +48,24 @@ class Predictor:
         Returns:
             ``{"prediction_id", "model", "version", <the task's result fields>, "timings_ms"}``; timings are
             ``preprocess`` (model lookup, decoding and preparing), ``inference`` (the graph run) and ``total``
-            (including decoding the outputs).
+            (including decoding the outputs). For a multi-frame file, ``frame`` (the frame's index), or with the
+            ``all`` frame policy ``frames`` (one result per frame) in place of the result fields; for DICOM,
+            ``dicom``.
 
         Raises:
             UnknownModel: no such model or version.
             InvalidImage, UnsupportedMediaType, ImageTooLarge: the bytes are not an image the platform takes.
+            InvalidDicom, DicomWithoutPixelData, UnsupportedTransferSyntax: a DICOM file that gives no image.
             ModelConfigError: the model folder is broken.
             ModelCodeError: the model's own code failed on this image.
         """
         prediction = self.predict_raw(image, model=model, version=version)
-        if isinstance(prediction.get("mask"), Mask):
-            if masks:
-                prediction["mask"] = prediction["mask"].inline()
-            else:
-                del prediction["mask"]
+        for result in prediction.get("frames", [prediction]):
+            if isinstance(result.get("mask"), Mask):
+                if masks:
+                    result["mask"] = result["mask"].inline()
+                else:
+                    del result["mask"]
         return prediction
 
     def predict_raw(self, image: bytes, *, model: str | None = None, version: str | None = None) -> dict[str, Any]:
@@ -64,16 +73,39 @@ class Predictor:
         callers that store the PNG themselves). Raises as :meth:`predict`."""
         started = time.perf_counter()
         loaded = self.registry.get(model or self.default_model, version)
-        feeds, geometry = loaded.prepare(decode_image(image, self.limits))
+        decoded = decode_image(image, self.limits, loaded.spec.frames)
+        prepared = [loaded.prepare(frame) for frame in decoded.frames]
         preprocess_ms = _ms(started)
         inference_started = time.perf_counter()
-        (outputs,) = loaded.infer([feeds])
+        outputs = loaded.infer([feeds for feeds, _ in prepared])
         inference_ms = _ms(inference_started)
-        result = loaded.decode(outputs, geometry)
+        results = [loaded.decode(out, geometry) for out, (_, geometry) in zip(outputs, prepared, strict=True)]
         return {
             "prediction_id": str(uuid.uuid4()),
             "model": loaded.spec.name,
             "version": loaded.spec.version,
-            **result,
+            **frame_results(decoded, results, every=loaded.spec.frames == "all"),
             "timings_ms": {"preprocess": preprocess_ms, "inference": inference_ms, "total": _ms(started)},
         }
+
+
+def frame_results(decoded: DecodedImage, results: list[dict[str, Any]], *, every: bool) -> dict[str, Any]:
+    """The result fields of a decoded file: ``frames`` (one result per frame, each with its ``frame``) when the model
+    predicts every frame, else the one result with ``frame`` for a multi-frame file; ``dicom`` for a DICOM file.
+
+    Args:
+        decoded: the decoded file, its frames in the order of ``results``.
+        results: one decoded result per frame of ``decoded``.
+        every: whether the model's frame policy is ``all``.
+    """
+    if every:
+        shown: dict[str, Any] = {
+            "frames": [{"frame": frame.index, **result} for frame, result in zip(decoded.frames, results, strict=True)]
+        }
+    else:
+        shown = dict(results[0])
+        if decoded.frame_count > 1:
+            shown["frame"] = decoded.frames[0].index
+    if decoded.dicom is not None:
+        shown["dicom"] = dict(decoded.dicom)
+    return shown

@@ -19,8 +19,10 @@ from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun.errors import ModelCodeError, ModelrunError
 from modelrun.images.decode import Limits, decode_image
+from modelrun.images.image import DecodedImage
 from modelrun.models.onnx import Feeds, LoadedModel, Outputs
 from modelrun.models.registry import ModelRegistry
+from modelrun.predict import frame_results
 from modelrun.transforms.geometry import Geometry
 
 logger = Logger(child=True)
@@ -70,12 +72,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Prepared:
-    """One image of a chunk ready for the graph: its inputs and where its pixels came from."""
+    """One image of a chunk ready for the graph: each selected frame's inputs and where its pixels came from."""
 
     item: int
     key: str
-    feeds: Feeds
-    geometry: Geometry
+    frames: list[tuple[Feeds, Geometry]]
+    decoded: DecodedImage
 
 
 @dataclass
@@ -95,8 +97,8 @@ class ChunkPredictor:
         code failing on it, is an outcome; anything else fails the chunk)."""
         try:
             data = self.images.read(chunk.bucket, key, max_bytes=self.limits.max_bytes)
-            feeds, geometry = model.prepare(decode_image(data, self.limits))
-            return Prepared(item, key, feeds, geometry)
+            decoded = decode_image(data, self.limits, model.spec.frames)
+            return Prepared(item, key, [model.prepare(frame) for frame in decoded.frames], decoded)
         except ModelCodeError as exc:
             return model_code_failure(exc, chunk, item, key)
         except ModelrunError as exc:
@@ -108,15 +110,24 @@ class ChunkPredictor:
                 raise as_transient(exc, f"reading s3://{chunk.bucket}/{key}") from exc
             raise
 
-    def decode(self, model: LoadedModel, chunk: Chunk, image: Prepared, outputs: Outputs) -> Outcome:
-        """One image's outcome from its outputs: its result (mask and long detection lists written to S3 first), or
-        ``model_code_error`` when the model's own postprocess fails on it."""
+    def decode(self, model: LoadedModel, chunk: Chunk, image: Prepared, outputs: list[Outputs]) -> Outcome:
+        """One image's outcome from its frames' outputs: its result (masks and long detection lists written to S3
+        first; with the ``all`` frame policy, ``frames`` holding one result per frame), or ``model_code_error`` when
+        the model's own postprocess fails on it."""
         try:
-            result = model.decode(outputs, image.geometry)
+            results = [model.decode(out, geometry) for out, (_, geometry) in zip(outputs, image.frames, strict=True)]
         except ModelCodeError as exc:
             return failure_outcome(image.item, image.key, chunk, model_code_failure(exc, chunk, image.item, image.key))
+        every = model.spec.frames == "all"
         try:
-            kept = self.results.keep(chunk.batch_id, image.item, result)
+            if every:
+                results = [
+                    self.results.keep(chunk.batch_id, image.item, result, frame=frame.index)
+                    for frame, result in zip(image.decoded.frames, results, strict=True)
+                ]
+            kept = frame_results(image.decoded, results, every=every)
+            if not every:
+                kept = self.results.keep(chunk.batch_id, image.item, kept)
         except Exception as exc:
             if is_transient(exc):
                 raise as_transient(exc, f"writing the result objects of item {image.item}") from exc
@@ -132,7 +143,12 @@ class ChunkPredictor:
         items = chunk.items if only is None else [(item, key) for item, key in chunk.items if item in only]
         prepared = list(self.pool.map(lambda entry: self.prepare(model, chunk, *entry), items))
         good = [image for image in prepared if isinstance(image, Prepared)]
-        outputs = model.infer([image.feeds for image in good]) if good else []
+        # Every frame of every image in one list, so the graph runs them in as few batched calls as it can.
+        flat = model.infer([feeds for image in good for feeds, _ in image.frames]) if good else []
+        outputs: list[list[Outputs]] = []
+        for image in good:
+            outputs.append(flat[: len(image.frames)])
+            flat = flat[len(image.frames) :]
         outcomes = list(self.pool.map(lambda pair: self.decode(model, chunk, *pair), zip(good, outputs, strict=True)))
         failures = [
             failure_outcome(item, key, chunk, error)

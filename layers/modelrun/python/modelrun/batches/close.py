@@ -106,8 +106,12 @@ class BatchCloser:
         """An outcome as the results file holds it: as the API shows it, with every detection (an item keeps only
         the best :data:`~modelrun.batches.results.MAX_ITEM_DETECTIONS`)."""
         shown = public_outcome(record)
+        objects = ResultObjects(self.s3, self.bucket)
         if shown.pop("detections_truncated", False):
-            shown["detections"] = ResultObjects(self.s3, self.bucket).full_detections(batch_id, shown["item"])
+            shown["detections"] = objects.full_detections(batch_id, shown["item"])
+        for entry in shown.get("frames") or []:
+            if isinstance(entry, dict) and entry.pop("detections_truncated", False):
+                entry["detections"] = objects.full_detections(batch_id, shown["item"], entry.get("frame"))
         return shown
 
     def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:

@@ -21,12 +21,17 @@ MAX_ITEM_DETECTIONS: Final = 100
 MASK_CONTENT_TYPE: Final = "image/png"
 
 
-def mask_key(batch_id: str, item: int) -> str:
-    return f"results/{batch_id}/masks/{item}.png"
+def mask_key(batch_id: str, item: int, frame: int | None = None) -> str:
+    """An item's mask, or with the ``all`` frame policy one frame's mask (``masks/{item}.f{frame}.png``)."""
+    if frame is None:
+        return f"results/{batch_id}/masks/{item}.png"
+    return f"results/{batch_id}/masks/{item}.f{frame}.png"
 
 
-def detections_key(batch_id: str, item: int) -> str:
-    return f"results/{batch_id}/detections/{item}.json"
+def detections_key(batch_id: str, item: int, frame: int | None = None) -> str:
+    if frame is None:
+        return f"results/{batch_id}/detections/{item}.json"
+    return f"results/{batch_id}/detections/{item}.f{frame}.json"
 
 
 @dataclass
@@ -36,13 +41,14 @@ class ResultObjects:
     s3: Any
     bucket: str
 
-    def keep(self, batch_id: str, item: int, result: dict[str, Any]) -> dict[str, Any]:
+    def keep(self, batch_id: str, item: int, result: dict[str, Any], frame: int | None = None) -> dict[str, Any]:
         """The result as the outcome's item holds it, its mask and any cut detections first written to S3.
 
         Args:
             batch_id: the batch.
             item: the image's item number in the batch.
             result: one image's decoded result (a segmentation's :class:`~modelrun.decoders.Mask` under "mask").
+            frame: the frame the result is of, for a model that predicts every frame; its objects are the frame's.
 
         Returns:
             The result with ``mask`` as ``{"format", "width", "height", "s3_key"}`` and, when there were more than
@@ -54,14 +60,14 @@ class ResultObjects:
         kept = dict(result)
         mask = kept.get("mask")
         if isinstance(mask, Mask):
-            key = mask_key(batch_id, item)
+            key = mask_key(batch_id, item, frame)
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=mask.png, ContentType=MASK_CONTENT_TYPE)
             kept["mask"] = mask.stored(key)
         detections = kept.get("detections")
         if isinstance(detections, list) and len(detections) > MAX_ITEM_DETECTIONS:
             self.s3.put_object(
                 Bucket=self.bucket,
-                Key=detections_key(batch_id, item),
+                Key=detections_key(batch_id, item, frame),
                 Body=json.dumps(detections, separators=(",", ":")).encode("utf-8"),
                 ContentType="application/json",
             )
@@ -69,8 +75,8 @@ class ResultObjects:
             kept["detections_truncated"] = True
         return kept
 
-    def full_detections(self, batch_id: str, item: int) -> list[dict[str, Any]]:
-        """The whole detection list of an outcome whose item holds only the best ones."""
-        body = self.s3.get_object(Bucket=self.bucket, Key=detections_key(batch_id, item))["Body"].read()
+    def full_detections(self, batch_id: str, item: int, frame: int | None = None) -> list[dict[str, Any]]:
+        """The whole detection list of an outcome (or of one of its frames) whose item holds only the best ones."""
+        body = self.s3.get_object(Bucket=self.bucket, Key=detections_key(batch_id, item, frame))["Body"].read()
         detections: list[dict[str, Any]] = json.loads(body)
         return detections

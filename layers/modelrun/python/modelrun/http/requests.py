@@ -20,9 +20,11 @@ IMAGE_CONTENT_TYPES = frozenset(
         "image/x-ms-bmp",
         "image/tiff",
         "image/webp",
+        "application/dicom",
         "application/octet-stream",
     }
 )
+"""Content types of a raw image body. Only which form the request is: the format itself is sniffed from the bytes."""
 
 
 @dataclass(frozen=True)

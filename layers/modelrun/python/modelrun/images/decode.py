@@ -1,61 +1,28 @@
-"""Untrusted image bytes to a decoded, upright Pillow image.
+"""Untrusted image bytes to a decoded image: the format sniffed from the bytes, then the format's decoder.
 
-Decoding is defensive: the format is sniffed from the bytes (a client's content type is not trusted), the
-byte count and the pixel count (read from the header, before any pixel is decoded) are checked against
-:class:`Limits`, and the image is fully decoded inside a ``try`` so that a truncated or corrupt file becomes
-:class:`~modelrun.errors.InvalidImage` instead of a half-black picture.
-
-No Pillow global is changed: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False and ``Image.MAX_IMAGE_PIXELS``
-keeps its value (both are process-wide). Instead our own pixel limit is checked on the header size right after
-``Image.open``; Pillow's decompression-bomb guard stays in place too (it fires inside ``Image.open`` for more
-than twice ``Image.MAX_IMAGE_PIXELS``, also before any pixel is decoded), and its error, or its warning when a
-warnings filter turns it into an exception, becomes ImageTooLarge.
+Decoding is defensive: the format is sniffed from the bytes (a client's content type is not trusted), the byte count
+and the pixel count (read from the header, before any pixel is decoded) are checked against :class:`Limits`, and the
+image is fully decoded inside a ``try`` so that a truncated or corrupt file becomes
+:class:`~modelrun.errors.InvalidImage` instead of a half-black picture. Raster formats are decoded by
+:mod:`modelrun.images.raster`; DICOM Part 10 files, recognised by ``DICM`` after their 128-byte preamble, by
+:mod:`modelrun.images.dicom` (which imports pydicom only then).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Final
 
-from PIL import Image, ImageOps
-
 from modelrun.errors import ImageTooLarge, InvalidImage, UnsupportedMediaType
+from modelrun.images.dicom import decode_dicom, is_dicom
+from modelrun.images.image import DecodedImage
+from modelrun.images.limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Limits
+from modelrun.images.raster import decode_raster
 
-DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
-DEFAULT_MAX_PIXELS: Final = 50_000_000
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "SUPPORTED_FORMATS", "Limits", "decode_image", "sniff_format"]
 
-SUPPORTED_FORMATS: Final = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
-_SUPPORTED_TEXT: Final = "PNG, JPEG, GIF, BMP, TIFF or WebP"
-
-
-# Everything Pillow's decoders raise on hostile or damaged input; to the caller they all mean "invalid image".
-_DECODE_ERRORS: Final = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Size limits for one uploaded image."""
-
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
-        """Read ``MAX_IMAGE_BYTES`` and ``MAX_IMAGE_PIXELS`` (positive integers; unset means the default).
-
-        Raises:
-            ValueError: a variable is set but is not a positive integer (fails the cold start).
-        """
-        env = os.environ if environ is None else environ
-        return cls(
-            max_bytes=_positive_int(env, "MAX_IMAGE_BYTES", DEFAULT_MAX_BYTES),
-            max_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", DEFAULT_MAX_PIXELS),
-        )
+SUPPORTED_FORMATS: Final = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "DICOM")
+_SUPPORTED_TEXT: Final = "PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM"
 
 
 def sniff_format(data: bytes) -> tuple[str | None, bool]:
@@ -74,13 +41,21 @@ def sniff_format(data: bytes) -> tuple[str | None, bool]:
     return None, False
 
 
-def decode_image(data: bytes, limits: Limits) -> Image.Image:
-    """Decode untrusted bytes into an upright, fully loaded image (first frame of an animation).
+def decode_image(data: bytes, limits: Limits, frames: str = "first") -> DecodedImage:
+    """Decode untrusted bytes: a raster image upright and fully loaded (first frame of an animation), or the frames of
+    a DICOM file that the frame policy selects.
+
+    Args:
+        data: the untrusted bytes.
+        limits: the byte and pixel limits.
+        frames: the model's frame policy for multi-frame DICOM (``first``, ``middle`` or ``all``).
 
     Raises:
         InvalidImage: empty, not an image, corrupt or truncated.
-        UnsupportedMediaType: a recognised image (or document) format other than PNG/JPEG/GIF/BMP/TIFF/WebP.
+        UnsupportedMediaType: a recognised image (or document) format other than PNG/JPEG/GIF/BMP/TIFF/WebP/DICOM.
         ImageTooLarge: more than ``limits.max_bytes`` bytes or ``limits.max_pixels`` pixels.
+        InvalidDicom, DicomWithoutPixelData, UnsupportedTransferSyntax: as
+            :func:`~modelrun.images.dicom.decode_dicom`.
     """
     if not data:
         raise InvalidImage("the image is empty")
@@ -91,6 +66,8 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
             max_bytes=limits.max_bytes,
         )
     fmt, supported = sniff_format(data)
+    if fmt == "DICOM":
+        return decode_dicom(data, limits, frames)
     if fmt is None:
         raise InvalidImage(f"the data is not a recognised image; send {_SUPPORTED_TEXT}")
     if not supported:
@@ -98,59 +75,7 @@ def decode_image(data: bytes, limits: Limits) -> Image.Image:
             f"the {fmt} format is not supported; send {_SUPPORTED_TEXT}", format=fmt, supported=list(SUPPORTED_FORMATS)
         )
 
-    try:
-        image = Image.open(io.BytesIO(data), formats=[fmt])
-        _check_pixels(image.size, limits)
-        image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(
-            f"the image has too many pixels to decode safely ({exc}); send a smaller image",
-            max_pixels=limits.max_pixels,
-        ) from exc
-    except _DECODE_ERRORS as exc:
-        raise InvalidImage(
-            f"the {_format_label(fmt)} image is corrupt or truncated and cannot be decoded", format=fmt
-        ) from exc
-    return _upright(image)
-
-
-def _check_pixels(size: tuple[int, int], limits: Limits) -> None:
-    """Reject an image by its header size, before its pixels are decoded."""
-    width, height = size
-    pixels = width * height
-    if pixels > limits.max_pixels:
-        raise ImageTooLarge(
-            f"the image is {width}x{height} = {pixels} pixels, over the limit of {limits.max_pixels} pixels; "
-            "send a smaller image",
-            width=width,
-            height=height,
-            pixels=pixels,
-            max_pixels=limits.max_pixels,
-        )
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a damaged EXIF block leaves the image as stored rather than rejecting it."""
-    with contextlib.suppress(*_DECODE_ERRORS):
-        ImageOps.exif_transpose(image, in_place=True)
-    return image
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {raw!r}")
-    return value
-
-
-def _format_label(fmt: str) -> str:
-    return "WebP" if fmt == "WEBP" else fmt
+    return DecodedImage.single(decode_raster(data, fmt, limits))
 
 
 def _starts(*prefixes: bytes) -> Callable[[bytes], bool]:
@@ -172,6 +97,8 @@ def _is_svg(data: bytes) -> bool:
 
 
 _SUPPORTED_SIGNATURES: Final[tuple[tuple[str, Callable[[bytes], bool]], ...]] = (
+    # First: a DICOM preamble may itself hold another format's header (a TIFF one, in dual-personality files).
+    ("DICOM", is_dicom),
     ("PNG", _starts(b"\x89PNG\r\n\x1a\n")),
     ("JPEG", _starts(b"\xff\xd8\xff")),
     ("GIF", _starts(b"GIF87a", b"GIF89a")),

@@ -25,6 +25,7 @@ from modelrun.decoders import Dim, Mask, decoder_for
 from modelrun.decoders.classification import softmax
 from modelrun.decoders.common import static
 from modelrun.errors import ModelConfigError
+from modelrun.images.image import Frame
 from modelrun.models.spec import ModelSpec, load_spec
 from modelrun.transforms.geometry import Geometry
 from modelrun.transforms.pipeline import Extent, Pipeline
@@ -115,10 +116,12 @@ class LoadedModel:
     def __repr__(self) -> str:
         return f"LoadedModel({self.spec.name!r}, {self.spec.version!r}, batch_size={self.batch_size})"
 
-    def prepare(self, image: Image.Image) -> tuple[Feeds, Geometry]:
-        """One decoded image's graph inputs (no batch dimension) and where its pixels came from.
+    def prepare(self, image: Image.Image | Frame) -> tuple[Feeds, Geometry]:
+        """One decoded image's (or frame's) graph inputs (no batch dimension) and where its pixels came from.
 
-        The model's ``preprocess`` when its code defines one, else its transforms.
+        The model's ``preprocess`` when its code defines one, else its transforms. ``preprocess`` gets the image after
+        the VOI (:meth:`Pipeline.intensities`): a DICOM greyscale frame as an ``F`` image in 0..255, a raster image as
+        decoded unless the model declares a window.
 
         Raises:
             ModelCodeError: user ``preprocess`` raised, or returned something that does not fit the graph inputs.
@@ -127,6 +130,7 @@ class LoadedModel:
         if self.code is None or self.code.preprocess is None:
             tensor, geometry = self.pipeline.run(image)
             return {self.spec.input_name: tensor}, geometry
+        image = self.pipeline.intensities(image if isinstance(image, Frame) else Frame(image))
         width, height = image.size
         result = self.code.call("preprocess", image, self.spec)
         geometry = Geometry.identity(height, width)

@@ -49,9 +49,12 @@ CODE_PATTERN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\.py")
 """A user code file: a plain Python file name in the model folder (no separators, no leading dot)."""
 
 DEFAULT_TASK: Final = "classification"
+FRAME_POLICIES: Final = ("first", "middle", "all")
+"""What a multi-frame file means to the model: its first frame, its middle one, or every frame (one result each)."""
+DEFAULT_FRAMES: Final = "first"
 
 _TOP_LEVEL_KEYS: Final = frozenset(
-    {"name", "version", "description", "task", "input", "transforms", "output", "labels", "top_k", "code"}
+    {"name", "version", "description", "task", "input", "transforms", "output", "labels", "top_k", "code", "frames"}
 )
 _INPUT_KEYS: Final = frozenset({"name", "layout", "size", "color_mode", "dtype", "scale", "mean", "std", "resample"})
 _INPUT_NAME_ONLY: Final = frozenset({"name"})
@@ -136,6 +139,7 @@ class ModelSpec:
         top_k: how many labels a classification reports; None for the other tasks.
         code: the user code file in the model folder, or None.
         input: the flat ``input`` shorthand when model.json used it, else None.
+        frames: the frame policy for multi-frame files, one of :data:`FRAME_POLICIES`.
     """
 
     name: str
@@ -149,6 +153,7 @@ class ModelSpec:
     top_k: int | None
     code: str | None = None
     input: InputSpec | None = field(default=None, compare=False)
+    frames: str = DEFAULT_FRAMES
 
     @property
     def color_mode(self) -> str:
@@ -178,6 +183,7 @@ class ModelSpec:
             shown["top_k"] = self.top_k
         if self.code is not None:
             shown["code"] = self.code
+        shown["frames"] = self.frames
         return shown
 
 
@@ -277,6 +283,7 @@ def parse_spec(
             )
 
     output, top_k = _parse_output(check, doc, task, labels, code)
+    frames = check.choice(doc, "frames", FRAME_POLICIES, default=DEFAULT_FRAMES)
 
     return ModelSpec(
         name=name,
@@ -290,6 +297,7 @@ def parse_spec(
         top_k=top_k,
         code=code,
         input=shorthand,
+        frames=frames,
     )
 
 

@@ -1,8 +1,12 @@
 """A decoded image through model.json's transforms to the model's input array, with the geometry of the way there.
 
-The pipeline first brings any Pillow mode to the model's colour mode (transparency composited onto white, 16-bit
-scaled to 0..255), runs the image steps in order, makes a float32 array (a grey plane is repeated to three channels
-for a colour model, BGR reverses the channels), then normalises, casts and lays it out. A flat ``input`` section
+The pipeline first maps a greyscale image's real values to 0..255 in the standard's order (DICOM PS3.3 C.11): the VOI,
+which is the model's ``window`` when it declares one, else a DICOM file's own window, VOI LUT or range (16-bit raster
+images without a model window are scaled to 0..255 as before), then MONOCHROME1 inverted. The result is float32 on the
+scale of an 8-bit image, never quantised, so the steps after it work unchanged. It then brings any Pillow mode to the
+model's colour mode (transparency composited onto white, 16-bit scaled to 0..255), runs the image steps in order,
+makes a float32 array (a grey plane is repeated to three channels for a colour model, BGR reverses the channels),
+then normalises, casts and lays it out. A flat ``input`` section
 expands to the same steps (:meth:`~modelrun.models.spec.InputSpec.steps`), so it gives the tensor it always gave.
 """
 
@@ -17,6 +21,8 @@ from PIL import Image
 
 from modelrun.errors import UnsupportedMediaType
 from modelrun.images.decode import Limits, decode_image
+from modelrun.images.image import Frame
+from modelrun.images.voi import OUTPUT_MAX
 from modelrun.models.spec import InputSpec, ModelSpec
 from modelrun.transforms.geometry import Geometry
 from modelrun.transforms.steps import (
@@ -34,10 +40,12 @@ from modelrun.transforms.steps import (
     PadToMultiple,
     Resize,
     Step,
+    Window,
     needs_rgb,
 )
 
 _SIXTEEN_BIT_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_GREY_VALUE_MODES: Final = frozenset({"L", "F", *_SIXTEEN_BIT_MODES})
 _WHITE: Final = 255
 
 
@@ -66,6 +74,7 @@ class Pipeline:
         self.steps = tuple(steps)
         self.color = next((step for step in self.steps if isinstance(step, Color)), None)
         self.color_mode = self.color.mode if self.color is not None else DEFAULT_COLOR_MODE
+        self.window = next((step for step in self.steps if isinstance(step, Window)), None)
         self.image_steps = [step for step in self.steps if isinstance(step, ImageStep)]
         self.normalize = next((step for step in self.steps if isinstance(step, Normalize)), None)
         self.dtype_step = next((step for step in self.steps if isinstance(step, Dtype)), None)
@@ -85,12 +94,15 @@ class Pipeline:
     def channels(self) -> int:
         return COLOR_MODES[self.color_mode]
 
-    def run(self, image: Image.Image) -> tuple[np.ndarray, Geometry]:
-        """One image's input array (no batch dimension) and where its pixels came from.
+    def run(self, image: Image.Image | Frame) -> tuple[np.ndarray, Geometry]:
+        """One image (or one frame of a decoded file) to its input array (no batch dimension) and where its pixels
+        came from.
 
         Raises:
             UnsupportedMediaType: a Pillow mode that cannot be converted to RGB.
         """
+        frame = image if isinstance(image, Frame) else Frame(image)
+        image = self.intensities(frame)
         plane = _to_color_mode(image, self.color_mode)
         if self.channels == 3 and plane.mode != "RGB" and self._pads_unevenly:
             # A grey plane stands for three equal channels; a fill that differs per channel needs real ones.
@@ -113,6 +125,18 @@ class Pipeline:
         for step in self._final:
             pixels = step.apply(pixels)
         return np.ascontiguousarray(pixels), geometry
+
+    def intensities(self, frame: Frame) -> Image.Image:
+        """The frame's grey values through the VOI (the model's window, else the frame's own) and MONOCHROME1's
+        inversion, as an ``F`` image in 0..255; a colour image, or a raster one when the model has no window, as is.
+        """
+        voi = self.window.voi if self.window is not None else frame.voi
+        if voi is None or frame.image.mode not in _GREY_VALUE_MODES:
+            return frame.image
+        values = voi.apply(np.asarray(frame.image))
+        if frame.invert:
+            values = np.float32(OUTPUT_MAX) - values
+        return Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F")
 
     def extents(self) -> tuple[Extent, Extent]:
         """``(height, width)``: what the steps guarantee about the input's size, read from the steps alone."""
@@ -156,12 +180,14 @@ def to_tensor(img: Image.Image, spec: InputSpec) -> np.ndarray:
 
 
 def preprocess(data: bytes, spec: ModelSpec, limits: Limits) -> np.ndarray:
-    """Decode untrusted image bytes and run the model's transforms: its one input array, without geometry.
+    """Decode untrusted image bytes and run the model's transforms: its one input array (the first frame the model's
+    frame policy selects), without geometry.
 
     Raises:
         InvalidImage, UnsupportedMediaType, ImageTooLarge: as :func:`~modelrun.images.decode.decode_image`.
     """
-    tensor, _ = Pipeline(spec.transforms).run(decode_image(data, limits))
+    decoded = decode_image(data, limits, spec.frames)
+    tensor, _ = Pipeline(spec.transforms).run(decoded.frames[0])
     return tensor
 
 

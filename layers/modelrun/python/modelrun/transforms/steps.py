@@ -1,8 +1,10 @@
 """The declarative transform steps of model.json: validation at load, and what each step does to one image.
 
-Image steps (``color``, ``resize``, ``center_crop``, ``letterbox``, ``pad_to_multiple``) act on a Pillow image and
-record how they moved its pixels in a :class:`~modelrun.transforms.geometry.Geometry`; array steps (``normalize``,
-``dtype``, ``layout``) act on the array made from it. Sizes are ``[height, width]`` throughout, as in model.json.
+The ``window`` step maps a greyscale image's real values (Hounsfield units, raw 16-bit counts) to 0..255 before any
+other image step (:mod:`modelrun.images.voi`). Image steps (``color``, ``resize``, ``center_crop``, ``letterbox``,
+``pad_to_multiple``) act on a Pillow image and record how they moved its pixels in a
+:class:`~modelrun.transforms.geometry.Geometry`; array steps (``normalize``, ``dtype``, ``layout``) act on the array
+made from it. Sizes are ``[height, width]`` throughout, as in model.json.
 
 The rounding follows the reference code models are trained and exported with, so the same image gives the same
 tensor: resized sides are ``round(side * scale)`` (Python's round, at least 1); a centre crop's offset is
@@ -20,6 +22,8 @@ from typing import Any, Final, NoReturn
 import numpy as np
 from PIL import Image
 
+from modelrun.images.voi import WINDOW_FUNCTIONS, Lut
+from modelrun.images.voi import Window as WindowVoi
 from modelrun.models.fields import one_of, show
 from modelrun.transforms.geometry import Geometry
 
@@ -35,7 +39,6 @@ DEFAULT_SCALE: Final = 1 / 255
 DEFAULT_COLOR_MODE: Final = "RGB"
 DEFAULT_DTYPE: Final = "float32"
 DEFAULT_LAYOUT: Final = "NCHW"
-RESERVED_OPS: Final = {"window": "is reserved for DICOM windowing and not accepted yet"}
 
 RESAMPLING: Final = {
     "nearest": Image.Resampling.NEAREST,
@@ -83,6 +86,20 @@ class Color:
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": "color", "mode": self.mode}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The model's own VOI: a window (centre, width, function) or a LUT, applied to a greyscale image's real values
+    before it is resized; it replaces the file's window for DICOM and the 0..255 scaling of 16-bit images."""
+
+    voi: WindowVoi | Lut
+    origin: Origin = field(default=_NOWHERE, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        if isinstance(self.voi, Lut):
+            return {"op": "window", "lut": {"first": self.voi.first, "values": list(self.voi.values)}}
+        return {"op": "window", "center": self.voi.center, "width": self.voi.width, "function": self.voi.function}
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +294,7 @@ class Layout:
 
 ImageStep = Resize | CenterCrop | Letterbox | PadToMultiple
 ArrayStep = Normalize | Dtype | Layout
-Step = Color | ImageStep | ArrayStep
+Step = Color | Window | ImageStep | ArrayStep
 
 _ARRAY_ORDER: Final = {Normalize: 0, Dtype: 1, Layout: 2}
 
@@ -286,6 +303,7 @@ _ARRAY_ORDER: Final = {Normalize: 0, Dtype: 1, Layout: 2}
 
 _KEYS: Final = {
     "color": ("op", "mode"),
+    "window": ("op", "center", "width", "function", "lut"),
     "resize": ("op", "size", "shorter", "longer", "keep_aspect", "resample"),
     "center_crop": ("op", "size", "fill"),
     "letterbox": ("op", "size", "fill", "align", "resample", "scale_up"),
@@ -330,6 +348,8 @@ def _parse_step(fields: _Fields, origin: Origin, channels: int) -> Step:
     fields.only(_KEYS[op])
     if op == "color":
         return Color(mode=fields.choice("mode", tuple(COLOR_MODES)), origin=origin)
+    if op == "window":
+        return _parse_window(fields, origin)
     if op == "resize":
         return _parse_resize(fields, origin)
     if op == "center_crop":
@@ -365,6 +385,43 @@ def _parse_step(fields: _Fields, origin: Origin, channels: int) -> Step:
     return Layout(layout=fields.choice("layout", LAYOUTS), origin=origin)
 
 
+def _parse_window(fields: _Fields, origin: Origin) -> Window:
+    if fields.has("lut"):
+        for key in ("center", "width", "function"):
+            if fields.has(key):
+                fields.fail(key, 'does not go with "lut": a window is either center and width, or a LUT')
+        return Window(_parse_lut(fields), origin=origin)
+    center = fields.number_value(fields.section.get("center"), "center") if fields.has("center") else None
+    if center is None:
+        fields.fail("center", 'is required (or give a "lut" instead of center and width)')
+    if not fields.has("width"):
+        fields.fail("width", "is required")
+    width = fields.number_value(fields.section["width"], "width")
+    function = fields.choice("function", WINDOW_FUNCTIONS, "linear")
+    if function == "linear" and width < 1:
+        fields.fail("width", f'must be at least 1 for the "linear" function, got {show(fields.section["width"])}')
+    if width <= 0:
+        fields.fail("width", f"must be greater than 0, got {show(fields.section['width'])}")
+    return Window(WindowVoi(center, width, function), origin=origin)
+
+
+def _parse_lut(fields: _Fields) -> Lut:
+    lut = fields.section["lut"]
+    if not isinstance(lut, dict) or set(lut) != {"first", "values"}:
+        fields.fail("lut", f'must be {{"first": <first input value>, "values": [...]}}, got {show(lut)}')
+    first = lut["first"]
+    if isinstance(first, bool) or not isinstance(first, int):
+        fields.fail("lut.first", f"must be an integer, got {show(first)}")
+    values = lut["values"]
+    if not isinstance(values, list) or not values:
+        fields.fail("lut.values", f"must be a non-empty list of numbers from 0 to 255, got {show(values)}")
+    table = [fields.number_value(value, f"lut.values[{index}]") for index, value in enumerate(values)]
+    for index, value in enumerate(table):
+        if not 0 <= value <= 255:
+            fields.fail(f"lut.values[{index}]", f"must be between 0 and 255, got {show(values[index])}")
+    return Lut(first, tuple(table))
+
+
 def _parse_resize(fields: _Fields, origin: Origin) -> Resize:
     given = [key for key in ("size", "shorter", "longer") if fields.has(key)]
     if len(given) != 1:
@@ -386,6 +443,12 @@ def _check_order(before: list[Step], step: Step, where: str, fail: FailFn) -> No
             fail(f"{where}.op", '"color" may appear only once')
         if before:
             fail(f"{where}.op", '"color" must come before every other step')
+    elif isinstance(step, Window):
+        if any(isinstance(earlier, Window) for earlier in before):
+            fail(f"{where}.op", '"window" may appear only once')
+        if any(not isinstance(earlier, Color) for earlier in before):
+            # The window maps real values; after a resize or a normalize they are no longer the file's values.
+            fail(f"{where}.op", '"window" must come before every step but "color" (resize, crop, pad, normalize ...)')
     elif isinstance(step, ImageStep):
         if any(isinstance(earlier, ArrayStep) for earlier in before):
             fail(f"{where}.op", f'"{step.to_dict()["op"]}" must come before normalize, dtype and layout')
@@ -415,8 +478,6 @@ class _Fields:
 
     def op(self) -> str:
         op = self.section.get("op")
-        if isinstance(op, str) and op in RESERVED_OPS:
-            self.fail("op", f'"{op}" {RESERVED_OPS[op]}')
         if op not in _KEYS:
             self.fail("op", f"must be {one_of(tuple(_KEYS))}, got {show(op)}")
         return str(op)

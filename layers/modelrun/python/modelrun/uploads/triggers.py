@@ -7,7 +7,8 @@ Which keys mean what (``route``):
   then anything, always names a version: ``v2024/`` too); a file directly under ``uploads/`` uses the stack's
   default model. Its result is ``results/{key}.json``, i.e. ``results/uploads/{model}/{path}.json``: the task's
   result fields (``label, score, top_k`` for a classification), and for a segmentation ``mask: {"format", "width",
-  "height", "s3_key"}`` naming the mask PNG, written first to ``results/{key}.mask.png``.
+  "height", "s3_key"}`` naming the mask PNG, written first to ``results/{key}.mask.png``. A model that predicts every
+  frame of a DICOM file gives ``frames`` (one result each), with masks at ``results/{key}.f{frame}.mask.png``.
 - ``batches/{model}/{path}.jsonl`` or ``.csv`` is a list of image keys in the bucket (the formats of POST /batches'
   ``manifest``) and starts a batch exactly as POST /batches ``{"manifest": key}`` would; the model and version come
   from the path as for images, and ``batches/{name}.jsonl|.csv`` uses the default model.
@@ -106,6 +107,10 @@ class ImageUpload:
     @property
     def mask_key(self) -> str:
         return result_key(self.key, MASK_SUFFIX)
+
+    def frame_mask_key(self, frame: int) -> str:
+        """One frame's mask, for a model that predicts every frame: ``results/{key}.f{frame}.mask.png``."""
+        return result_key(self.key, f".f{frame}{MASK_SUFFIX}")
 
 
 @dataclass(frozen=True)
@@ -256,11 +261,14 @@ class UploadProcessor:
         self.predictor.registry.get(model, target.version)  # an unknown model fails before the image is read
         image = self.images.read(upload.bucket, upload.key, max_bytes=self.predictor.limits.max_bytes)
         prediction = self.predictor.predict_raw(image, model=model, version=target.version)
-        mask = prediction.get("mask")
-        if isinstance(mask, Mask):
-            # Before the document, so a document never names a mask that is not there.
-            self.s3.put_object(Bucket=self.bucket, Key=target.mask_key, Body=mask.png, ContentType="image/png")
-            prediction["mask"] = mask.stored(target.mask_key)
+        frames = prediction.get("frames")
+        results = [(entry, target.frame_mask_key(entry["frame"])) for entry in frames] if frames else []
+        for result, key in [(prediction, target.mask_key), *results]:
+            mask = result.get("mask")
+            if isinstance(mask, Mask):
+                # Before the document, so a document never names a mask that is not there.
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=mask.png, ContentType="image/png")
+                result["mask"] = mask.stored(key)
         return prediction_document(upload, prediction, at=now_iso())
 
     def _submit(self, upload: UploadedObject, target: ListUpload, model: str) -> dict[str, Any]:
