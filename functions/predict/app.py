@@ -46,7 +46,9 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     image = request.image
     if request.ref is not None:
         image = images.read(request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes)
-    result = predictor.predict(image, model=request.model, version=request.version, masks=request.masks)
+    result = predictor.predict(
+        image, model=request.model, version=request.version, masks=request.masks, preview=request.preview
+    )
     metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
     metrics.add_metadata(key="model", value=f"{result['model']}/{result['version']}")
     logger.info("prediction made", model=result["model"], version=result["version"], label=result.get("label"))

@@ -248,6 +248,39 @@ def test_a_query_masks_other_than_true_or_false_is_an_invalid_request(value: str
         parse_image_request(b64(png()), is_base64=True, headers={"Content-Type": "image/png"}, query={"masks": value})
 
 
+# --- preview ----------------------------------------------------------------------------------------------------
+
+
+def test_a_request_asks_for_no_preview_unless_it_says_so() -> None:
+    assert parse_json({"image": b64(png())}).preview is False
+    raw = parse_image_request(b64(png()), is_base64=True, headers={"Content-Type": "application/dicom"}, query={})
+    assert raw.preview is False
+
+
+def test_preview_true_in_the_query_or_the_json_body_asks_for_the_preview() -> None:
+    # given ?preview=true for a raw DICOM body, "preview": true in JSON bodies, and the query under a JSON body
+    raw = parse_image_request(
+        b64(png()), is_base64=True, headers={"Content-Type": "application/dicom"}, query={"preview": "true"}
+    )
+    # then each asks for it, and the body's own answer wins over the query's
+    assert raw.preview is True
+    assert parse_json({"image": b64(png()), "preview": True}).preview is True
+    assert parse_json({"image_s3": {"bucket": "b", "key": "k"}, "preview": True}).preview is True
+    assert parse_json({"image": b64(png())}, query={"preview": "true"}).preview is True
+    assert parse_json({"image": b64(png()), "preview": False}, query={"preview": "true"}).preview is False
+
+
+@pytest.mark.parametrize("value", ["true", 1, [], {}], ids=["string", "one", "list", "object"])
+def test_a_json_preview_that_is_not_a_boolean_is_an_invalid_request(value: Any) -> None:
+    with pytest.raises(InvalidRequest, match='"preview" must be true or false'):
+        parse_json({"image": b64(png()), "preview": value})
+
+
+def test_a_query_preview_other_than_true_or_false_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequest, match='query parameter "preview" must be true or false'):
+        parse_image_request(b64(png()), is_base64=True, headers={"Content-Type": "image/png"}, query={"preview": "1"})
+
+
 # --- raw image bodies ------------------------------------------------------------------------------------
 
 

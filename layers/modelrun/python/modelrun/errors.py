@@ -77,6 +77,13 @@ class UnsupportedTransferSyntax(ModelrunError):
     status = 415
 
 
+class PreviewTooLarge(ModelrunError):
+    """A prediction asked for its preview whose frames' PNGs would not fit in a response (many large frames)."""
+
+    code = "preview_too_large"
+    status = 413
+
+
 class TooManyToList(ModelrunError):
     """A batch source (a prefix or a list file) that cannot be read within the request's time: the message says
     how many keys were read and what to send instead."""

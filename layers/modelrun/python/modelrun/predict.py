@@ -20,6 +20,7 @@ from modelrun.decoders import Mask
 from modelrun.images.decode import Limits, decode_image
 from modelrun.images.image import DecodedImage
 from modelrun.models.registry import ModelRegistry
+from modelrun.transforms.preview import previews
 
 
 def _ms(start: float) -> float:
@@ -35,7 +36,13 @@ class Predictor:
     default_model: str
 
     def predict(
-        self, image: bytes, *, model: str | None = None, version: str | None = None, masks: bool = True
+        self,
+        image: bytes,
+        *,
+        model: str | None = None,
+        version: str | None = None,
+        masks: bool = True,
+        preview: bool = False,
     ) -> dict[str, Any]:
         """Predict one image and describe the result.
 
@@ -44,6 +51,8 @@ class Predictor:
             model: the model name; None for the default model.
             version: the version; None for the latest.
             masks: whether a segmentation mask is inlined (base64 PNG under ``"mask"``); False leaves it out.
+            preview: whether to add ``"preview"``: each predicted frame as the model sees it before resizing, an
+                8-bit base64 PNG at the original size (:mod:`modelrun.transforms.preview`).
 
         Returns:
             ``{"prediction_id", "model", "version", <the task's result fields>, "timings_ms"}``; timings are
@@ -58,8 +67,11 @@ class Predictor:
             InvalidDicom, DicomWithoutPixelData, UnsupportedTransferSyntax: a DICOM file that gives no image.
             ModelConfigError: the model folder is broken.
             ModelCodeError: the model's own code failed on this image.
+            PreviewTooLarge: with ``preview``, the frames' PNGs would not fit in a response.
         """
-        prediction = self.predict_raw(image, model=model, version=version)
+        prediction = self.predict_raw(image, model=model, version=version, preview=preview)
+        if preview:
+            prediction["preview"] = [shown.inline() for shown in prediction["preview"]]
         for result in prediction.get("frames", [prediction]):
             if isinstance(result.get("mask"), Mask):
                 if masks:
@@ -68,12 +80,17 @@ class Predictor:
                     del result["mask"]
         return prediction
 
-    def predict_raw(self, image: bytes, *, model: str | None = None, version: str | None = None) -> dict[str, Any]:
+    def predict_raw(
+        self, image: bytes, *, model: str | None = None, version: str | None = None, preview: bool = False
+    ) -> dict[str, Any]:
         """As :meth:`predict`, with a segmentation mask left as the :class:`~modelrun.decoders.Mask` object (for
-        callers that store the PNG themselves). Raises as :meth:`predict`."""
+        callers that store the PNG themselves) and the previews as :class:`~modelrun.transforms.preview.Preview`
+        objects. Raises as :meth:`predict`."""
         started = time.perf_counter()
         loaded = self.registry.get(model or self.default_model, version)
         decoded = decode_image(image, self.limits, loaded.spec.frames)
+        # Before inference: previews too large for a response fail the request without running the model.
+        shown = previews(decoded.frames, loaded.pipeline) if preview else None
         prepared = [loaded.prepare(frame) for frame in decoded.frames]
         preprocess_ms = _ms(started)
         inference_started = time.perf_counter()
@@ -85,6 +102,7 @@ class Predictor:
             "model": loaded.spec.name,
             "version": loaded.spec.version,
             **frame_results(decoded, results, every=loaded.spec.frames == "all"),
+            **({"preview": shown} if shown is not None else {}),
             "timings_ms": {"preprocess": preprocess_ms, "inference": inference_ms, "total": _ms(started)},
         }
 

@@ -35,14 +35,15 @@ class S3Ref:
 
 @dataclass(frozen=True)
 class ImageRequest:
-    """What a prediction request asks for: the image bytes or an S3 reference, which model, and whether a
-    segmentation mask is returned."""
+    """What a prediction request asks for: the image bytes or an S3 reference, which model, whether a
+    segmentation mask is returned, and whether the model's view of the image is (``preview``)."""
 
     model: str | None
     version: str | None
     image: bytes = b""
     ref: S3Ref | None = None
     masks: bool = True
+    preview: bool = False
 
 
 def header(headers: dict[str, str], name: str) -> str | None:
@@ -140,7 +141,9 @@ def parse_image_request(
     - JSON ``{"model", "version"?, "image_s3": {"bucket", "key"}}``
     - a raw image body with an image content type; model and version as query parameters.
 
-    ``masks`` (``"masks": false`` in JSON, or ``?masks=false``) leaves a segmentation's mask out of the response.
+    ``masks`` (``"masks": false`` in JSON, or ``?masks=false``) leaves a segmentation's mask out of the response;
+    ``preview`` (``"preview": true`` or ``?preview=true``) adds the model's view of the image as 8-bit PNGs (for a
+    browser that cannot decode DICOM).
     """
     media_type = _media_type(headers)
     if media_type in IMAGE_CONTENT_TYPES:
@@ -150,6 +153,7 @@ def parse_image_request(
             version=query.get("version") or None,
             image=raw,
             masks=query_bool(query, "masks", default=True),
+            preview=query_bool(query, "preview", default=False),
         )
     if media_type not in ("application/json", ""):
         raise UnsupportedMediaType(
@@ -165,11 +169,8 @@ def parse_image_request(
 def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> ImageRequest:
     model = _optional_str(body, "model") or query.get("model") or None
     version = _optional_str(body, "version") or query.get("version") or None
-    masks = body.get("masks")
-    if masks is None:
-        masks = query_bool(query, "masks", default=True)
-    elif not isinstance(masks, bool):
-        raise InvalidRequest(f'"masks" must be true or false, got {json.dumps(masks)[:40]}')
+    masks = _json_bool(body, query, "masks", default=True)
+    preview = _json_bool(body, query, "preview", default=False)
     has_image, has_ref = "image" in body, "image_s3" in body
     if has_image == has_ref:
         raise InvalidRequest('send exactly one of "image" (base64) or "image_s3" ({"bucket", "key"})')
@@ -177,11 +178,24 @@ def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> Ima
         encoded = body["image"]
         if not isinstance(encoded, str):
             raise InvalidRequest('"image" must be a base64 string')
-        return ImageRequest(model=model, version=version, image=_b64decode(encoded, '"image"'), masks=masks)
+        image = _b64decode(encoded, '"image"')
+        return ImageRequest(model=model, version=version, image=image, masks=masks, preview=preview)
     ref = body["image_s3"]
     if not isinstance(ref, dict) or not all(isinstance(ref.get(f), str) and ref.get(f) for f in ("bucket", "key")):
         raise InvalidRequest('"image_s3" must be an object with string "bucket" and "key"')
-    return ImageRequest(model=model, version=version, ref=S3Ref(ref["bucket"], ref["key"]), masks=masks)
+    return ImageRequest(
+        model=model, version=version, ref=S3Ref(ref["bucket"], ref["key"]), masks=masks, preview=preview
+    )
+
+
+def _json_bool(body: dict[str, Any], query: dict[str, str], name: str, *, default: bool) -> bool:
+    """A true/false option of the JSON body, else of the query string, else ``default``."""
+    value = body.get(name)
+    if value is None:
+        return query_bool(query, name, default=default)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f'"{name}" must be true or false, got {json.dumps(value)[:40]}')
+    return value
 
 
 def _decode_body(body: str | None, *, is_base64: bool) -> bytes:
