@@ -51,13 +51,14 @@ def preprocess(image, spec):
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repo's models plus three a user could bring: NHWC RGB, a fixed batch of 1, and one with its own
-    ``preprocess`` in a transforms.py (refusing images PICKY_WIDTH pixels wide)."""
+    """The repo's models plus four a user could bring: NHWC RGB, a fixed batch of 1, one with its own
+    ``preprocess`` in a transforms.py (refusing images PICKY_WIDTH pixels wide), and DICOM_MODEL."""
     root = tmp_path_factory.mktemp("models")
     for name in ("digits", "shapes", "cells"):
         shutil.copytree(REPO / "models" / name, root / name)
     make_model(root, name="colours-nhwc", layout="NHWC", color_mode="RGB", size=(12, 12))
     make_model(root, name="quadrants-b1", layout="NCHW", color_mode="L", size=(16, 16), batch=1, classes=4)
+    make_model(root, name=DICOM_MODEL, color_mode="L", size=(16, 16), classes=4, frames="all")
     picky = make_model(root, name="picky", color_mode="RGB", size=(16, 16), code="transforms.py")
     (picky / "transforms.py").write_text(PICKY_CODE, encoding="utf-8")
     return root

@@ -120,6 +120,10 @@ def test_no_patient_data_leaves_through_logs_results_reports_tables_or_websocket
     function_logs: LogCapture,
 ) -> None:
     markers, good, damaged = marked
+    # The search below looks for values really in the files, damaged copy included.
+    for marker in (markers.patient_name, markers.patient_id, markers.institution, markers.private_value):
+        assert marker.encode() in good
+        assert marker.encode() in damaged
     seen = Seen()
     run = uuid.uuid4().hex[:8]
 
@@ -139,7 +143,7 @@ def test_no_patient_data_leaves_through_logs_results_reports_tables_or_websocket
         seen.add("POST /predictions", response.text)
     predicted, _, refused = (json.loads(text) for text in list(seen.parts.values())[-3:])
     assert predicted["frames"][0]["label"] == "top-left", predicted
-    assert refused["code"] == "invalid_dicom", refused
+    assert refused["error"]["code"] == "invalid_dicom", refused
 
     # And as a batch of the good and damaged copies, followed over the WebSocket API
     answer = api.post("/batches", json={"model": DICOM_MODEL, "images": list(batch_keys), "chunk_size": 2})
@@ -148,10 +152,12 @@ def test_no_patient_data_leaves_through_logs_results_reports_tables_or_websocket
     batch_id = answer.json()["batch_id"]
     subscriber = Subscriber(stack.outputs()["WebSocketUrl"], batch_id)
     try:
-        for message in subscriber.until_completed():
+        messages = subscriber.until_completed()
+        for message in messages:
             seen.add("websocket", message)
     finally:
         subscriber.close()
+    assert any(json.loads(message)["type"] == "progress" for message in messages)
     job = wait_for(api, batch_id)
     assert job["counts"] == {**job["counts"], "predicted": 2, "failed": 1}, job
     for path in (f"/batches/{batch_id}", f"/batches/{batch_id}/results", f"/batches/{batch_id}/errors"):
