@@ -294,3 +294,23 @@ def test_the_bundled_test_files_are_found_without_a_download(monkeypatch: pytest
 
     # when every file of the MR_small family is looked up, then each is found locally
     assert all(get_testdata_file(name) for name in MR_SMALL_FAMILY)
+
+
+def test_a_deflated_file_is_inflated_within_a_bound_before_pydicom_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given the bundled deflated file (512x512 inflating to about 262 KB) and a bound of 8 bytes x 1,000 pixels
+    import pydicom
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pydicom read a deflated file past its bound")
+
+    monkeypatch.setattr(pydicom, "dcmread", never)
+
+    # when it is decoded, then it is refused as too large before pydicom inflates it
+    with pytest.raises(ImageTooLarge) as caught:
+        decode_image(bundled("image_dfl.dcm"), Limits(max_pixels=1000))
+    assert "inflates" in caught.value.message
+
+
+def test_a_deflated_file_within_the_bound_decodes() -> None:
+    frame = decode_image(bundled("image_dfl.dcm"), Limits()).frames[0]
+    assert frame.image.size == (512, 512)
