@@ -90,3 +90,87 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
 
     with batch_aws(monkeypatch) as services:
         yield services
+
+
+PATIENT_NAME = "SECRET^PATIENT"
+"""A patient name every built DICOM file carries, so tests can prove it never leaves the decoder."""
+
+
+def dicom_bytes(
+    stored: Any,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float | None = None,
+    intercept: float | None = None,
+    window: tuple[float, float] | None = None,
+    transfer_syntax: str = "1.2.840.10008.1.2.1",
+    sop_class: str = "1.2.840.10008.5.1.4.1.1.2",
+    **attributes: Any,
+) -> bytes:
+    """A DICOM Part 10 file (preamble, ``DICM``, file meta) holding ``stored`` as its native pixel data.
+
+    Args:
+        stored: the stored values, ``[rows, columns]``, ``[frames, rows, columns]`` or ``[rows, columns, 3]`` for RGB;
+            uint8 or (u)int16.
+        photometric: the photometric interpretation.
+        slope, intercept: Rescale Slope and Intercept (left out when None).
+        window: the file's first window as (centre, width) (left out when None).
+        transfer_syntax: the file meta's transfer syntax UID; for a compressed one, each frame's stored bytes are
+            encapsulated as they are (not a valid codestream: pixel data a decoder refuses).
+        sop_class: the SOP Class UID (CT Image Storage by default).
+        attributes: any other attribute by keyword.
+    """
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, generate_uid
+
+    array = np.asarray(stored)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = UID(sop_class)
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = PATIENT_NAME
+    ds.PatientID = "SECRET-ID-4242"
+    ds.Modality = "CT"
+    colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
+    frames = array.shape[0] if array.ndim == 3 and not colour else 1
+    ds.Rows, ds.Columns = array.shape[-3:-1] if colour else array.shape[-2:]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel = 3 if colour else 1
+    if colour:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = array.dtype.itemsize * 8
+    ds.BitsStored = ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if array.dtype.kind == "i" else 0
+    if slope is not None:
+        ds.RescaleSlope = slope
+    if intercept is not None:
+        ds.RescaleIntercept = intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    little = transfer_syntax != "1.2.840.10008.1.2.2"
+    native = array.astype(array.dtype.newbyteorder("<" if little else ">")).tobytes()
+    if UID(transfer_syntax).is_encapsulated:
+        from pydicom.encaps import encapsulate
+
+        ds.PixelData = encapsulate([native[i::frames] for i in range(frames)])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = native
+    buffer = io.BytesIO()
+    implicit = transfer_syntax == "1.2.840.10008.1.2"
+    ds.save_as(buffer, enforce_file_format=True, little_endian=little, implicit_vr=implicit)
+    return buffer.getvalue()

@@ -79,12 +79,11 @@ def decode_dicom(data: bytes, limits: Limits, frames: str = "first") -> DecodedI
     ds = _read(data, limits)
     syntax = _transfer_syntax(ds)
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
-        if "Rows" in ds or "Columns" in ds:
-            # An image's attributes without its pixel data: the file was cut before or inside the pixel data
-            # element's header, which pydicom reads as a clean end.
+        if "Rows" in ds or "Columns" in ds or _is_image_class(ds):
+            # An image without its pixel data: the file was cut between two elements or inside an element's header,
+            # which pydicom reads as a clean end.
             raise InvalidDicom(
-                "the DICOM file describes an image (rows, columns) but ends before its pixel data (truncated); "
-                "send the whole file"
+                "the DICOM file is an image object but ends before its pixel data (truncated); send the whole file"
             )
         raise DicomWithoutPixelData(
             f"the DICOM file is {_sop_class_words(ds)} and holds no pixel data; send a DICOM image",
@@ -395,11 +394,19 @@ def _code_string(value: str) -> str | None:
     return value if _CODE_STRING.fullmatch(value) else None
 
 
+def _is_image_class(ds: Dataset) -> bool:
+    """Whether the SOP class (the dataset's, else the file meta's) is one pydicom names as an image storage class."""
+    from pydicom.uid import UID
+
+    uid = _allowed_uid(ds, "SOPClassUID") or _allowed_uid(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")
+    return uid is not None and "Image Storage" in UID(uid).name
+
+
 def _sop_class_words(ds: Dataset) -> str:
     """The SOP class in words (``a Basic Text SR``) when pydicom knows it, else its UID, else "an object"."""
     from pydicom.uid import UID
 
-    uid = _allowed_uid(ds, "SOPClassUID")
+    uid = _allowed_uid(ds, "SOPClassUID") or _allowed_uid(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID")
     if uid is None:
         return "an object"
     name = UID(uid).name
