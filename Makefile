@@ -73,19 +73,22 @@ bench: venv
 	$(BIN)/python bench/detection.py
 
 ## models: regenerate the demo models and their sample images (committed), and the benchmark model (not committed)
-# The shapes (detection) and cells (segmentation) demos train with torch, which .venv does not have: they run only
-# with TRAIN_PYTHON set to a Python that has the train extra, e.g. TRAIN_PYTHON=/work/train-venv/bin/python make models
-# (a venv with: pip install torch==2.13.0 onnx onnxruntime numpy pillow). A few minutes each on two cores.
+# The shapes (detection), cells (segmentation) and ct (CT segmentation, with its DICOM series) demos train with torch,
+# which .venv does not have: they run only with TRAIN_PYTHON set to a Python that has the train extra, e.g.
+# TRAIN_PYTHON=/work/train-venv/bin/python make models (a venv with: pip install torch==2.13.0 onnx onnxruntime numpy
+# pillow pydicom==3.0.2 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0 pylibjpeg-rle==2.2.0). A few minutes each on two
+# cores.
 TRAIN_PYTHON ?=
 models: venv
 	$(BIN)/python scripts/train_demo_model.py
 	$(BIN)/python scripts/build_bench_model.py
 	@if [ -z "$(TRAIN_PYTHON)" ]; then \
-	  echo "skipping shapes and cells: set TRAIN_PYTHON to a Python with torch==2.13.0 (the train extra)"; \
+	  echo "skipping shapes, cells and ct: set TRAIN_PYTHON to a Python with torch==2.13.0 (the train extra)"; \
 	else \
 	  set -e; \
 	  $(TRAIN_PYTHON) scripts/train_detection_model.py; \
 	  $(TRAIN_PYTHON) scripts/train_segmentation_model.py; \
+	  $(TRAIN_PYTHON) scripts/train_ct_model.py; \
 	fi
 
 deploy: build

@@ -147,7 +147,8 @@ IMAGE_STEPS = {"resize": resize_step, "letterbox": letterbox_step, "pad_to_multi
 
 
 def apply_transforms(image: Image.Image, steps: Sequence[Mapping[str, Any]]) -> tuple[NDArray[Any], Geometry]:
-    """One image's input array (no batch axis) and its geometry, following the transform list in order.
+    """One image's input array (no batch axis) and its geometry, following the transform list in order. A float
+    image (Pillow mode ``F``) is taken as one channel of 0..255 values, without the colour step.
 
     Raises:
         ValueError: for a step this reference does not implement (``center_crop``, ``BGR``, ...).
@@ -155,7 +156,8 @@ def apply_transforms(image: Image.Image, steps: Sequence[Mapping[str, Any]]) -> 
     mode = next((step["mode"] for step in steps if step["op"] == "color"), "RGB")
     if mode not in ("RGB", "L"):
         raise ValueError(f"colour mode {mode} is not implemented here")
-    picture = image.convert(mode)
+    # A float image (mode "F": a windowed DICOM frame, 0..255) keeps its values: it has one channel already.
+    picture = image if image.mode == "F" else image.convert(mode)
     geometry = Geometry.identity(picture.height, picture.width)
     for step in steps:
         if step["op"] in IMAGE_STEPS:
