@@ -56,6 +56,7 @@ MIN_MEAN_IOU = 0.8
 # Grey levels that make each class a visible mask colour when the mask PNG is opened in an image viewer.
 MASK_PALETTE = [0, 0, 0, 200, 120, 90, 240, 240, 220, 40, 200, 60]
 TRANSFORMS: list[dict[str, Any]] = [
+    {"op": "color", "mode": "L"},
     {"op": "window", "center": WINDOW_CENTER, "width": WINDOW_WIDTH},
     {"op": "resize", "longer": SIDE, "resample": "bilinear"},
     {"op": "pad_to_multiple", "multiple": 32, "fill": 0, "align": "top_left"},

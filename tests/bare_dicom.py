@@ -55,11 +55,14 @@ def dicom_inputs(spec: dict[str, Any], path: Path) -> list[tuple[NDArray[np.floa
     """The model's input array (no batch axis) and geometry for every frame of a DICOM file.
 
     Raises:
-        ValueError: when the model's first transform is not a window.
+        ValueError: when the model's transforms do not start with its window (after a grey ``color`` step).
     """
-    first, *rest = spec["transforms"]
+    steps = list(spec["transforms"])
+    if steps[0] == {"op": "color", "mode": "L"}:
+        steps = steps[1:]  # a windowed frame is grey already
+    first, *rest = steps
     if first["op"] != "window":
-        raise ValueError("this reference expects the model's first transform to be its window")
+        raise ValueError("this reference expects the model's transforms to start with its window")
     return [apply_transforms(Image.fromarray(frame, mode="F"), rest) for frame in windowed_frames(path, first)]
 
 

@@ -36,9 +36,9 @@ PHONE = {"width": 390, "height": 844}
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repo's demo models, one per task the page draws: digits (the default), shapes (detection), cells
-    (segmentation)."""
+    (segmentation), ct (segmentation of DICOM)."""
     root = tmp_path_factory.mktemp("models")
-    for name in ("digits", "shapes", "cells"):
+    for name in ("digits", "shapes", "cells", "ct"):
         shutil.copytree(REPO / "models" / name, root / name)
     return root
 

@@ -54,7 +54,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repo's models plus four a user could bring: NHWC RGB, a fixed batch of 1, one with its own
     ``preprocess`` in a transforms.py (refusing images PICKY_WIDTH pixels wide), and DICOM_MODEL."""
     root = tmp_path_factory.mktemp("models")
-    for name in ("digits", "shapes", "cells"):
+    for name in ("digits", "shapes", "cells", "ct"):
         shutil.copytree(REPO / "models" / name, root / name)
     make_model(root, name="colours-nhwc", layout="NHWC", color_mode="RGB", size=(12, 12))
     make_model(root, name="quadrants-b1", layout="NCHW", color_mode="L", size=(16, 16), batch=1, classes=4)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from PIL import Image
 from pydicom.uid import generate_uid
 
@@ -26,7 +27,9 @@ from modelrun_local.runtime import LocalRuntime
 from tests.dicomfactory import ct_slice, dicom_bytes, write
 from tests.integration.conftest import API_KEY, DICOM_MODEL, Api
 from tests.integration.helpers import all_results, upload, wait_for
+from tests.integration.test_tasks import png_pixels, results_file
 from tests.integration.test_upload_triggers import put, unique, wait_for_result
+from tests.quality import confusion_matrix, mean_iou
 
 WINDOW = (40.0, 400.0)
 TIMEOUT = ["--timeout", "120"]
@@ -213,3 +216,49 @@ def test_modelrun_batch_submit_of_a_folder_finds_extensionless_dicom_files_by_th
     results = [json.loads(line) for line in out.splitlines()]
     assert sorted(Path(result["key"]).name for result in results) == sorted(series)
     assert all(result["dicom"]["modality"] == "CT" for result in results)
+
+
+# -- the medical demo ----------------------------------------------------------------------------------------------
+CT_SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "ct"
+CT_CLASSES = 4
+MIN_CT_MEAN_IOU = 0.85
+
+
+def test_a_batch_of_the_demo_ct_series_reaches_its_held_out_quality_and_links_every_frames_mask(
+    api: Api, s3: Any, images_bucket: str, record_property: Any
+) -> None:
+    # Given the committed CT series (several transfer syntaxes, MONOCHROME1, a 4-frame RLE file) in the bucket
+    truth = json.loads((CT_SAMPLES / "ground_truth.json").read_text(encoding="utf-8"))["files"]
+    prefix = f"dicom-ct/{unique('series')}"
+    upload(s3, images_bucket, {f"{prefix}/{name}": (CT_SAMPLES / name).read_bytes() for name in truth})
+
+    # When the ct model (its own window, every frame) runs over the prefix
+    answer = api.post("/batches", json={"model": "ct", "s3_prefix": prefix + "/", "chunk_size": 4})
+    assert answer.status_code == 202, answer.text
+    job = wait_for(api, answer.json()["batch_id"], timeout=180)
+
+    # Then every file is predicted, with one mask per frame in S3 that matches the ground truth
+    assert (job["status"], job["counts"]["predicted"]) == ("COMPLETED", len(truth)), job
+    matrix = np.zeros((CT_CLASSES, CT_CLASSES), dtype=np.int64)
+    entries = results_file(job)
+    assert sorted(Path(entry["key"]).name for entry in entries) == sorted(truth)
+    for entry in entries:
+        expected = truth[Path(entry["key"]).name]["frames"]
+        assert [frame["frame"] for frame in entry["frames"]] == [frame["frame"] for frame in expected]
+        for frame, wanted in zip(entry["frames"], expected, strict=True):
+            key = frame["mask"]["s3_key"]
+            assert key == f"results/{job['batch_id']}/masks/{entry['item']}.f{frame['frame']}.png"
+            stored = s3.get_object(Bucket=images_bucket, Key=key)["Body"].read()
+            reference = np.asarray(Image.open(CT_SAMPLES / wanted["mask"]))
+            matrix += confusion_matrix(reference, png_pixels(stored), CT_CLASSES)
+    ct_iou = mean_iou(matrix)
+    assert ct_iou >= MIN_CT_MEAN_IOU
+
+    # And the results listing links each frame's mask for the caller to download
+    multi = next(item for item in all_results(api, job["batch_id"]) if len(item["frames"]) > 1)
+    linked = [frame["mask"]["url"] for frame in multi["frames"]]
+    assert len(set(linked)) == len(multi["frames"])
+    first = requests.get(linked[0], timeout=30)
+    assert first.status_code == 200
+    assert first.content.startswith(b"\x89PNG")
+    record_property("ct_mean_iou", round(ct_iou, 4))

@@ -179,12 +179,14 @@ def test_the_reference_window_is_the_dicom_linear_function() -> None:
 # --- the model ------------------------------------------------------------------------------------------------------
 
 
-def test_ct_model_json_declares_its_window_first_and_every_frame(truth: dict[str, Any]) -> None:
+def test_ct_model_json_declares_grey_then_its_window_and_every_frame(truth: dict[str, Any]) -> None:
     spec = json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
 
     assert (spec["name"], spec["version"], spec["task"], spec["frames"]) == ("ct", "1", "segmentation", "all")
-    assert [step["op"] for step in spec["transforms"]] == ["window", "resize", "pad_to_multiple", "normalize", "layout"]
-    assert spec["transforms"][0] == {"op": "window", "center": WINDOW_CENTER, "width": WINDOW_WIDTH}
+    ops = [step["op"] for step in spec["transforms"]]
+    assert ops == ["color", "window", "resize", "pad_to_multiple", "normalize", "layout"]
+    assert spec["transforms"][0] == {"op": "color", "mode": "L"}
+    assert spec["transforms"][1] == {"op": "window", "center": WINDOW_CENTER, "width": WINDOW_WIDTH}
     assert truth["window"] == {"center": WINDOW_CENTER, "width": WINDOW_WIDTH}
     assert spec["output"] == {"name": "scores", "type": "class_scores", "layout": "NCHW"}
     assert spec["labels"] == LABELS
