@@ -53,6 +53,8 @@ def configure_logging(level: str, *, verbose: bool) -> None:
         level=level if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger(LOGGER).setLevel(level)
+    if verbose:  # the local endpoint's line per request, which the runtime otherwise keeps quiet
+        logging.getLogger("werkzeug").setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,11 @@ class LocalRuntime:
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
         self._aws_server = LocalAwsEndpoint(self.aws_credentials, host=self.host, port=self.aws_port).start()
+        # werkzeug logs a line per request (every AWS call of every function) on a handler of its own unless logging
+        # says otherwise: library chatter, shown by `modelrun-local --verbose`.
+        werkzeug = logging.getLogger("werkzeug")
+        if werkzeug.level == logging.NOTSET:
+            werkzeug.setLevel(logging.WARNING)
         template = Template.load(self.template_path, {**LOCAL_PARAMETERS, **self.parameter_overrides})
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
         # The functions run in processes of their own (modelrun_local.sandbox) and reach every AWS service through
