@@ -88,14 +88,14 @@ class LocalFunction:
                 return self._idle.pop()
             self._live += 1
             self._numbered += 1
-            number = self._numbered
+            number, live = self._numbered, self._live
         spec = SandboxSpec(self.code_dir, self.handler, dict(self.environment), self.timeout, self.memory_mb)
         try:
             sandbox = SandboxProcess(spec, number)
         except BaseException:
             self._forget(None)
             raise
-        self._log_count()
+        self._log_count(live)
         return sandbox
 
     def _release(self, sandbox: SandboxProcess) -> None:
@@ -113,11 +113,13 @@ class LocalFunction:
             sandbox.stop()
         with self._lock:
             self._live -= 1
+            live = self._live
             self._lock.notify()
-        self._log_count()
+        self._log_count(live)
 
-    def _log_count(self) -> None:
-        log.info("sandboxes %s: %d", self.logical_id, self._live)
+    def _log_count(self, live: int) -> None:
+        """The line ``modelrun-local`` shows when a function's count of sandboxes changes (the count it changed to)."""
+        log.info("sandboxes %s: %d", self.logical_id, live)
 
     def _count_error(self, error_type: str) -> None:
         with self._lock:
