@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import FunctionType, ModuleType
@@ -204,6 +204,9 @@ def run_child(kind: str, spec: dict[str, Any], env: dict[str, str], scratch: Pat
     result_file = scratch / f"{kind}-{stamp}-result.json"
     harness.write_json(spec_file, spec)
     command = [sys.executable, str(THIS_FILE), "--worker", kind, "--spec", str(spec_file), "--result", str(result_file)]
+    # This checkout's packages first: an editable install may point at another worktree.
+    own = [str(harness.REPO / folder) for folder in ("local", "layers/modelrun/python", "cli")]
+    env = {**env, "PYTHONPATH": os.pathsep.join([*own, *filter(None, [env.get("PYTHONPATH")])])}
     finished = subprocess.run(command, env=env, cwd=harness.REPO, stdout=subprocess.DEVNULL, stderr=None, check=False)
     if finished.returncode != 0:
         raise RuntimeError(f"{kind} worker failed ({finished.returncode}); its stderr is above")
@@ -310,9 +313,32 @@ def stack_functions(runtime: Any) -> list[Any]:
 
 
 def sandboxes(runtime: Any, logical_id: str) -> int | None:
-    """How many execution environments a local function holds (a private counter; None if it is gone)."""
-    created = getattr(runtime.stack.dispatcher.by_logical_id(logical_id), "_created", None)
-    return int(created) if created is not None else None
+    """How many execution environments (sandbox processes) a local function holds (None if the runtime cannot say)."""
+    function = runtime.stack.dispatcher.by_logical_id(logical_id)
+    count = getattr(function, "sandboxes", getattr(function, "_created", None))
+    return int(count) if count is not None else None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stack_cpu_s(exclude: Iterable[int] = ()) -> float:
+    """CPU seconds of this process (the stack: moto, the gateway, the state machine) and of its child processes (the
+    functions' sandboxes), the ``exclude``d children (the bare loop) left out: ended children through ``os.times``,
+    live ones from /proc."""
+    excluded = set(exclude)
+    times = os.times()
+    total = time.process_time() + times.children_user + times.children_system
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in excluded:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[1]) == os.getpid():  # fields[1] is the parent pid; [11] and [12] are utime and stime
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def iso_seconds(value: str) -> float:
@@ -320,11 +346,20 @@ def iso_seconds(value: str) -> float:
 
 
 def run_batch(
-    api: Api, clock: InvocationClock, body: dict[str, Any], *, poll_s: float, deadline_s: float
+    api: Api,
+    clock: InvocationClock,
+    body: dict[str, Any],
+    *,
+    poll_s: float,
+    deadline_s: float,
+    not_the_stack: Iterable[int] = (),
 ) -> dict[str, Any]:
-    """Submit one batch and poll it to a terminal status; what the client saw, the job's timings, the CPU used."""
+    """Submit one batch and poll it to a terminal status; what the client saw, the job's timings, the CPU the stack
+    used (this process and its sandboxes, ``not_the_stack`` child processes excepted)."""
     before = clock.snapshot()
-    cpu_started = time.process_time()
+    not_the_stack = tuple(not_the_stack)
+    cpu_started = stack_cpu_s(not_the_stack)
+    runtime_cpu_started = time.process_time()
     submitted_at = time.time()
     started = time.perf_counter()
     batch_id = api.submit(body)["batch_id"]
@@ -341,7 +376,8 @@ def run_batch(
         if time.perf_counter() > deadline:
             raise TimeoutError(f"batch {batch_id} not terminal after {deadline_s} s: {job}")
     seen_s = time.perf_counter() - started
-    cpu_s = time.process_time() - cpu_started
+    cpu_s = stack_cpu_s(not_the_stack) - cpu_started
+    runtime_cpu_s = time.process_time() - runtime_cpu_started
     timings = job["timings"]
     job_s = iso_seconds(timings["finished_at"]) - iso_seconds(timings["started_at"])
     return {
@@ -355,6 +391,8 @@ def run_batch(
         "job_started_to_finished_s": round(job_s, 3),
         "queued_s": round(iso_seconds(timings["started_at"]) - iso_seconds(timings["created_at"]), 3),
         "process_cpu_s": round(cpu_s, 3),
+        # Of which the runtime's own process: moto, its local endpoint, the gateway, the state machine, the pollers.
+        "runtime_process_cpu_s": round(runtime_cpu_s, 3),
         "polls": len(poll_ms),
         "poll_ms_median": round(statistics.median(poll_ms), 2),
         "functions": clock.since(before),
@@ -406,7 +444,6 @@ def throughput_worker(spec: dict[str, Any]) -> dict[str, Any]:
     inputs = read_inputs(Path(spec["inputs"]))
     keys = [key for key, _ in inputs]
     model = spec["model"]
-    # Started before the stack, whose start-up scopes os.environ per function.
     bare = BareLoop(spec, {**os.environ, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec["memory_mb"])})
     runtime = start_stack(Path(spec["models_dir"]))
     try:
@@ -429,7 +466,14 @@ def throughput_worker(spec: dict[str, Any]) -> dict[str, Any]:
             shift = round_index % len(configs)
             for chunk_size, max_concurrency in configs[shift:] + configs[:shift]:
                 body = {"model": model, "images": keys, "chunk_size": chunk_size, "max_concurrency": max_concurrency}
-                outcome = run_batch(api, clock, body, poll_s=spec["poll_s"], deadline_s=spec["deadline_s"])
+                outcome = run_batch(
+                    api,
+                    clock,
+                    body,
+                    poll_s=spec["poll_s"],
+                    deadline_s=spec["deadline_s"],
+                    not_the_stack=[bare.process.pid],
+                )
                 if outcome["status"] != "COMPLETED" or outcome["counts"]["predicted"] != len(keys):
                     raise RuntimeError(f"batch did not predict every image: {outcome}")
                 outcome["bare"] = bare.run(f"batch_{chunk_size}")
@@ -1084,6 +1128,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run in about a minute")
     parser.add_argument("--models", default="digits,resnet", help="comma-separated: digits, resnet")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
+    parser.add_argument("--configs", help="CHUNKxCONCURRENCY,... instead of the preset's (e.g. 50x4)")
+    parser.add_argument("--images", help="MODEL=N,... instead of the preset's image counts (e.g. resnet=400)")
+    parser.add_argument("--repeats", type=int, help="rounds instead of the preset's")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="only the throughput phase (no write_manifest or state machine)"
+    )
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -1095,6 +1145,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def chosen_settings(args: argparse.Namespace) -> Settings:
+    """The preset (``--quick`` or full) with the command line's overrides."""
+    settings = Settings.quick() if args.quick else Settings.full()
+    overrides: dict[str, Any] = {}
+    if args.configs:
+        pairs = [item.strip().split("x") for item in args.configs.split(",") if item.strip()]
+        overrides["configs"] = tuple((int(chunk), int(concurrency)) for chunk, concurrency in pairs)
+    for item in (args.images or "").split(","):
+        if item.strip():
+            model, count = item.split("=")
+            overrides[f"{model.strip()}_images"] = int(count)
+    if args.repeats:
+        overrides["repeats"] = args.repeats
+    return replace(settings, **overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -1102,7 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         if str(args.result) != "-":
             harness.write_json(args.result, result)
         return 0
-    settings = Settings.quick() if args.quick else Settings.full()
+    settings = chosen_settings(args)
     began = time.perf_counter()
     info = harness.machine()
     if "resnet" in args.models:
@@ -1149,23 +1215,25 @@ def main(argv: list[str] | None = None) -> int:
             raw_platform[model] = run_child("throughput", spec, stack_env, scratch)
             load_1min[f"{model} platform and bare"] = os.getloadavg()[0]
         manifest: dict[str, dict[str, Any]] = {}
-        for source in ("baseline", "generator", "prefix"):
+        raw_sfn: dict[str, Any] = {}
+        for source in () if args.throughput_only else ("baseline", "generator", "prefix"):
             count = settings.prefix_objects if source == "prefix" else settings.manifest_keys
             log(f"manifest memory: {source}, {count:,} keys ...")
             spec = {"source": source, "keys": count, "chunk_size": settings.sfn_chunk_size}
             manifest[source] = run_child("manifest", spec, stack_env, scratch)
-        load_1min["manifest"] = os.getloadavg()[0]
-        log(f"state machine memory: {settings.sfn_keys:,} missing keys on the local stack ...")
-        sfn_spec = {
-            "models_dir": str(models_dir),
-            "keys": settings.sfn_keys,
-            "chunk_size": settings.sfn_chunk_size,
-            "max_concurrency": settings.sfn_max_concurrency,
-            "poll_s": settings.sfn_poll_s,
-            "deadline_s": settings.sfn_deadline_s,
-        }
-        raw_sfn = run_child("sfn-memory", sfn_spec, stack_env, scratch)
-        load_1min["state machine"] = os.getloadavg()[0]
+        if not args.throughput_only:
+            load_1min["manifest"] = os.getloadavg()[0]
+            log(f"state machine memory: {settings.sfn_keys:,} missing keys on the local stack ...")
+            sfn_spec = {
+                "models_dir": str(models_dir),
+                "keys": settings.sfn_keys,
+                "chunk_size": settings.sfn_chunk_size,
+                "max_concurrency": settings.sfn_max_concurrency,
+                "poll_s": settings.sfn_poll_s,
+                "deadline_s": settings.sfn_deadline_s,
+            }
+            raw_sfn = run_child("sfn-memory", sfn_spec, stack_env, scratch)
+            load_1min["state machine"] = os.getloadavg()[0]
     info["loadavg_end"] = list(os.getloadavg())
 
     platform = [
@@ -1173,7 +1241,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     bare = {model: summarise_bare(model, raw_platform[model]) for model in args.models}
     costs = cost_rows(platform, raw_platform, bare)
-    sfn = sfn_summary(raw_sfn)
+    sfn = sfn_summary(raw_sfn) if raw_sfn else {}
     report = {
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": single_bench.git("rev-parse", "--short", "HEAD"),
@@ -1221,16 +1289,21 @@ def print_report(
     print(bare_table(bare))
     print("\nPer image on the local stack, each part measured alone (CPU ms per call)\n")
     print(cost_table(costs))
-    print(f"\nwrite_manifest memory, chunk_size {manifest['generator']['chunk_size']}, each in a fresh process\n")
-    print(manifest_table(manifest))
-    print("\nLocal Step Functions interpreter, one batch of keys naming missing objects\n")
-    print(sfn_table(sfn))
+    if manifest:
+        print_memory(manifest, sfn)
     print()
     print(f"Machine: {harness.machine_line(report['machine'])}")
     loads = ", ".join(f"{phase} {load:.2f}" for phase, load in report["load_1min_after_phase"].items())
     print(f"1-minute load after each phase: {loads}")
     print(f"Versions: {', '.join(f'{name} {version}' for name, version in report['versions'].items())}")
     print(f"Commit {report['git_commit']}, {report['timestamp']}, {report['duration_s']} s; JSON: {out}")
+
+
+def print_memory(manifest: dict[str, dict[str, Any]], sfn: dict[str, Any]) -> None:
+    print(f"\nwrite_manifest memory, chunk_size {manifest['generator']['chunk_size']}, each in a fresh process\n")
+    print(manifest_table(manifest))
+    print("\nLocal Step Functions interpreter, one batch of keys naming missing objects\n")
+    print(sfn_table(sfn))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote
 
+from modelrun_local import LOGGER
 from modelrun_local.demo import run_demo_batch
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
 
@@ -35,12 +36,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", type=Path, help="folder of models/<name>/<version>/ to serve (default: models/)")
     parser.add_argument("--no-demo", action="store_true", help="do not run the demo batch over the sample images")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' records at --log-level (botocore, moto, werkzeug: one per AWS request)",
+    )
     return parser.parse_args(argv)
+
+
+def configure_logging(level: str, *, verbose: bool) -> None:
+    """The runtime's own records at ``level``; the libraries' only from WARNING unless ``verbose``.
+
+    The functions' records do not pass through here: each sandbox writes its function's JSON records to the console
+    itself (``modelrun_local.sandbox``)."""
+    logging.basicConfig(
+        level=level if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger(LOGGER).setLevel(level)
+    if verbose:  # the local endpoint's line per request, which the runtime otherwise keeps quiet
+        logging.getLogger("werkzeug").setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, verbose=args.verbose)
     overrides = dict(item.split("=", 1) for item in args.parameter_overrides)
     runtime = LocalRuntime(
         host=args.host,

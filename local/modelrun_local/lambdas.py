@@ -1,52 +1,40 @@
-"""In-process Lambda: the unchanged handlers, each function with its own environment and warm sandboxes.
+"""Lambda for the local stack: the unchanged handlers, each function with its own environment and warm sandboxes.
 
 moto serves every Lambda invocation (boto3 ``Invoke``, Step Functions tasks, S3 notifications, SQS mappings)
 through ``LambdaFunction._invoke_lambda``, which normally starts a Docker container. ``install()`` patches that one
-method to call the handler here instead. A function keeps a pool of sandboxes, as Lambda keeps execution
-environments: each sandbox is its own import of the handler module (its own cold start and module state), and
-serves one invocation at a time. A handler exception comes back as a function error whose ``errorType`` is the
-exception's class name, so the state machine's ``Retry``/``Catch`` match it by name as on AWS.
+method to run the handler in one of the function's sandboxes instead: worker processes (``modelrun_local.sandbox``)
+that Lambda would call execution environments, started on demand up to the function's reserved concurrency (or
+``LOCAL_SANDBOX_CAP``), each serving one invocation at a time, stopped after ``IDLE_TIMEOUT_S`` unused. A handler
+exception comes back as a function error whose ``errorType`` is the exception's class name, and a sandbox that timed
+out, died or ran out of memory as Lambda's ``Sandbox.Timedout``, ``Runtime.ExitError`` or ``Runtime.OutOfMemory``, so
+the state machine's ``Retry``/``Catch`` match them by name as on AWS.
 """
 
 from __future__ import annotations
 
-import contextvars
-import importlib.util
 import json
 import logging
-import sys
+import os
 import threading
 import time
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from modelrun_local import LOGGER, patches
-from modelrun_local.environ import function_environment
+from modelrun_local.sandbox import InitFailed, SandboxDied, SandboxProcess, SandboxSpec
 
 log = logging.getLogger(LOGGER)
 
-
-@dataclass
-class LambdaContext:
-    """The attributes of the Lambda context object that handlers and Powertools use."""
-
-    function_name: str
-    memory_limit_in_mb: int
-    invoked_function_arn: str
-    aws_request_id: str
-    deadline: float
-    function_version: str = "$LATEST"
-    log_group_name: str = ""
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
+# Sandboxes per function where the template reserves no concurrency: two per core keeps every core busy while some
+# sandboxes wait on the local endpoint, and at least four lets a batch's chunks run four at once on a small machine
+# (each sandbox is a process of 100-400 MB, and its cold start costs about a second of CPU).
+LOCAL_SANDBOX_CAP = max(4, 2 * (os.cpu_count() or 1))
+# Lambda keeps an unused environment for minutes; so does local mode, then gives its memory back.
+IDLE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,37 +54,6 @@ def error_payload(error_type: str, message: str, trace: list[str] | None = None)
     return {"errorMessage": message, "errorType": error_type, "requestId": "", "stackTrace": trace or []}
 
 
-class Sandbox:
-    """One execution environment: a private import of the handler module."""
-
-    def __init__(self, function: LocalFunction, index: int) -> None:
-        self.function = function
-        self.index = index
-        self.handler: Any = None
-        self.init_ms = 0.0
-        self.log_state = patches.SandboxLogState()
-
-    def cold_start(self) -> None:
-        module_file, handler_name = self.function.handler_location()
-        module_name = f"modelrun_fn_{self.function.logical_id}_{self.index}"
-        spec = importlib.util.spec_from_file_location(module_name, module_file)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {module_file}")
-        module: ModuleType = importlib.util.module_from_spec(spec)
-        started = time.perf_counter()
-        # Registered like any imported module (dataclasses and pickling look modules up by name); a failed
-        # import leaves nothing behind, as a failed init leaves no Lambda environment behind.
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        self.init_ms = (time.perf_counter() - started) * 1000
-        self.handler = getattr(module, handler_name)
-        log.info("cold start %s sandbox %d in %.0f ms", self.function.logical_id, self.index, self.init_ms)
-
-
 @dataclass
 class LocalFunction:
     logical_id: str
@@ -107,99 +64,125 @@ class LocalFunction:
     environment: dict[str, str]
     timeout: float
     memory_mb: int
-    max_sandboxes: int = 16
-    _idle: list[Sandbox] = field(default_factory=list)
+    max_sandboxes: int = LOCAL_SANDBOX_CAP
+    idle_timeout_s: float = IDLE_TIMEOUT_S
     # What happened to this function's invocations (tests and benchmarks read these).
     invocations: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    _created: int = 0  # live sandboxes, bounded by max_sandboxes
+    _idle: list[SandboxProcess] = field(default_factory=list)
+    _live: int = 0  # sandboxes started and not stopped, bounded by max_sandboxes
     _numbered: int = 0
     _lock: threading.Condition = field(default_factory=threading.Condition)
+    closed: bool = False  # the stack stopped: sandboxes are stopped as their invocations end
 
-    def handler_location(self) -> tuple[Path, str]:
-        module_path, _, attribute = self.handler.rpartition(".")
-        return self.code_dir / (module_path.replace(".", "/") + ".py"), attribute
+    @property
+    def sandboxes(self) -> int:
+        """How many sandboxes the function has now, busy or idle."""
+        return self._live
 
-    def _acquire(self) -> Sandbox:
+    def _acquire(self) -> SandboxProcess:
         with self._lock:
-            while not self._idle and self._created >= self.max_sandboxes:
+            while not self._idle and self._live >= self.max_sandboxes:
                 self._lock.wait()
             if self._idle:
                 return self._idle.pop()
-            self._created += 1
-            self._numbered += 1  # never reused: each sandbox's module name stays its own
-            return Sandbox(self, self._numbered)
+            self._live += 1
+            self._numbered += 1
+            number, live = self._numbered, self._live
+        spec = SandboxSpec(self.code_dir, self.handler, dict(self.environment), self.timeout, self.memory_mb)
+        try:
+            sandbox = SandboxProcess(spec, number)
+        except BaseException:
+            self._forget(None)
+            raise
+        self._log_count(live)
+        return sandbox
 
-    def _release(self, sandbox: Sandbox, *, healthy: bool) -> None:
+    def _release(self, sandbox: SandboxProcess) -> None:
         with self._lock:
-            if healthy:
+            if not self.closed:
+                sandbox.idle_since = time.monotonic()
                 self._idle.append(sandbox)
-            else:
-                self._created -= 1
+                self._lock.notify()
+                return
+        self._forget(sandbox)
+
+    def _forget(self, sandbox: SandboxProcess | None) -> None:
+        """A sandbox that will never serve again: stopped, and its slot free for a new one."""
+        if sandbox is not None:
+            sandbox.stop()
+        with self._lock:
+            self._live -= 1
+            live = self._live
             self._lock.notify()
+        self._log_count(live)
+
+    def _log_count(self, live: int) -> None:
+        """The line ``modelrun-local`` shows when a function's count of sandboxes changes (the count it changed to)."""
+        log.info("sandboxes %s: %d", self.logical_id, live)
 
     def _count_error(self, error_type: str) -> None:
         with self._lock:
             self.errors[error_type] += 1
 
     def invoke(self, event: Any) -> Invocation:
-        """Run one invocation on an idle (or new) sandbox, honouring the function's timeout."""
+        """Run one invocation on an idle (or new) sandbox, honouring the function's timeout and memory size."""
         sandbox = self._acquire()
         with self._lock:
             self.invocations += 1
         started = time.perf_counter()
-        outcome: dict[str, Any] = {}
-        context = LambdaContext(
-            function_name=self.name,
-            memory_limit_in_mb=self.memory_mb,
-            invoked_function_arn=self.arn,
-            aws_request_id=str(uuid.uuid4()),
-            deadline=time.monotonic() + self.timeout,
-            log_group_name=f"/aws/lambda/{self.name}",
-        )
-
-        def run() -> None:
-            with function_environment(self.environment):
-                try:
-                    # This thread's context is a copy of the caller's, which may itself be an invocation.
-                    patches.enter_sandbox(None)
-                    if sandbox.handler is None:
-                        stage = "init"
-                        sandbox.cold_start()
-                    stage = "invoke"
-                    patches.enter_sandbox(sandbox.log_state)
-                    outcome["payload"] = sandbox.handler(event, context)
-                except Exception as exc:  # a handler error becomes a function error, as on Lambda
-                    outcome["error"] = exc
-                    outcome["stage"] = stage
-                    outcome["trace"] = traceback.format_exception(exc)
-
-        worker = threading.Thread(
-            target=contextvars.copy_context().run, args=(run,), name=f"lambda-{self.logical_id}", daemon=True
-        )
-        worker.start()
-        worker.join(self.timeout)
+        request = {
+            "event": event,
+            "context": {
+                "function_name": self.name,
+                "memory_limit_in_mb": self.memory_mb,
+                "invoked_function_arn": self.arn,
+                "aws_request_id": str(uuid.uuid4()),
+                "log_group_name": f"/aws/lambda/{self.name}",
+            },
+        }
+        cold = not sandbox.ready
+        try:
+            reply = sandbox.invoke(request, time.monotonic() + self.timeout)
+        except (InitFailed, SandboxDied) as failure:
+            self._forget(sandbox)
+            duration_ms = (time.perf_counter() - started) * 1000
+            if isinstance(failure, InitFailed):
+                payload = failure.error
+            else:
+                payload = error_payload(failure.error_type, str(failure))
+            self._count_error(payload["errorType"])
+            log.error("%s failed (%s): %s", self.logical_id, payload["errorType"], payload["errorMessage"])
+            return Invocation(payload, payload["errorType"], duration_ms)
+        except BaseException:
+            self._forget(sandbox)
+            raise
+        if cold:
+            log.info("cold start %s sandbox %d in %.0f ms", self.logical_id, sandbox.number, sandbox.init_ms)
+        self._release(sandbox)
         duration_ms = (time.perf_counter() - started) * 1000
-        if worker.is_alive():
-            # Lambda would freeze and discard this environment; the thread finishes on its own and the sandbox
-            # is never reused.
-            self._release(sandbox, healthy=False)
-            self._count_error("Sandbox.Timedout")
-            message = f"Task timed out after {self.timeout:.2f} seconds"
-            log.warning("%s: %s", self.logical_id, message)
-            return Invocation(error_payload("Sandbox.Timedout", message), "Sandbox.Timedout", duration_ms)
-        if "error" in outcome:
-            exc = outcome["error"]
-            initialising = outcome["stage"] == "init"
-            self._release(sandbox, healthy=not initialising)
-            error_type = "Runtime.ImportModuleError" if initialising and isinstance(exc, ImportError) else None
-            error_type = error_type or type(exc).__name__
-            self._count_error(error_type)
-            log.error("%s failed (%s): %s", self.logical_id, error_type, exc)
-            payload = error_payload(error_type, str(exc), [line.rstrip() for line in outcome["trace"]])
-            return Invocation(payload, error_type, duration_ms)
-        self._release(sandbox, healthy=True)
-        return Invocation(outcome.get("payload"), None, duration_ms)
+        if "error" in reply:
+            error = reply["error"]
+            self._count_error(error["errorType"])
+            log.error("%s failed (%s): %s", self.logical_id, error["errorType"], error["errorMessage"])
+            return Invocation(error, error["errorType"], duration_ms)
+        return Invocation(reply.get("payload"), None, duration_ms)
+
+    def close(self) -> None:
+        """Stop every sandbox now idle, and each busy one when its invocation ends."""
+        self.closed = True
+        self.stop_idle(0)
+
+    def stop_idle(self, older_than_s: float | None = None) -> int:
+        """Stop the sandboxes unused for ``older_than_s`` (``idle_timeout_s`` by default; 0: every idle one)."""
+        limit = self.idle_timeout_s if older_than_s is None else older_than_s
+        now = time.monotonic()
+        with self._lock:
+            stale = [sandbox for sandbox in self._idle if now - sandbox.idle_since >= limit]
+            self._idle = [sandbox for sandbox in self._idle if sandbox not in stale]
+        for sandbox in stale:
+            self._forget(sandbox)
+        return len(stale)
 
 
 class Dispatcher:
@@ -207,6 +190,8 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self.functions: dict[str, LocalFunction] = {}
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def register(self, function: LocalFunction) -> None:
         self.functions[function.name] = function
@@ -236,6 +221,20 @@ class Dispatcher:
 
         LambdaFunction._modelrun_original_invoke = original  # type: ignore[attr-defined]
         LambdaFunction._invoke_lambda = _invoke_lambda  # type: ignore[method-assign]
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._stop_idle_sandboxes, name="sandbox-reaper", daemon=True)
+            self._reaper.start()
+
+    def _stop_idle_sandboxes(self) -> None:
+        while not self._stopping.wait(min(10.0, IDLE_TIMEOUT_S / 4)):
+            for function in list(self.functions.values()):
+                function.stop_idle()
+
+    def stop(self) -> None:
+        """Stop every idle sandbox; one still serving is stopped when its invocation ends (its pipe closes)."""
+        self._stopping.set()
+        for function in self.functions.values():
+            function.close()
 
 
 def lambda_runtime_environment(

@@ -1,24 +1,13 @@
-"""The few places where a library differs from AWS in a way that matters to the functions, patched for local mode.
+"""The few places where moto differs from AWS in a way that matters to the functions, patched for local mode.
 
-1. Powertools REST resolvers and concurrency (below). 2. moto's Step Functions context object:
-``$$.Execution.StartTime`` is a ``datetime`` where AWS gives an ISO-8601 string, so a state that passes it on
-(``"S.$": "$$.Execution.StartTime"``) fails to serialise; ``install()`` gives it the string AWS gives.
-3. moto's S3 -> Lambda notifications: synchronous inside PutObject and not shaped as S3 shapes them (section 3 below).
-4. Powertools' Logger: what a function appends to its log records, and its cold start flag, are process-wide
-(section 4 below).
-
-
-On Lambda an execution environment serves one invocation at a time, so Powertools' REST resolvers keep the
-current event in class attributes shared by every resolver (``BaseRouter.current_event`` and
-``BaseRouter.lambda_context``). Local mode serves concurrent invocations of many functions in one process, and
-two requests at once would read each other's event. ``install()`` turns those two class attributes into
-per-context values: every invocation runs on its own thread with its own context (``modelrun_local.lambdas``).
-Nothing changes for the functions on AWS.
+1. moto's Step Functions context object: ``$$.Execution.StartTime`` is a ``datetime`` where AWS gives an ISO-8601
+string, so a state that passes it on (``"S.$": "$$.Execution.StartTime"``) fails to serialise; ``install()`` gives it
+the string AWS gives.
+2. moto's S3 -> Lambda notifications: synchronous inside PutObject and not shaped as S3 shapes them (section 2 below).
 """
 
 from __future__ import annotations
 
-import contextvars
 import copy
 import itertools
 import json
@@ -27,46 +16,17 @@ import queue
 import threading
 import time
 import uuid
-from abc import ABCMeta
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 from modelrun_local import LOGGER
 
-_ATTRIBUTES = ("current_event", "lambda_context")
-_values: dict[str, contextvars.ContextVar[Any]] = {
-    name: contextvars.ContextVar(f"powertools_{name}", default=None) for name in _ATTRIBUTES
-}
-
-
-class _PerContext:
-    """A data descriptor whose value lives in a ContextVar (used on the class and on its metaclass)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, instance: Any, owner: Any = None) -> Any:
-        return _values[self.name].get()
-
-    def __set__(self, instance: Any, value: Any) -> None:
-        _values[self.name].set(value)
-
-
-class _PerContextRouterMeta(ABCMeta):
-    """``BaseRouter.current_event = x`` goes through these descriptors instead of rebinding the class attribute."""
-
-    current_event = _PerContext("current_event")
-    lambda_context = _PerContext("lambda_context")
-
 
 def install() -> None:
-    """Idempotent; must run before handlers resolve requests concurrently and before executions start."""
-    _install_router_state()
+    """Idempotent; must run before executions start and objects are uploaded."""
     _install_iso_start_time()
     _install_s3_notification_delivery()
-    _install_logger_state()
 
 
 def iso8601(moment: datetime) -> str:
@@ -92,19 +52,7 @@ def _install_iso_start_time() -> None:
     execution_worker.ExecutionData = execution_data  # type: ignore[assignment,misc]
 
 
-def _install_router_state() -> None:
-    from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
-
-    if isinstance(BaseRouter, _PerContextRouterMeta):
-        return
-    for name in _ATTRIBUTES:
-        # Instance reads (``self.current_event``) find this descriptor on the class ...
-        setattr(BaseRouter, name, _PerContext(name))
-    # ... and class-level writes and reads (``BaseRouter.current_event = ...``) find the metaclass's.
-    BaseRouter.__class__ = _PerContextRouterMeta  # type: ignore[method-assign,assignment]
-
-
-# -- 3. S3 event notifications to Lambda ---------------------------------------------------------------------------
+# -- 2. S3 event notifications to Lambda ---------------------------------------------------------------------------
 # moto calls a notified function inside PutObject (moto.s3.notifications._invoke_awslambda): an upload waits for the
 # function, whose errors vanish. And its record is not the one S3 sends: the key is quote_plus'ed with "/" as %2F, and
 # the object's sequencer, userIdentity, requestParameters, responseElements and the bucket's ownerIdentity are
@@ -197,73 +145,3 @@ def _install_s3_notification_delivery() -> None:
 
     invoke_asynchronously.modelrun_patched = True  # type: ignore[attr-defined]
     notifications._invoke_awslambda = invoke_asynchronously
-
-
-# -- 4. Powertools Logger state per sandbox -----------------------------------------------------------------------
-# On Lambda every execution environment is a process of its own. Powertools' Logger keeps the keys a function adds to
-# its records (inject_lambda_context's function name, request id and cold_start; append_keys) in the formatter of the
-# stdlib logger named after the service, and whether the next invocation is a cold start in a module global. Every
-# function of the stack logs as service "modelrun", so in one process they share both: one function's request id and
-# batch keys stamp another's records, and only the stack's very first invocation logs cold_start true. install()
-# makes the formatter's ``log_format`` (the one attribute those keys live in) and the cold start flag belong to the
-# sandbox whose handler is running (modelrun_local.lambdas enters its state around each handler call). What a
-# module sets up at import, and everything outside a handler, uses the formatter's own keys, as before.
-
-
-@dataclass
-class SandboxLogState:
-    """What Powertools' Logger keeps process-wide, kept for one sandbox: its keys per formatter, its invocations."""
-
-    log_formats: dict[int, dict[str, Any]] = field(default_factory=dict)
-    invocations: int = 0
-
-
-_sandbox_log_state: contextvars.ContextVar[SandboxLogState | None] = contextvars.ContextVar(
-    "modelrun_sandbox_log_state", default=None
-)
-
-
-def enter_sandbox(state: SandboxLogState | None) -> None:
-    """The Logger state of the handler about to run on this thread (None while a sandbox imports its module)."""
-    if state is not None:
-        state.invocations += 1
-    _sandbox_log_state.set(state)
-
-
-class _PerSandboxLogFormat:
-    """``LambdaPowertoolsFormatter.log_format``: the running sandbox's copy, made from the formatter's own keys."""
-
-    def __get__(self, formatter: Any, owner: Any = None) -> Any:
-        if formatter is None:
-            return self
-        state = _sandbox_log_state.get()
-        if state is None:
-            return vars(formatter)["log_format"]
-        keys = state.log_formats.get(id(formatter))
-        if keys is None:
-            keys = state.log_formats[id(formatter)] = dict(vars(formatter)["log_format"])
-        return keys
-
-    def __set__(self, formatter: Any, value: dict[str, Any]) -> None:
-        state = _sandbox_log_state.get()
-        if state is None:
-            vars(formatter)["log_format"] = value
-        else:
-            state.log_formats[id(formatter)] = value
-
-
-def _install_logger_state() -> None:
-    from aws_lambda_powertools.logging import logger as powertools_logger
-    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-
-    if isinstance(vars(LambdaPowertoolsFormatter).get("log_format"), _PerSandboxLogFormat):
-        return
-    # Formatters made before the patch keep their keys: the descriptor reads them from the instance's __dict__.
-    LambdaPowertoolsFormatter.log_format = _PerSandboxLogFormat()  # type: ignore[assignment]
-    process_wide_cold_start = powertools_logger._is_cold_start
-
-    def is_cold_start() -> bool:
-        state = _sandbox_log_state.get()
-        return process_wide_cold_start() if state is None else state.invocations == 1
-
-    powertools_logger._is_cold_start = is_cold_start

@@ -14,7 +14,7 @@ from typing import Any
 
 from moto import mock_aws
 
-from modelrun_local import LOGGER, environ
+from modelrun_local import LOGGER
 from modelrun_local.endpoint import LocalAwsEndpoint, LocalCredentials
 from modelrun_local.gateway import Gateway, GatewayServer, cors_rule, gateway_response_headers
 from modelrun_local.origins import page_origins
@@ -69,17 +69,20 @@ class LocalRuntime:
 
     def start(self) -> LocalRuntime:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        environ.install()
         self._use_credentials()
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
         self._aws_server = LocalAwsEndpoint(self.aws_credentials, host=self.host, port=self.aws_port).start()
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # werkzeug logs a line per request (every AWS call of every function) on a handler of its own unless logging
+        # says otherwise: library chatter, shown by `modelrun-local --verbose`.
+        werkzeug = logging.getLogger("werkzeug")
+        if werkzeug.level == logging.NOTSET:
+            werkzeug.setLevel(logging.WARNING)
         template = Template.load(self.template_path, {**LOCAL_PARAMETERS, **self.parameter_overrides})
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
-        # Functions reach S3 through the local endpoint, so the presigned links they hand out work from outside
-        # (AWS_ENDPOINT_URL_S3 is the SDK's own setting; on AWS it is unset).
-        overrides = {"AWS_ENDPOINT_URL_S3": self.aws_endpoint}
+        # The functions run in processes of their own (modelrun_local.sandbox) and reach every AWS service through
+        # the local endpoint, with the SDK's own setting (unset on AWS); their presigned links work from outside too.
+        overrides = {"AWS_ENDPOINT_URL": self.aws_endpoint}
         self.stack = LocalStack(
             template,
             region=self.region,
@@ -112,9 +115,8 @@ class LocalRuntime:
     def _use_credentials(self) -> None:
         """Make the stack's credentials the process's, until ``stop()``.
 
-        Every function here shares boto3's default session, which takes its credentials from the process
-        environment once and keeps them; the functions' S3 clients go to the local AWS endpoint, which answers only
-        the stack's key pair. The user's own AWS credentials are never used (nor sent anywhere) meanwhile.
+        The runtime's own clients (deployment, pollers) and a test's in-process clients sign with the stack's key pair
+        (moto answers them in process); the user's own AWS credentials are never used (nor sent anywhere) meanwhile.
         """
         wanted: dict[str, str | None] = {**self.aws_credentials.environment()}
         wanted.update(dict.fromkeys(SESSION_TOKEN_VARIABLES))
@@ -137,6 +139,12 @@ class LocalRuntime:
         self.stack.rebase_environment(rest_api_url, f"{self.url}/{stage}")
         apis = WebSocketApiRoutes.from_template(template)
         if apis:
+            # The functions post to connections through the management API at the local endpoint, where moto serves
+            # it at /@connections/{id} (its patched backend delivers to this WebSocket server).
+            management_url = self.stack.resolver.sub(
+                f"https://${{{apis[0].api}}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}/{stage}"
+            )
+            self.stack.rebase_environment(management_url, self.aws_endpoint)
             self.websocket = LocalWebSocketApi(
                 apis[0],
                 self.stack.function,
@@ -189,6 +197,7 @@ class LocalRuntime:
             self.websocket = None
         if self.stack is not None:
             self.stack.stop_pollers()
+            self.stack.dispatcher.stop()
         if self.server is not None:
             self.server.stop()
             self.server = None

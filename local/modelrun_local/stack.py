@@ -1,4 +1,4 @@
-"""Creating the template's resources on moto and wiring the functions to run in-process.
+"""Creating the template's resources on moto and wiring the functions to run in local sandboxes.
 
 Why not moto's CloudFormation: after the SAM transform it drops Layers, ignores DefinitionSubstitutions, does not
 really create API Gateway resources and needs every CodeUri uploaded first. Reading the template directly and
@@ -52,7 +52,7 @@ def _s3_cors(cors: dict[str, Any]) -> dict[str, Any]:
 def _stub_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "served in-process by modelrun_local; see local/modelrun_local/lambdas.py\n")
+        archive.writestr("README.txt", "served by modelrun_local's sandboxes; see local/modelrun_local/lambdas.py\n")
     return buffer.getvalue()
 
 
@@ -299,6 +299,10 @@ class LocalStack:
             **self.environment_overrides,
         }
         code_dir = (self.template.root / str(props["CodeUri"])).resolve()
+        # Reserved concurrency caps a function's environments on AWS; locally it caps its sandboxes the same way.
+        reserved = self.resolver.resolve(props.get("ReservedConcurrentExecutions"))
+        reserved = int(reserved) if isinstance(reserved, int | str) and str(reserved).isdigit() else 0
+        cap = {"max_sandboxes": reserved} if reserved > 0 else {}
         self.client("lambda").create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", "python3.12"),
@@ -319,6 +323,7 @@ class LocalStack:
                 environment=environment,
                 timeout=float(timeout),
                 memory_mb=memory_mb,
+                **cap,
             )
         )
 

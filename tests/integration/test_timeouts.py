@@ -1,5 +1,6 @@
 """Timed-out chunks on the local stack: an invocation of predict_batch that outlives its timeout is a Lambda timeout
-(``Sandbox.Timedout``), retried by the state machine, then caught into the dead-letter queue and healed by recover.
+(``Sandbox.Timedout``; its sandbox's process is killed), retried by the state machine, then caught into the dead-letter
+queue and healed by recover.
 
 Injected timeouts last the function's timeout, 300 s in the template: this module needs a stack whose
 PredictBatchFunction times out in seconds, so it runs in a pytest process of its own with
@@ -8,6 +9,8 @@ PredictBatchFunction times out in seconds, so it runs in a pytest process of its
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,6 +54,29 @@ def test_the_stack_under_test_times_predict_batch_out_in_seconds(timed_out_batch
 
 def test_every_state_machine_try_of_every_chunk_timed_out(timed_out_batch: dict[str, Any]) -> None:
     assert timed_out_batch["timeouts"] == CHUNKS * STATE_MACHINE_TRIES
+
+
+def sandbox_processes(code_dir: Path) -> list[int]:
+    """The pids of this process's sandbox workers serving the function in ``code_dir`` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or it ended meanwhile
+        if ppid == os.getpid() and b"modelrun_local.worker" in command and str(code_dir).encode() in command:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_every_timed_out_sandbox_was_killed_not_left_running(
+    stack: LocalRuntime, timed_out_batch: dict[str, Any]
+) -> None:
+    # the sandboxes still alive are the function's warm ones (recover's invocations ran in another function)
+    assert stack.stack is not None
+    predict_batch = stack.stack.function("PredictBatchFunction")
+    assert len(sandbox_processes(predict_batch.code_dir)) == predict_batch.sandboxes <= CHUNKS
 
 
 def test_a_batch_whose_chunks_all_timed_out_completes_through_recovery(timed_out_batch: dict[str, Any]) -> None:

@@ -372,7 +372,14 @@ def test_a_submitted_batch_starts_an_execution_named_by_its_id_with_the_document
         "keys_object": f"jobs/{batch_id}/keys.jsonl",
         "max_concurrency": 7,
         "attempt": 1,
-        "faults": {"transient_rate": 0.0, "timeout_rate": 0.0, "fail_chunks": []},
+        "faults": {
+            "transient_rate": 0.0,
+            "timeout_rate": 0.0,
+            "exit_rate": 0.0,
+            "segfault_rate": 0.0,
+            "memory_rate": 0.0,
+            "fail_chunks": [],
+        },
     }
 
 

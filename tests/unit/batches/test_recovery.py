@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +80,8 @@ def test_no_faults_are_accepted_anywhere() -> None:
         {"transient_rate": -0.1},
         {"timeout_rate": 1.5},
         {"transient_rate": 0.6, "timeout_rate": 0.6},
+        {"exit_rate": 0.5, "segfault_rate": 0.3, "memory_rate": 0.3},
+        {"memory_rate": True},
         {"fail_chunks": [-1]},
     ],
 )
@@ -95,6 +101,39 @@ def test_a_timeout_fault_outlives_the_remaining_time_then_fails() -> None:
     faults = Faults(timeout_rate=1.0)
     with pytest.raises(TransientFailure, match="outlived its timeout"):
         faults.inject(0, in_recovery=False, remaining_ms=lambda: 0, draw=lambda: 0.5)
+
+
+CRASH = """
+import sys
+from modelrun.batches.faults import Faults
+Faults(**{sys.argv[1]: 1.0}).inject(0, in_recovery=False, remaining_ms=lambda: 0)
+"""
+
+
+def crash_environment() -> dict[str, str]:
+    """This process's environment, with the modelrun this test imports first on the child's path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+@pytest.mark.parametrize(("rate", "returncode"), [("exit_rate", 3), ("segfault_rate", -signal.SIGSEGV)])
+def test_a_crash_fault_ends_the_process_as_a_native_crash_would(rate: str, returncode: int) -> None:
+    # given a process that draws a crash fault, when it injects it, then it ends with that status or signal
+    ended = subprocess.run(
+        [sys.executable, "-c", CRASH, rate], capture_output=True, env=crash_environment(), timeout=60, check=False
+    )
+    assert ended.returncode == returncode
+
+
+def test_a_memory_fault_that_nothing_stops_fails_once_it_holds_twice_the_memory_size() -> None:
+    # given a 128 MB function's process with no Lambda to stop it, when it injects a memory fault
+    environment = {**crash_environment(), "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128"}
+    ended = subprocess.run(
+        [sys.executable, "-c", CRASH, "memory_rate"], capture_output=True, env=environment, timeout=60, check=False
+    )
+
+    # then it held 256 MB, and failed transiently rather than run on
+    assert ended.returncode == 1
+    assert b"TransientFailure: injected fault: chunk 0 outgrew its memory size and was not stopped" in ended.stderr
 
 
 def test_random_faults_spare_recovery_but_a_failing_chunk_fails_there_too() -> None:

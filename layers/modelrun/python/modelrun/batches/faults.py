@@ -5,12 +5,17 @@ Asked per batch (``"faults": {...}`` in POST /batches) and honoured only where t
 
 - ``transient_rate``: that fraction of predict_batch invocations raises ``TransientFailure``;
 - ``timeout_rate``: that fraction sleeps past the function's timeout (the invocation times out);
+- ``exit_rate``, ``segfault_rate``, ``memory_rate``: that fraction ends its sandbox as a native crash would: it exits
+  (``os._exit(3)``), reads address 0 (SIGSEGV), or allocates past the function's memory size (Lambda reports
+  ``Runtime.ExitError`` or ``Runtime.OutOfMemory``, and the next invocation gets a new sandbox);
 - ``fail_chunks``: those chunk indexes fail every time, in predict_batch and in recover alike (a chunk that can
   never succeed, to show the parking queue and ``retries_exhausted``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
 import time
 from collections.abc import Callable
@@ -19,18 +24,26 @@ from typing import Any
 
 from modelrun.errors import FaultsNotAllowed, InvalidRequest, TransientFailure
 
-FIELDS = ("transient_rate", "timeout_rate", "fail_chunks")
+RATES = ("transient_rate", "timeout_rate", "exit_rate", "segfault_rate", "memory_rate")
+FIELDS = (*RATES, "fail_chunks")
 
 
 @dataclass(frozen=True)
 class Faults:
     transient_rate: float = 0.0
     timeout_rate: float = 0.0
+    exit_rate: float = 0.0
+    segfault_rate: float = 0.0
+    memory_rate: float = 0.0
     fail_chunks: tuple[int, ...] = ()
 
     @property
+    def rates(self) -> tuple[float, ...]:
+        return tuple(getattr(self, name) for name in RATES)
+
+    @property
     def any(self) -> bool:
-        return bool(self.transient_rate or self.timeout_rate or self.fail_chunks)
+        return bool(any(self.rates) or self.fail_chunks)
 
     @classmethod
     def parse(cls, value: Any, *, allowed: bool) -> Faults:
@@ -43,19 +56,19 @@ class Faults:
         if unknown:
             raise InvalidRequest(f'unknown "faults" field(s): {", ".join(unknown)}; known: {", ".join(FIELDS)}')
         rates = {}
-        for name in ("transient_rate", "timeout_rate"):
+        for name in RATES:
             rate = value.get(name, 0.0)
             if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
                 raise InvalidRequest(f'"faults.{name}" must be a number from 0 to 1, got {rate!r}')
             rates[name] = float(rate)
-        if rates["transient_rate"] + rates["timeout_rate"] > 1.0:
-            raise InvalidRequest('"faults.transient_rate" + "faults.timeout_rate" must not exceed 1')
+        if sum(rates.values()) > 1.0:
+            raise InvalidRequest(f'the "faults" rates ({", ".join(RATES)}) must not add up to more than 1')
         chunks = value.get("fail_chunks", [])
         if not isinstance(chunks, list) or not all(
             isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in chunks
         ):
             raise InvalidRequest('"faults.fail_chunks" must be a list of chunk indexes (integers from 0)')
-        faults = cls(rates["transient_rate"], rates["timeout_rate"], tuple(sorted(set(chunks))))
+        faults = cls(**rates, fail_chunks=tuple(sorted(set(chunks))))
         if faults.any and not allowed:
             raise FaultsNotAllowed(
                 "this stack does not allow fault injection: deploy it with AllowFaultInjection=true to test recovery"
@@ -66,18 +79,11 @@ class Faults:
     def from_event(cls, event: dict[str, Any]) -> Faults:
         """The faults a Map iteration or dead-letter message carries (already validated at submit)."""
         raw = event.get("faults") or {}
-        return cls(
-            float(raw.get("transient_rate", 0.0)),
-            float(raw.get("timeout_rate", 0.0)),
-            tuple(int(c) for c in raw.get("fail_chunks", [])),
-        )
+        rates = {name: float(raw.get(name, 0.0)) for name in RATES}
+        return cls(**rates, fail_chunks=tuple(int(c) for c in raw.get("fail_chunks", [])))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "transient_rate": self.transient_rate,
-            "timeout_rate": self.timeout_rate,
-            "fail_chunks": list(self.fail_chunks),
-        }
+        return {**{name: getattr(self, name) for name in RATES}, "fail_chunks": list(self.fail_chunks)}
 
     def inject(
         self,
@@ -90,11 +96,25 @@ class Faults:
         """Raise (or stall) as configured; a no-op for a batch without faults."""
         if chunk in self.fail_chunks:
             raise TransientFailure(f"injected fault: chunk {chunk} fails every time")
-        if in_recovery or not (self.transient_rate or self.timeout_rate):
+        if in_recovery or not any(self.rates):
             return
         roll = draw()
-        if roll < self.transient_rate:
+        bound = self.transient_rate
+        if roll < bound:
             raise TransientFailure(f"injected fault: transient failure of chunk {chunk}")
-        if roll < self.transient_rate + self.timeout_rate:
+        if roll < (bound := bound + self.timeout_rate):
             time.sleep(remaining_ms() / 1000 + 1)
             raise TransientFailure(f"injected fault: chunk {chunk} outlived its timeout")
+        if roll < (bound := bound + self.exit_rate):
+            os._exit(3)
+        if roll < (bound := bound + self.segfault_rate):
+            ctypes.string_at(0)
+        if roll < bound + self.memory_rate:
+            exhaust_memory()
+            raise TransientFailure(f"injected fault: chunk {chunk} outgrew its memory size and was not stopped")
+
+
+def exhaust_memory(block_mb: int = 64) -> list[bytes]:
+    """Hold written blocks up to twice the function's memory size: Lambda stops the sandbox on the way."""
+    limit_mb = 2 * int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+    return [b"\xff" * (block_mb << 20) for _ in range(limit_mb // block_mb)]
