@@ -28,6 +28,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,34 @@ def exit_message(returncode: int) -> str:
     return f"Runtime exited with error: exit status {returncode}"
 
 
+class _LineHandler(logging.Handler):
+    """Writes a sandbox's line as it is to this process's ``sys.stdout`` (``sys.stderr`` from WARNING), looked up per
+    line, so whoever replaced them (pytest's capture) gets it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        stream.write(record.getMessage() + "\n")
+        stream.flush()
+
+
+# Every line a sandbox writes is a record of ``modelrun_local.functions.<function name>``, written as it is: the
+# console shows the functions' records as CloudWatch would, and a test (or an embedding program) can take one
+# function's lines from the logging module.
+output_log = logging.getLogger(f"{LOGGER}.functions")
+output_log.setLevel(logging.INFO)
+output_log.propagate = False
+output_log.addHandler(_LineHandler())
+
+
+def relay_lines(source: IO[bytes] | None, logger: logging.Logger, level: int) -> None:
+    """Hand a sandbox's output, line by line, to ``logger`` at ``level`` until the stream closes."""
+    if source is None:
+        return
+    with source:
+        for line in iter(source.readline, b""):
+            logger.log(level, "%s", line.decode("utf-8", errors="replace").rstrip("\n"))
+
+
 class SandboxProcess:
     """One execution environment: a worker process and the two pipes to it. Used by one invocation at a time."""
 
@@ -115,6 +144,8 @@ class SandboxProcess:
                 cwd=spec.code_dir,
                 env=environment,
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 pass_fds=(request_read, reply_write),
                 # Its own process group: Ctrl-C in the console reaches the runtime, which stops the sandboxes itself.
                 start_new_session=True,
@@ -122,6 +153,12 @@ class SandboxProcess:
         finally:
             os.close(request_read)
             os.close(reply_write)
+        function_log = output_log.getChild(spec.environment.get("AWS_LAMBDA_FUNCTION_NAME", "function"))
+        for source, level in ((self.process.stdout, logging.INFO), (self.process.stderr, logging.WARNING)):
+            relay = threading.Thread(
+                target=relay_lines, args=(source, function_log, level), name=f"sandbox-{number}-output", daemon=True
+            )
+            relay.start()
         self._requests: IO[bytes] = os.fdopen(request_write, "wb")
         self._replies: IO[bytes] = os.fdopen(reply_read, "rb")
         self._selector = selectors.DefaultSelector()

@@ -4,8 +4,9 @@
 process's own and the code folder as its working directory (Lambda's ``/var/task``). The worker imports the handler
 module once (the cold start) and says so, then serves one invocation at a time: it reads an event and what the
 context needs on ``REQUEST_FD``, calls the handler, and writes the result or the function error on ``REPLY_FD``.
-Messages are JSON, each behind an 8-byte big-endian length. stdout and stderr are the runtime's: the function's log
-records reach the console as they would reach CloudWatch.
+Messages are JSON, each behind an 8-byte big-endian length. stdout and stderr are pipes the runtime
+relays line by line (``modelrun_local.sandbox.relay_lines``): the function's log records reach the console as they
+would reach CloudWatch.
 
 It keeps no state of its own between invocations beyond what the handler's module keeps, and exits when the runtime
 closes the request pipe (or dies).

@@ -208,9 +208,9 @@ class LogCapture:
 def function_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[LogCapture]:
     """What the stack logs during the test (see :class:`LogCapture`).
 
-    The one place that knows how logs leave the functions: today every Lambda sandbox runs in this process, so the
-    records are taken from the logging module and the standard streams. When sandboxes become processes of their
-    own, this fixture reads their stdout or per-function log files instead, and the tests using it stay as they are.
+    The one place that knows how logs leave the functions: each Lambda sandbox is a process of its own whose output
+    the runtime relays, line by line, as records of ``modelrun_local.functions.<function>``; those and the
+    runtime's own records are taken from the logging module, and the standard streams are tapped too.
     """
     capture = LogCapture()
     original_handle = logging.Logger.handle
