@@ -10,7 +10,8 @@ import pytest
 from moto import mock_aws
 
 from modelrun.errors import InvalidRequest
-from modelrun.tenants import DEFAULT_TENANT, TENANT_TAG, InvalidApiKey, MissingApiKey, Tenant, TenantResolver
+from modelrun.tenants import DEFAULT_TENANT, TENANT_TAG, Tenant
+from modelrun.tenants.resolve import InvalidApiKey, MissingApiKey, TenantResolver
 from modelrun.tenants.scope import tenant_of_key
 
 

@@ -25,7 +25,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
 from modelrun.errors import ModelrunError
-from modelrun.tenants import Tenant, TenantResolver
+from modelrun.tenants import Tenant
+from modelrun.tenants.resolve import TenantResolver
 
 if TYPE_CHECKING:
     from modelrun.audit import AuditTrail
