@@ -50,9 +50,17 @@ def test_a_name_that_could_break_a_key_is_refused(name: str) -> None:
         Tenant(name)
 
 
+def test_the_default_tenant_owns_the_bucket_outside_tenants_and_nothing_in_it() -> None:
+    default = Tenant(DEFAULT_TENANT)
+
+    assert default.key("inputs", "u1", "a.png") == "inputs/u1/a.png"
+    assert default.owns("samples/a.png")
+    assert not default.owns("tenants/acme/a.png")
+
+
 def test_the_tenant_of_an_uploaded_key_comes_from_its_prefix() -> None:
     assert tenant_of_key("tenants/acme/uploads/a.png") == Tenant("acme")
-    assert tenant_of_key("uploads/a.png") is None
+    assert tenant_of_key("uploads/a.png") == Tenant(DEFAULT_TENANT)
     assert tenant_of_key("tenants/Bad/uploads/a.png") is None
     assert tenant_of_key("tenants/acme") is None
 

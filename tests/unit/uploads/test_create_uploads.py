@@ -105,8 +105,8 @@ def test_each_file_gets_a_put_url_for_a_key_under_inputs_of_one_new_upload(handl
     assert answer.status == 200
     upload_id = answer.body["upload_id"]
     assert [item["key"] for item in answer.body["uploads"]] == [
-        f"tenants/default/inputs/{upload_id}/scan_1.png",
-        f"tenants/default/inputs/{upload_id}/knee.jpg",
+        f"inputs/{upload_id}/scan_1.png",
+        f"inputs/{upload_id}/knee.jpg",
     ]
     assert [item["name"] for item in answer.body["uploads"]] == ["scan 1.png", "knee.jpg"]
     for item in answer.body["uploads"]:

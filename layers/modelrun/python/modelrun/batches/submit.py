@@ -57,13 +57,15 @@ class BatchSubmitter:
         """The request's keys; a prefix listing or a list file stops, refused, when the invocation runs short of
         time (an inline list is already in memory).
 
-        For a tenant, a prefix outside its space lists nothing and a list file outside it does not exist, exactly as
-        missing ones; a key outside it, inline or in a list, refuses the batch (ImageNotFound, naming it)."""
+        For a tenant, a prefix lists only the tenant's keys and a list file outside its space does not exist, exactly
+        as missing ones; a key outside it, inline or in a list, refuses the batch (ImageNotFound, naming it)."""
         if request.source == "images":
             return self._own(inline_keys(request.value))
         if request.source == "s3_prefix":
-            owned = self.tenant is None or self.tenant.owns(request.value)
-            keys = prefix_keys(self.s3, self.bucket, request.value) if owned else iter(())
+            # Listed keys are filtered, not the prefix tested: a short prefix ("t") also lists other spaces' keys.
+            listed = prefix_keys(self.s3, self.bucket, request.value)
+            tenant = self.tenant
+            keys = listed if tenant is None else (key for key in listed if tenant.owns(key))
         else:
             if self.tenant is not None and not self.tenant.owns(request.value):
                 raise ImageNotFound(f"no manifest file s3://{self.bucket}/{request.value}")
@@ -84,7 +86,7 @@ class BatchSubmitter:
             if not self.tenant.owns(key):
                 raise ImageNotFound(
                     f"image {position}: no object s3://{self.bucket}/{key} for this API key "
-                    f"(its images are under {self.tenant.prefix})"
+                    f"(its images are under {self.tenant.prefix or 'any key outside tenants/'})"
                 )
             yield key
 

@@ -39,17 +39,22 @@ class Tenant:
 
     @property
     def prefix(self) -> str:
-        """The tenant's S3 space, ``tenants/<name>/`` (with the slash, so ``tenants/a`` never covers ``tenants/ab``)."""
-        return f"{ROOT}{self.name}/"
+        """The tenant's S3 space, ``tenants/<name>/`` (with the slash, so ``tenants/a`` never covers ``tenants/ab``);
+        the default tenant's is the rest of the bucket, ``""`` (see :meth:`owns`)."""
+        return "" if self.name == DEFAULT_TENANT else f"{ROOT}{self.name}/"
 
     def key(self, *parts: str) -> str:
         """A key in the tenant's space: ``key("inputs", "u1", "a.png")`` is ``tenants/<tenant>/inputs/u1/a.png``."""
         return self.prefix + "/".join(part.strip("/") for part in parts)
 
     def owns(self, key: str) -> bool:
-        """Whether an S3 key (or prefix) a caller named lies in this tenant's space.
+        """Whether an S3 key a caller named lies in this tenant's space.
 
-        S3 keys are plain strings (``..`` is not resolved), so a prefix test is the whole check."""
+        S3 keys are plain strings (``..`` is not resolved), so a prefix test is the whole check. The default tenant
+        (the stack's own key, what a single-tenant stack has always used) owns every key outside ``tenants/``, so its
+        uploads, triggers and the CLI keep their keys; it owns nothing under ``tenants/``."""
+        if self.name == DEFAULT_TENANT:
+            return not key.startswith(ROOT)
         return key.startswith(self.prefix)
 
     def partition(self, resource_id: str) -> str:
@@ -64,10 +69,11 @@ def tenant_of_key(key: str) -> Tenant | None:
         key: an object key of the images bucket.
 
     Returns:
-        The tenant named by ``tenants/<name>/...``; None for a key outside every tenant's space or a bad name.
+        The tenant named by ``tenants/<name>/...``, the default tenant for a key outside ``tenants/``; None for a
+        bad name.
     """
     if not key.startswith(ROOT):
-        return None
+        return Tenant(DEFAULT_TENANT)
     name, slash, _rest = key[len(ROOT) :].partition("/")
     if not slash or not NAME.match(name):
         return None
