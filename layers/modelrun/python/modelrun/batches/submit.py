@@ -142,7 +142,14 @@ class BatchSubmitter:
             chunks=summary.chunks,
             model=model,
         )
-        return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
+        return {
+            "batch_id": batch_id,
+            "status": "QUEUED",
+            "model": model,
+            "version": version,
+            "total": summary.total,
+            "execution_arn": execution_arn,
+        }
 
 
 def start_execution(
