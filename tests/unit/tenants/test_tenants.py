@@ -74,12 +74,11 @@ def test_the_stack_key_is_the_default_tenant_and_a_tagged_key_its_tag(apigateway
     assert resolver.for_request({"requestContext": {"identity": {"apiKeyId": acme_id}}}) == Tenant("acme")
 
 
-def test_a_key_of_no_tenant_or_no_key_is_refused(apigateway: Any, plan: str) -> None:
-    stray_id = make_key(apigateway, plan, "s" * 24, None)
-    resolver = TenantResolver(apigateway, "the-stack-key", plan)
+def test_an_untagged_key_is_the_default_tenants_and_no_key_is_refused(apigateway: Any, plan: str) -> None:
+    untagged_id = make_key(apigateway, plan, "s" * 24, None)
+    resolver = TenantResolver(apigateway, None, plan)
 
-    with pytest.raises(InvalidApiKey):
-        resolver.for_key_id(stray_id)
+    assert resolver.for_key_id(untagged_id) == Tenant(DEFAULT_TENANT)
     with pytest.raises(InvalidApiKey):
         resolver.for_request({"requestContext": {"identity": {}}})
     with pytest.raises(InvalidApiKey):

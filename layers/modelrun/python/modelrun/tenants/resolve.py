@@ -13,7 +13,6 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from modelrun.aws.errors import error_code
-from modelrun.config import require_env
 from modelrun.errors import InvalidRequest, ModelrunError
 from modelrun.tenants.scope import DEFAULT_TENANT, TENANT_TAG, Tenant
 
@@ -45,12 +44,14 @@ class TenantResolver:
 
     Attributes:
         apigateway: a boto3 ``apigateway`` client.
-        default_key_id: the id of the stack's own key (``RestApiApiKey``), the ``default`` tenant's.
+        default_key_id: the id of the stack's own key (``RestApiApiKey``), where the function may know it (the
+            WebSocket one; a REST function cannot reference it without a cycle in the template). Without it, an
+            untagged key of the plan (the stack's own) is the default tenant's.
         usage_plan_id: the stack's usage plan, whose keys the WebSocket path matches values against.
     """
 
     apigateway: Any
-    default_key_id: str
+    default_key_id: str | None = None
     usage_plan_id: str | None = None
     _tenants: dict[str, Tenant] = field(default_factory=dict)
     _values: dict[str, str] = field(default_factory=dict)
@@ -59,8 +60,8 @@ class TenantResolver:
 
     @classmethod
     def from_env(cls, apigateway: Any) -> TenantResolver:
-        """The resolver of a function whose template gives it ``API_KEY_ID`` (and ``USAGE_PLAN_ID`` for WebSocket)."""
-        return cls(apigateway, require_env("API_KEY_ID"), os.environ.get("USAGE_PLAN_ID") or None)
+        """The resolver of a function, with ``API_KEY_ID`` and ``USAGE_PLAN_ID`` where the template sets them."""
+        return cls(apigateway, os.environ.get("API_KEY_ID") or None, os.environ.get("USAGE_PLAN_ID") or None)
 
     def for_request(self, event: Mapping[str, Any]) -> Tenant:
         """The tenant of a REST proxy event, from ``requestContext.identity.apiKeyId``.
@@ -75,7 +76,7 @@ class TenantResolver:
         """The tenant of a key API Gateway validated.
 
         Raises:
-            InvalidApiKey: no id, an unknown key, or a key with no (or an invalid) ``modelrun:tenant`` tag.
+            InvalidApiKey: no id, an unknown key, or a key with an invalid ``modelrun:tenant`` tag.
         """
         if not key_id:
             raise InvalidApiKey("the request carries no API key: send it in the x-api-key header")
@@ -117,6 +118,8 @@ class TenantResolver:
     def _plan_key_values(self) -> dict[str, str]:
         """{value: key id} of the usage plan's keys; only the stack's own key where no plan is configured."""
         if self.usage_plan_id is None:
+            if self.default_key_id is None:
+                return {}
             key = self.apigateway.get_api_key(apiKey=self.default_key_id, includeValue=True)
             return {str(key["value"]): self.default_key_id} if key.get("enabled", True) else {}
         values: dict[str, str] = {}
@@ -136,9 +139,9 @@ class TenantResolver:
 
     @staticmethod
     def _tagged(key: dict[str, Any]) -> Tenant:
-        name = (key.get("tags") or {}).get(TENANT_TAG)
-        if not name:
-            raise InvalidApiKey("the API key belongs to no tenant: create keys with 'modelrun tenants add NAME'")
+        # Untagged: the stack's own key (SAM creates it without tags). Every other key is made by `modelrun tenants
+        # add`, which tags it; so an operator who adds a key by hand gives its holder the default tenant's data.
+        name = (key.get("tags") or {}).get(TENANT_TAG) or DEFAULT_TENANT
         try:
             return Tenant(str(name))
         except InvalidRequest as exc:
