@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 from modelrun_cli import output, uploads
+from modelrun_cli import tenants as tenant_admin
 from modelrun_cli.client import ApiClient
 from modelrun_cli.config import Flags, StackReader, Target, discover
 from modelrun_cli.errors import CliError
@@ -476,6 +477,26 @@ def batch_reconcile(args: argparse.Namespace, app: App) -> int:
     return 0
 
 
+# -- tenants ------------------------------------------------------------------------------------------------------
+def tenants_add(args: argparse.Namespace, app: App) -> int:
+    added = tenant_admin.add_tenant(tenant_admin.apigateway_client(app.target), app.target, args.name)
+    app.emit(output.to_json(added) if args.json else f"API key ({added['tenant']}): {added['api_key']}")
+    return 0
+
+
+def tenants_list(args: argparse.Namespace, app: App) -> int:
+    found = tenant_admin.list_tenants(tenant_admin.apigateway_client(app.target), app.target)
+    lines = [f"{t['tenant']}\t{t['key_id']}" + ("" if t["enabled"] else "\t(disabled)") for t in found]
+    app.emit(output.to_json(found) if args.json else "\n".join(lines))
+    return 0
+
+
+def tenants_remove(args: argparse.Namespace, app: App) -> int:
+    removed = tenant_admin.remove_tenant(tenant_admin.apigateway_client(app.target), app.target, args.name)
+    app.say(f"removed tenant {args.name} (API key {', '.join(removed)}); its batches and records expire as usual")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "predict": predict,
     "models": models,
@@ -487,4 +508,7 @@ COMMANDS: dict[str, Command] = {
     "batch errors": batch_errors,
     "batch retry": batch_retry,
     "batch reconcile": batch_reconcile,
+    "tenants add": tenants_add,
+    "tenants list": tenants_list,
+    "tenants remove": tenants_remove,
 }

@@ -67,6 +67,8 @@ class Target:
     # The local stack's run this target was read from (its state file, InstanceId and StartedAt), so a client can
     # tell that the stack restarted since (``local_restart``).
     instance: LocalInstance | None = None
+    # The usage plan every tenant's key is in (UsagePlanId output): ``modelrun tenants``.
+    usage_plan_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ def load_local_state(path: Path) -> Target:
         ws_url=_optional(state, "WebSocketUrl"),
         aws_credentials=(key_id, secret) if key_id and secret else None,
         instance=LocalInstance(path, _optional(state, "InstanceId"), _optional(state, "StartedAt")),
+        usage_plan_id=_optional(state, "UsagePlanId"),
     )
 
 
@@ -267,4 +270,5 @@ def read_cloudformation_stack(name: str) -> Target:
         bucket=outputs["ImagesBucketName"],
         region=session.region_name,
         ws_url=outputs.get("WebSocketUrl") or None,
+        usage_plan_id=outputs.get("UsagePlanId") or None,
     )

@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     _add_batch_submit(batch_commands, common)
+    _add_tenants(commands, common)
 
     status = batch_commands.add_parser("status", help="a batch's status and counts", **common)
     status.add_argument("batch_id", metavar="ID")
@@ -207,6 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_tenants(commands: Any, common: dict[str, Any]) -> None:
+    tenants = commands.add_parser(
+        "tenants",
+        help="manage tenants: one API key each (administrators, with AWS credentials)",
+        description=(
+            "Tenants of the stack: each is an API key in the stack's usage plan, tagged with its name, throttled on "
+            "its own by the plan. Uses your AWS credentials (or the local stack's), never an API key."
+        ),
+        **common,
+    )
+    tenant_commands = tenants.add_subparsers(dest="tenants_command", required=True, metavar="COMMAND")
+    tenant_add = tenant_commands.add_parser("add", help="create a tenant and print its new API key", **common)
+    tenant_add.add_argument("name", help="1 to 40 lower-case letters, digits and inner hyphens")
+    tenant_add.add_argument("--json", action="store_true", help="print the key as JSON")
+    tenant_list = tenant_commands.add_parser("list", help="the tenants and their key ids", **common)
+    tenant_list.add_argument("--json", action="store_true", help="print the list as JSON")
+    tenant_remove = tenant_commands.add_parser("remove", help="delete a tenant's API key", **common)
+    tenant_remove.add_argument("name")
+
+
 def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
     submit = batch_commands.add_parser(
         "submit",
@@ -271,7 +292,8 @@ def run(
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    name = args.command + (f" {args.batch_command}" if args.command == "batch" else "")
+    sub = {"batch": "batch_command", "tenants": "tenants_command"}.get(args.command)
+    name = args.command + (f" {getattr(args, sub)}" if sub else "")
     app = App(args, env=env, cwd=cwd, out=out, err=err, read_stack=read_stack)
     try:
         return COMMANDS[name](args, app)

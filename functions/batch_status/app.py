@@ -8,6 +8,7 @@ import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.audit import AuditTrail
 from modelrun.batches.results import mask_key
 from modelrun.batches.store import (
     FAILED_OUTCOME,
@@ -24,6 +25,8 @@ from modelrun.http.links import batch_links
 from modelrun.http.paging import decode_token, encode_token
 from modelrun.http.requests import query_int
 from modelrun.http.resolver import create_resolver
+from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
+from modelrun.tenants.resolve import TenantResolver
 
 logger = Logger()
 tracer = Tracer()
@@ -33,6 +36,9 @@ dynamodb = boto3.resource("dynamodb")
 store = JobStore(dynamodb.Table(require_env("JOBS_TABLE")), dynamodb.Table(require_env("ITEMS_TABLE")))
 s3 = boto3.client("s3")
 bucket = require_env("IMAGES_BUCKET")
+tenants = TenantResolver.from_env(boto3.client("apigateway"))
+resolve_tenants(app, tenants)
+audit = AuditTrail.from_env(dynamodb)
 LINK_EXPIRY_S = 3600
 # A running batch's error summary is counted from the by_status index, reading only each failed item's code; past
 # SUMMARY_MAX_PAGES pages of SUMMARY_PAGE_ITEMS the count stops and says it is partial (a closed batch's is stored).
@@ -77,6 +83,12 @@ def with_mask_link(batch_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
             if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"], entry.get("frame")):
                 entry["mask"] = {**mask, "url": presigned(mask["s3_key"])}
     return outcome
+
+
+def tenant_store() -> JobStore:
+    """The jobs of the request's tenant: another tenant's batch is NotFound, as a missing one (and so are its
+    outcomes, error report and presigned links, which are only read after the job)."""
+    return store.for_tenant(current_tenant(app))
 
 
 def error_summary(job: dict[str, Any]) -> tuple[dict[str, int], bool]:
@@ -130,7 +142,7 @@ def page_start(batch_id: str, token: str | None, status: str | None, listing: st
 @app.get("/batches/<batch_id>")
 @tracer.capture_method
 def get_batch(batch_id: str) -> dict[str, Any]:
-    job = store.get(batch_id)
+    job = tenant_store().get(batch_id)
     links = batch_links(app.current_event, batch_id)
     url = results_file_url(job)
     if url:
@@ -152,8 +164,9 @@ def get_results(batch_id: str) -> dict[str, Any]:
     limit = query_int(query, "limit", default=100, maximum=1000)
     listing = f"this batch's {status} results" if status else "this batch's results"
     start = page_start(batch_id, query.get("next_token"), status, listing)
-    store.get(batch_id)  # 404 for an unknown batch, not an empty page
-    page, last = store.outcomes(batch_id, status=status, limit=limit, start=start)
+    scoped = tenant_store()
+    scoped.get(batch_id)  # 404 for an unknown (or another tenant's) batch, not an empty page
+    page, last = scoped.outcomes(batch_id, status=status, limit=limit, start=start)
     return {
         "batch_id": batch_id,
         "results": [with_mask_link(batch_id, public_outcome(record)) for record in page],
@@ -168,8 +181,9 @@ def get_errors(batch_id: str) -> dict[str, Any]:
     query = dict(app.current_event.query_string_parameters or {})
     limit = query_int(query, "limit", default=100, maximum=1000)
     start = page_start(batch_id, query.get("next_token"), FAILED_OUTCOME, "this batch's error report")
-    job = store.get(batch_id)  # 404 for an unknown batch, not an empty report
-    page, last = store.outcomes(batch_id, status=FAILED_OUTCOME, limit=limit, start=start)
+    scoped = tenant_store()
+    job = scoped.get(batch_id)  # 404 for an unknown (or another tenant's) batch, not an empty report
+    page, last = scoped.outcomes(batch_id, status=FAILED_OUTCOME, limit=limit, start=start)
     summary, complete = error_summary(job)
     return {
         "batch_id": batch_id,
@@ -187,4 +201,4 @@ def get_errors(batch_id: str) -> dict[str, Any]:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return serve(app, event, context, tenants=tenants, audit=audit)

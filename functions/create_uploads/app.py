@@ -1,8 +1,9 @@
-"""POST /uploads: presigned S3 PUT URLs so a browser uploads images itself, under inputs/{upload_id}/.
+"""POST /uploads: presigned S3 PUT URLs so a browser uploads images itself, under tenants/{tenant}/inputs/{upload_id}/.
 
 The URLs sign the content type and the exact size the client declared, so S3 refuses any other body; the role
-that signs them may only put objects under ``inputs/`` (``uploads/`` triggers single predictions, ``batches/`` holds
-users' manifests). The keys then go to ``POST /batches {"images": [...]}``.
+that signs them may only put objects in a tenant's ``inputs/`` (a tenant's ``uploads/`` triggers single
+predictions, its ``batches/`` starts batches from list files), and the function signs only the caller's tenant's
+keys. The keys then go to ``POST /batches {"images": [...]}``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from modelrun.audit import AuditTrail
 from modelrun.config import require_env
 from modelrun.http.requests import json_body
 from modelrun.http.resolver import create_resolver
+from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
+from modelrun.tenants.resolve import TenantResolver
 from modelrun.uploads.presign import PREFIX, URL_EXPIRY_S, new_upload_id, parse_files, unique_names
 
 logger = Logger()
@@ -27,6 +31,9 @@ app = create_resolver()
 s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 bucket = require_env("IMAGES_BUCKET")
 max_image_bytes = int(require_env("MAX_IMAGE_BYTES"))
+tenants = TenantResolver.from_env(boto3.client("apigateway"))
+resolve_tenants(app, tenants)
+audit = AuditTrail.from_env(boto3.resource("dynamodb"))
 
 
 @app.post("/uploads")
@@ -35,17 +42,24 @@ def create_uploads() -> dict[str, Any]:
     body = json_body(app.current_event.body, app.current_event.is_base64_encoded, expected='{"files": [...]}')
     files = parse_files(body, max_bytes=max_image_bytes)
     upload_id = new_upload_id()
+    tenant = current_tenant(app)
     uploads = []
     for spec, name in zip(files, unique_names(files), strict=True):
-        key = f"{PREFIX}/{upload_id}/{name}"
+        key = tenant.key(PREFIX, upload_id, name)
         params = {"Bucket": bucket, "Key": key, "ContentType": spec.content_type, "ContentLength": spec.size}
         url = s3.generate_presigned_url("put_object", Params=params, ExpiresIn=URL_EXPIRY_S)
         uploads.append({"name": spec.name, "key": key, "url": url, "headers": {"Content-Type": spec.content_type}})
-    logger.info("uploads signed", upload_id=upload_id, files=len(uploads), bytes=sum(spec.size for spec in files))
+    logger.info(
+        "uploads signed",
+        tenant=tenant.name,
+        upload_id=upload_id,
+        files=len(uploads),
+        bytes=sum(spec.size for spec in files),
+    )
     return {"upload_id": upload_id, "bucket": bucket, "expires_in": URL_EXPIRY_S, "uploads": uploads}
 
 
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return serve(app, event, context, tenants=tenants, audit=audit)

@@ -10,14 +10,17 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.audit import AuditTrail
 from modelrun.aws.s3 import ImageStore
 from modelrun.config import require_env
 from modelrun.errors import UnknownModel
 from modelrun.http.requests import parse_image_request
 from modelrun.http.resolver import create_resolver
+from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
 from modelrun.predict import Predictor
+from modelrun.tenants.resolve import TenantResolver
 
 logger = Logger()
 tracer = Tracer()
@@ -31,6 +34,9 @@ catalogue = registry.list_models()
 predictor = Predictor(registry, Limits.from_env(), require_env("DEFAULT_MODEL"))
 registry.get(predictor.default_model)
 images = ImageStore(boto3.client("s3"), {require_env("IMAGES_BUCKET")})
+tenants = TenantResolver.from_env(boto3.client("apigateway"))
+resolve_tenants(app, tenants)
+audit = AuditTrail.from_env(boto3.resource("dynamodb"))
 
 
 @app.post("/predictions")
@@ -45,7 +51,9 @@ def create_prediction() -> tuple[dict[str, Any], int]:
     )
     image = request.image
     if request.ref is not None:
-        image = images.read(request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes)
+        image = images.for_tenant(current_tenant(app)).read(
+            request.ref.bucket, request.ref.key, max_bytes=predictor.limits.max_bytes
+        )
     result = predictor.predict(
         image, model=request.model, version=request.version, masks=request.masks, preview=request.preview
     )
@@ -75,4 +83,4 @@ def get_model(name: str) -> dict[str, Any]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # Every request counts, so the metric set is never empty (errors and the catalogue included).
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    return app.resolve(event, context)
+    return serve(app, event, context, tenants=tenants, audit=audit)

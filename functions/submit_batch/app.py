@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.audit import AuditTrail
 from modelrun.batches.requests import BatchRequest
 from modelrun.batches.store import JobStore
 from modelrun.batches.submit import BatchSubmitter
@@ -21,7 +22,10 @@ from modelrun.config import require_env
 from modelrun.http.links import batch_links
 from modelrun.http.requests import header, json_body
 from modelrun.http.resolver import create_resolver
+from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
 from modelrun.models.registry import ModelRegistry
+from modelrun.tenants import Tenant
+from modelrun.tenants.resolve import TenantResolver
 
 logger = Logger()
 tracer = Tracer()
@@ -38,17 +42,21 @@ submitter = BatchSubmitter(
     default_model=require_env("DEFAULT_MODEL"),
     allow_faults=require_env("ALLOW_FAULT_INJECTION") == "true",
 )
+tenants = TenantResolver.from_env(boto3.client("apigateway"))
+resolve_tenants(app, tenants)
+audit = AuditTrail.from_env(dynamodb)
 # A retried submit with the same Idempotency-Key (and the same body) returns the first answer; the same key
-# with another body is refused. Records expire after a day.
+# with another body is refused. Records expire after a day. The key is the tenant's: another tenant's same key
+# is another request (and never replays this tenant's answer).
 idempotency = IdempotencyConfig(
-    event_key_jmespath="key", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
+    event_key_jmespath="[tenant, key]", payload_validation_jmespath="body", expires_after_seconds=24 * 3600
 )
 persistence = DynamoDBPersistenceLayer(table_name=require_env("IDEMPOTENCY_TABLE"))
 
 
 @idempotent_function(data_keyword_argument="request", config=idempotency, persistence_store=persistence)
-def submit_once(request: dict[str, Any]) -> dict[str, Any]:
-    return submitter.submit(BatchRequest.parse(request["body"], submitter.limits))
+def submit_once(request: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
+    return submitter.for_tenant(tenant).submit(BatchRequest.parse(request["body"], submitter.limits))
 
 
 @app.post("/batches")
@@ -56,10 +64,11 @@ def submit_once(request: dict[str, Any]) -> dict[str, Any]:
 def submit_batch() -> tuple[dict[str, Any], int]:
     body = json_body(app.current_event.body, app.current_event.is_base64_encoded)
     key = header(dict(app.current_event.headers or {}), "Idempotency-Key")
+    tenant = current_tenant(app)
     if key:
-        submitted = submit_once(request={"key": key, "body": body})
+        submitted = submit_once(request={"tenant": tenant.name, "key": key, "body": body}, tenant=tenant)
     else:
-        submitted = submitter.submit(BatchRequest.parse(body, submitter.limits))
+        submitted = submitter.for_tenant(tenant).submit(BatchRequest.parse(body, submitter.limits))
     return {**submitted, "links": batch_links(app.current_event, submitted["batch_id"])}, 202
 
 
@@ -69,4 +78,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     idempotency.register_lambda_context(context)
     # A prefix or list file too large to read before API Gateway's 29 s is refused (413), not left to time out.
     submitter.remaining_ms = context.get_remaining_time_in_millis
-    return app.resolve(event, context)
+    return serve(app, event, context, tenants=tenants, audit=audit)

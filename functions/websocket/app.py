@@ -1,4 +1,4 @@
-"""The WebSocket API's routes: $connect (API key check), $disconnect, subscribe, unsubscribe and $default.
+"""The WebSocket API's routes: $connect (API key check, tenant), $disconnect, subscribe, unsubscribe and $default.
 
 Every message to the client goes through the management API (``WEBSOCKET_ENDPOINT``); the routes have no route
 responses, so what this handler returns only tells API Gateway whether to accept a connection.
@@ -19,29 +19,22 @@ from modelrun.config import require_env
 from modelrun.errors import ModelrunError
 from modelrun.live.connections import ConnectionStore
 from modelrun.live.push import Pusher
-from modelrun.live.routes import ApiKeyCheck, LiveRoutes
+from modelrun.live.routes import LiveRoutes
+from modelrun.tenants.resolve import TenantResolver
 
 logger = Logger()
 tracer = Tracer()
 
 dynamodb = boto3.resource("dynamodb")
-apigateway = boto3.client("apigateway")
-api_key_id = require_env("API_KEY_ID")
-
-
-def load_api_key() -> tuple[str, bool]:
-    """The REST API key's value (read on the first $connect of a container, then cached by ApiKeyCheck)."""
-    key = apigateway.get_api_key(apiKey=api_key_id, includeValue=True)
-    return str(key["value"]), bool(key.get("enabled", True))
-
-
+# A presented key is matched among the usage plan's keys (USAGE_PLAN_ID), read and cached per container.
+tenants = TenantResolver.from_env(boto3.client("apigateway"))
 routes = LiveRoutes(
     connections=ConnectionStore(dynamodb.Table(require_env("CONNECTIONS_TABLE"))),
     pusher=Pusher(boto3.client("apigatewaymanagementapi", endpoint_url=require_env("WEBSOCKET_ENDPOINT"))),
     # Only the jobs table is read (a batch's current state); the items table is not needed here.
     jobs=JobStore(dynamodb.Table(require_env("JOBS_TABLE")), items=None),
     api_url=require_env("API_URL"),
-    api_key=ApiKeyCheck(load_api_key),
+    tenant_of_key=tenants.for_key_value,
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import sys
 import threading
@@ -13,6 +14,9 @@ from urllib.parse import quote
 from modelrun_local import LOGGER
 from modelrun_local.demo import run_demo_batch
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
+
+# A tenant name as modelrun.tenants accepts it: it goes into S3 keys and table keys.
+TENANT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
 
 def _say(line: str) -> None:
@@ -25,7 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--aws-port", type=int, default=5001, help="port of the local AWS endpoint (moto)")
     parser.add_argument("--ws-port", type=int, default=3001, help="port of the WebSocket API (live batch progress)")
-    parser.add_argument("--api-key", help="use this API key instead of a fresh random one")
+    parser.add_argument("--api-key", help="use this API key (the default tenant's) instead of a fresh random one")
+    parser.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="create a tenant with its own API key (repeatable); without any, the one key is the default tenant's",
+    )
     parser.add_argument(
         "--parameter-overrides",
         nargs="*",
@@ -41,14 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also show the libraries' records at --log-level (botocore, moto, werkzeug: one per AWS request)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in args.tenant:
+        if not TENANT_NAME.match(name):
+            parser.error(f"--tenant {name!r}: use 1 to 40 lower-case letters, digits and inner hyphens")
+    return args
 
 
 def configure_logging(level: str, *, verbose: bool) -> None:
     """The runtime's own records at ``level``; the libraries' only from WARNING unless ``verbose``.
 
-    The functions' records do not pass through here: each sandbox writes its function's JSON records to the console
-    itself (``modelrun_local.sandbox``)."""
+    The functions' records have a logger of their own, shown as they are (``modelrun_local.sandbox``)."""
     logging.basicConfig(
         level=level if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -71,12 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.api_key:
         runtime.api_key = args.api_key
+    tenants = {name: runtime.add_tenant(name) for name in dict.fromkeys(args.tenant)}
     runtime.start()
     state = runtime.write_state()
     print(f"modelrun local stack is up: {runtime.url}", flush=True)
-    print(f"API key: {runtime.api_key}", flush=True)
+    if tenants:
+        for name, key in tenants.items():
+            print(f"API key ({name}): {key}", flush=True)
+    else:
+        print(f"API key: {runtime.api_key}", flush=True)
     if runtime.websocket is not None:
-        print(f"WebSocket: {runtime.websocket.url}?api_key={quote(runtime.api_key, safe='')}", flush=True)
+        key = quote(runtime.api_key, safe="") if not tenants else "<API key>"
+        print(f"WebSocket: {runtime.websocket.url}?api_key={key}", flush=True)
     print(f"Web page: {runtime.url}/ui/ (uploads images, runs a batch, shows progress and results)", flush=True)
     credentials = runtime.aws_credentials
     print(

@@ -146,7 +146,7 @@ class Gateway:
         dispatcher: Dispatcher,
         *,
         stage: str,
-        api_key: str,
+        key_ids: Callable[[str], str | None],
         binary_media_types: list[str],
         function_names: dict[str, str],
         cors: CorsRule | None = None,
@@ -159,7 +159,8 @@ class Gateway:
         self.routes = [CompiledRoute.compile(route) for route in routes]
         self.dispatcher = dispatcher
         self.stage = stage
-        self.api_key = api_key
+        # x-api-key -> the key's id (None: no valid key), as API Gateway checks it against the usage plan's keys.
+        self.key_ids = key_ids
         self.binary_media_types = binary_media_types
         self.function_names = function_names
 
@@ -217,9 +218,12 @@ class Gateway:
         if found is None:
             return self.error(HTTPStatus.NOT_FOUND, "route_not_found", f"no route for {method} {path}")
         compiled, path_parameters = found
-        if compiled.route.api_key_required and lowered.get("x-api-key") != self.api_key:
+        if compiled.route.api_key_required and self.key_id(lowered.get("x-api-key")) is None:
             return self.error(HTTPStatus.FORBIDDEN, "invalid_api_key", "send a valid API key in the x-api-key header")
         return Routed(compiled.route, path, url.query, path_parameters)
+
+    def key_id(self, value: str | None) -> str | None:
+        return self.key_ids(value) if value else None
 
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes, source_ip: str) -> Response:
         """The whole request's answer: ``route_request``, then ``invoke`` when it names a route."""
@@ -317,7 +321,13 @@ class Gateway:
                 "apiId": "local",
                 "domainName": "127.0.0.1",
                 "protocol": "HTTP/1.1",
-                "identity": {"sourceIp": source_ip, "apiKey": api_key, "userAgent": headers.get("User-Agent")},
+                # As API Gateway passes them to a proxy integration: the key and the id of the usage plan key it is.
+                "identity": {
+                    "sourceIp": source_ip,
+                    "apiKey": api_key,
+                    "apiKeyId": self.key_id(api_key),
+                    "userAgent": headers.get("User-Agent"),
+                },
             },
             "body": event_body,
             "isBase64Encoded": binary and bool(body),

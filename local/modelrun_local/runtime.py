@@ -45,6 +45,8 @@ class LocalRuntime:
     host: str = "127.0.0.1"
     port: int = 3000
     api_key: str = field(default_factory=lambda: "local-" + secrets.token_urlsafe(18))
+    # More tenants, {name: key value} (``--tenant``): one key each in the usage plan; ``api_key`` is the default's.
+    tenant_keys: dict[str, str] = field(default_factory=dict)
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
     # What the models layer (mounted at /opt/models on Lambda) holds locally; the repo's models/ by default.
@@ -66,6 +68,13 @@ class LocalRuntime:
     _mock: Any = None
     _aws_server: LocalAwsEndpoint | None = None
     _replaced_environment: dict[str, str | None] = field(default_factory=dict)
+
+    def add_tenant(self, name: str) -> str:
+        """A tenant with a fresh key (made in the usage plan at ``start()``); its key value. ``default`` is the
+        stack's own key."""
+        if name == "default":
+            return self.api_key
+        return self.tenant_keys.setdefault(name, "local-" + secrets.token_urlsafe(18))
 
     def start(self) -> LocalRuntime:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -89,6 +98,7 @@ class LocalRuntime:
             mounts=mounts,
             environment_overrides=overrides,
             api_key=self.api_key,
+            tenant_keys=self.tenant_keys,
             credentials=self.aws_credentials.environment(),
         ).deploy()
         api = next((route.api for route in template.api_routes()), "RestApi")
@@ -96,7 +106,7 @@ class LocalRuntime:
             template.api_routes(),
             self.stack.dispatcher,
             stage=str(template.parameters.get("StageName", "v1")),
-            api_key=self.api_key,
+            key_ids=self.stack.key_id,
             binary_media_types=template.binary_media_types(api),
             function_names={name: self.stack.ref(name) for name in template.functions()},
             # CORS as the template's Cors and GatewayResponses make API Gateway answer it; the web page at /ui/.

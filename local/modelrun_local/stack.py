@@ -29,6 +29,8 @@ from modelrun_local.template import Resolver, Template, creation_order
 log = logging.getLogger(LOGGER)
 
 ACCOUNT_ID = "123456789012"
+# The API key tag naming the key's tenant (modelrun.tenants.TENANT_TAG, which local code does not import).
+TENANT_TAG = "modelrun:tenant"
 # Settings every local function gets on top of its template environment: X-Ray and CloudWatch metrics have no
 # local backend (Powertools disables its tracer under AWS_SAM_LOCAL, as under `sam local`).
 LOCAL_FUNCTION_SETTINGS = {"AWS_SAM_LOCAL": "true", "POWERTOOLS_METRICS_DISABLED": "true"}
@@ -68,8 +70,11 @@ class LocalStack:
     environment_overrides: dict[str, str] = field(default_factory=dict)
     dispatcher: Dispatcher = field(default_factory=Dispatcher)
     pollers: list[SqsPoller | StreamPoller] = field(default_factory=list)
-    # The local API key: the key SAM creates for an API's usage plan gets this value (see ``_api_key``).
+    # The local API key: the key SAM creates for an API's usage plan gets this value (see ``_api_key``); it is the
+    # default tenant's.
     api_key: str | None = None
+    # More tenants, {name: key value}: one key each in the usage plan, tagged with its tenant (``modelrun.tenants``).
+    tenant_keys: dict[str, str] = field(default_factory=dict)
     # What the functions sign their AWS requests with, as Lambda gives them the role's credentials: the local AWS
     # endpoint's key pair (``modelrun_local.endpoint.LocalCredentials``), since their S3 client goes through it.
     credentials: Mapping[str, str] = field(default_factory=dict)
@@ -203,22 +208,61 @@ class LocalStack:
         self._api_key(logical_id, props)
 
     def _api_key(self, logical_id: str, props: dict[str, Any]) -> None:
-        """The key SAM creates for an API's usage plan (``<Api>ApiKey``; ``ServerlessApiKey`` if shared), made in moto's
-        API Gateway with the local key's value: ``!Ref RestApiApiKey`` is its id, and a function can read its value."""
-        plan = props.get("Auth", {}).get("UsagePlan", {}).get("CreateUsagePlan")
+        """The usage plan and key SAM creates for an API (``<Api>UsagePlan``, ``<Api>ApiKey``; ``ServerlessUsagePlan``
+        and ``ServerlessApiKey`` if shared), made in moto's API Gateway with the local key's value, and one tagged key
+        per extra tenant in the same plan: ``!Ref RestApiApiKey`` is the default tenant's key id, ``!Ref
+        RestApiUsagePlan`` the plan every tenant's key is in (``modelrun tenants add`` adds more)."""
+        usage_plan = props.get("Auth", {}).get("UsagePlan", {})
+        plan = usage_plan.get("CreateUsagePlan")
         key = "ServerlessApiKey" if plan == "SHARED" else f"{logical_id}ApiKey"
         if self.api_key is None or plan not in ("PER_API", "SHARED") or key in self.resolver.refs:
             return
         apigateway = self.client("apigateway")
-        if len(self.api_key) >= 20:  # API Gateway's (and moto's) shortest key value
-            created = apigateway.create_api_key(name=f"{self.stack_name}-{key}", value=self.api_key, enabled=True)
+        throttle = self.resolver.resolve(usage_plan.get("Throttle", {}))
+        plan_id = apigateway.create_usage_plan(
+            name=f"{self.stack_name}-{key.removesuffix('ApiKey')}UsagePlan",
+            throttle={
+                "rateLimit": float(throttle.get("RateLimit", 10000)),
+                "burstLimit": int(throttle.get("BurstLimit", 5000)),
+            },
+        )["id"]
+        self.resolver.refs[key.removesuffix("ApiKey") + "UsagePlan"] = plan_id
+        self.resolver.refs[key] = self._plan_key(plan_id, f"{self.stack_name}-{key}", self.api_key, tenant=None)
+        for tenant, value in self.tenant_keys.items():
+            self._plan_key(plan_id, f"{self.stack_name}-{tenant}", value, tenant=tenant)
+
+    def _plan_key(self, plan_id: str, name: str, value: str, *, tenant: str | None) -> str:
+        """An enabled key with this value in the usage plan (tagged with its tenant, if any); its id."""
+        apigateway = self.client("apigateway")
+        tags = {TENANT_TAG: tenant} if tenant else {}
+        if len(value) >= 20:  # API Gateway's (and moto's) shortest key value
+            created = apigateway.create_api_key(name=name, value=value, enabled=True, tags=tags)
         else:
             # Local mode accepts shorter keys (``--api-key``, tests): moto generates a value, replaced on its model.
             from moto.apigateway.models import apigateway_backends
 
-            created = apigateway.create_api_key(name=f"{self.stack_name}-{key}", enabled=True)
-            apigateway_backends[ACCOUNT_ID][self.region].keys[created["id"]].value = self.api_key
-        self.resolver.refs[key] = created["id"]
+            created = apigateway.create_api_key(name=name, enabled=True, tags=tags)
+            apigateway_backends[ACCOUNT_ID][self.region].keys[created["id"]].value = value
+        apigateway.create_usage_plan_key(usagePlanId=plan_id, keyId=created["id"], keyType="API_KEY")
+        return str(created["id"])
+
+    def key_id(self, value: str) -> str | None:
+        """The id of the enabled usage plan key with this value, as API Gateway validates ``x-api-key``; None for any
+        other value. Read at every request, so a key ``modelrun tenants add``/``remove`` changes counts at once."""
+        plans = [ref for name, ref in self.resolver.refs.items() if name.endswith("UsagePlan")]
+        apigateway = self.client("apigateway")
+        for plan_id in plans:
+            for page in apigateway.get_paginator("get_usage_plan_keys").paginate(usagePlanId=plan_id):
+                for item in page.get("items", []):
+                    if item.get("value") != value:
+                        continue
+                    try:
+                        found = apigateway.get_api_key(apiKey=item["id"])
+                    except apigateway.exceptions.NotFoundException:
+                        continue  # removed: moto keeps a deleted key in its plans, API Gateway does not
+                    if found.get("enabled", True):
+                        return str(item["id"])
+        return None
 
     def _websocket_api(self, logical_id: str, props: dict[str, Any]) -> None:
         """An API Gateway v2 API, made in moto for its id (``!Ref``); ``modelrun_local.websocket`` serves WebSocket APIs

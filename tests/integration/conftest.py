@@ -27,6 +27,8 @@ from tests.modelfactory import make_model
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "digits"
 API_KEY = "integration-test-key"
+# Two more tenants with keys of their own (the default tenant's is API_KEY): tests/integration/test_tenants.py.
+TENANTS = ("tenant-a", "tenant-b")
 # Small limits so the oversized-image tests send little data; the defaults are tested in unit tests.
 MAX_IMAGE_BYTES = 512 * 1024
 MAX_IMAGE_PIXELS = 4_000_000
@@ -89,7 +91,10 @@ def stack(models_dir: Path) -> Iterator[LocalRuntime]:
             "RecoveryBackoffSeconds": "0",
             **short_timeout_overrides(),
         },
-    ).start()
+    )
+    for name in TENANTS:
+        runtime.add_tenant(name)
+    runtime.start()
     try:
         yield runtime
     finally:
@@ -99,10 +104,11 @@ def stack(models_dir: Path) -> Iterator[LocalRuntime]:
 class Api:
     """A tiny client for the local REST API, with the API key set."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, key: str = API_KEY) -> None:
         self.base = base
+        self.key = key
         self.session = requests.Session()
-        self.session.headers["x-api-key"] = API_KEY
+        self.session.headers["x-api-key"] = key
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.post(self.base + path, timeout=60, **kwargs)
@@ -114,6 +120,12 @@ class Api:
 @pytest.fixture(scope="session")
 def api(stack: LocalRuntime) -> Api:
     return Api(stack.url)
+
+
+@pytest.fixture(scope="session")
+def tenant_apis(stack: LocalRuntime) -> dict[str, Api]:
+    """A client per extra tenant (TENANTS), each with its own key."""
+    return {name: Api(stack.url, stack.tenant_keys[name]) for name in TENANTS}
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import websocket
 
 from modelrun.batches.store import JobStore
 from modelrun.live.connections import ConnectionStore
+from modelrun.tenants import DEFAULT_TENANT, Tenant
 from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import API_KEY, REPO, SAMPLES, Api
 from tests.integration.helpers import upload, wait_for
@@ -93,7 +94,8 @@ def connect(ws_url: str) -> Iterator[Callable[[], Client]]:
 def store(stack: LocalRuntime) -> JobStore:
     assert stack.stack is not None
     dynamodb = boto3.resource("dynamodb", region_name=stack.region)
-    return JobStore(dynamodb.Table(stack.stack.ref("JobsTable")), dynamodb.Table(stack.stack.ref("ItemsTable")))
+    jobs = JobStore(dynamodb.Table(stack.stack.ref("JobsTable")), dynamodb.Table(stack.stack.ref("ItemsTable")))
+    return jobs.for_tenant(Tenant(DEFAULT_TENANT))  # the jobs the test makes are the test key's tenant's
 
 
 @pytest.fixture(scope="module")

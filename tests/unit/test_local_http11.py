@@ -26,6 +26,7 @@ from modelrun_local.template import ApiRoute
 from tests.rawhttp import RawClient, RawResponse, chunked, head
 
 API_KEY = "unit-test-key"
+API_KEY_ID = "localkeyid"
 ERROR_HEADERS = {"Access-Control-Allow-Origin": "*"}  # what the template's GatewayResponses add
 LIMITS = Limits(
     max_body_bytes=64 * 1024,
@@ -94,7 +95,7 @@ def serve(limits: Limits = LIMITS) -> Iterator[Served]:
         routes,
         dispatcher,
         stage="v1",
-        api_key=API_KEY,
+        key_ids={API_KEY: API_KEY_ID}.get,
         binary_media_types=["image/png"],
         function_names={"EchoFunction": echo.name},
         error_headers=ERROR_HEADERS,

@@ -47,6 +47,7 @@ from modelrun.errors import (
 )
 from modelrun.images.decode import DEFAULT_MAX_BYTES, Limits
 from modelrun.models.registry import ModelRegistry
+from modelrun.tenants import Tenant
 from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, digit_samples, true_label
 
 LIMITS = BatchLimits()
@@ -326,13 +327,13 @@ def test_a_submitted_batch_is_a_queued_job_with_its_totals(submitter: BatchSubmi
     assert job["execution_arn"] == submitted["execution_arn"]
 
 
-def test_submitting_answers_with_the_id_status_total_and_execution(submitter: BatchSubmitter) -> None:
+def test_submitting_answers_with_the_id_status_model_total_and_execution(submitter: BatchSubmitter) -> None:
     # given two images
     # when they are submitted
     submitted = submitter.submit(parse(images=["a.png", "b.png"]))
 
     # then the answer is the new batch, queued
-    assert set(submitted) == {"batch_id", "status", "total", "execution_arn"}
+    assert set(submitted) == {"batch_id", "status", "model", "version", "total", "execution_arn"}
     assert (submitted["status"], submitted["total"]) == ("QUEUED", 2)
     assert submitted["batch_id"].startswith("b-")
 
@@ -1119,3 +1120,23 @@ def test_the_final_status_follows_from_the_counts(predicted: int, failed: int, s
     # given final counts
     # when the status is derived, then it is the documented one
     assert final_status(predicted, failed) == status
+
+
+def test_a_tenants_submitter_creates_the_tenants_job_which_no_other_tenant_reads(submitter: BatchSubmitter) -> None:
+    # given tenant acme's image
+    acme = Tenant("acme")
+
+    # when acme submits it
+    submitted = submitter.for_tenant(acme).submit(parse(images=["tenants/acme/a.png"]))
+
+    # then the job is acme's: found for acme, not found for another tenant (as a missing one)
+    assert submitter.store.for_tenant(acme).get(submitted["batch_id"])["tenant"] == "acme"
+    with pytest.raises(NotFound):
+        submitter.store.for_tenant(Tenant("other")).get(submitted["batch_id"])
+
+
+def test_a_tenant_cannot_submit_keys_outside_its_space(submitter: BatchSubmitter) -> None:
+    with pytest.raises(ImageNotFound):
+        submitter.for_tenant(Tenant("acme")).submit(parse(images=["tenants/acme/a.png", "tenants/other/b.png"]))
+    with pytest.raises(ImageNotFound):
+        submitter.for_tenant(Tenant("acme")).submit(parse(manifest="tenants/other/list.jsonl"))

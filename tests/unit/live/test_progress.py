@@ -37,11 +37,23 @@ from modelrun.live.messages import (
 )
 from modelrun.live.notifier import JobChange, ProgressNotifier
 from modelrun.live.push import ConnectionGone, Pusher
-from modelrun.live.routes import ApiKeyCheck, InvalidApiKey, LiveRoutes, MissingApiKey
+from modelrun.live.routes import InvalidApiKey, LiveRoutes, MissingApiKey
+from modelrun.tenants import Tenant
 from tests.batchfixtures import create_table, use_fake_credentials
 
 BATCH = "b-20260101T000000-0123456789ab"
 API_URL = "https://abc123.execute-api.us-east-1.amazonaws.com/v1"
+OWNER = Tenant("default")
+KEYS = {"the-key-of-the-rest-api": OWNER, "the-key-of-another-one": Tenant("other")}
+
+
+def tenant_of_key(value: str | None) -> Tenant:
+    """The resolver's contract (``TenantResolver.for_key_value``), over two known keys."""
+    if not value:
+        raise MissingApiKey("send the API key")
+    if value not in KEYS:
+        raise InvalidApiKey("the API key is not valid")
+    return KEYS[value]
 
 
 def job(**fields: Any) -> dict[str, Any]:
@@ -316,8 +328,8 @@ class Live:
     notifier: ProgressNotifier
     clock: list[int]
 
-    def connect(self, connection_id: str) -> None:
-        self.connections.connect(connection_id, connected_at_ms=1_700_000_000_000)
+    def connect(self, connection_id: str, key: str = "the-key-of-the-rest-api") -> None:
+        self.routes.connect(connection_id, connected_at_ms=1_700_000_000_000, source_ip=None, api_key=key)
 
     def subscribe(self, connection_id: str, batch_id: str = BATCH) -> None:
         body = json.dumps({"action": "subscribe", "batch_id": batch_id})
@@ -348,14 +360,16 @@ def live(monkeypatch: pytest.MonkeyPatch) -> Iterator[Live]:
             pusher=pusher,
             jobs=jobs,
             api_url=API_URL,
-            api_key=ApiKeyCheck(lambda: ("the-key-of-the-rest-api", True)),
+            tenant_of_key=tenant_of_key,
         )
         notifier = ProgressNotifier(connections, pusher, API_URL, pool, clock=lambda: clock[0])
         yield Live(jobs, connections, api, routes, notifier, clock)
 
 
 def new_job(live: Live, **fields: Any) -> dict[str, Any]:
-    live.jobs.create({"batch_id": BATCH, "model": "digits", "version": "1", "total": 200, "attempt": 1})
+    live.jobs.for_tenant(OWNER).create(
+        {"batch_id": BATCH, "model": "digits", "version": "1", "total": 200, "attempt": 1}
+    )
     if fields:
         live.jobs.update(BATCH, **fields)
     return live.jobs.get(BATCH)
@@ -601,34 +615,44 @@ def test_changes_of_a_batch_without_subscribers_send_and_store_nothing(live: Liv
 
 
 # -- the API key check and the pusher ----------------------------------------------------------------------------
-def test_connecting_without_a_key_is_refused_as_unauthorised() -> None:
+def test_connecting_without_a_key_is_refused_as_unauthorised(live: Live) -> None:
     with pytest.raises(MissingApiKey) as raised:
-        ApiKeyCheck(lambda: ("right-key-of-twenty-chars", True)).check(None)
+        live.routes.connect("c1", connected_at_ms=0, source_ip=None, api_key=None)
     assert raised.value.status == 401
+    assert live.connections.tenant_of("c1") is None
 
 
-def test_connecting_with_another_key_is_refused_as_forbidden() -> None:
+def test_connecting_with_an_unknown_key_is_refused_as_forbidden(live: Live) -> None:
     with pytest.raises(InvalidApiKey) as raised:
-        ApiKeyCheck(lambda: ("right-key-of-twenty-chars", True)).check("wrong")
+        live.routes.connect("c1", connected_at_ms=0, source_ip=None, api_key="wrong")
     assert raised.value.status == 403
 
 
-def test_a_disabled_key_is_refused_even_when_it_matches() -> None:
-    with pytest.raises(InvalidApiKey):
-        ApiKeyCheck(lambda: ("right-key-of-twenty-chars", False)).check("right-key-of-twenty-chars")
+def test_a_connection_remembers_the_tenant_of_its_key(live: Live) -> None:
+    live.connect("c1", key="the-key-of-another-one")
+
+    assert live.connections.tenant_of("c1") == Tenant("other")
 
 
-def test_the_key_value_is_read_once_per_container_while_fresh() -> None:
-    reads: list[int] = []
+def test_another_tenants_batch_is_not_found_and_nothing_is_stored(live: Live) -> None:
+    new_job(live, status="RUNNING")
+    live.connect("c1", key="the-key-of-another-one")
 
-    def load() -> tuple[str, bool]:
-        reads.append(1)
-        return "right-key-of-twenty-chars", True
+    live.subscribe("c1")
 
-    check = ApiKeyCheck(load)
-    for _ in range(3):
-        check.check("right-key-of-twenty-chars")
-    assert len(reads) == 1
+    assert live.api.sent("c1") == [
+        {"type": "error", "code": "not_found", "message": f"no batch {BATCH!r}: check the id returned by POST /batches"}
+    ]
+    assert live.subscribers() == []
+
+
+def test_a_connection_the_table_does_not_hold_subscribes_to_nothing(live: Live) -> None:
+    new_job(live, status="RUNNING")
+
+    live.subscribe("never-connected")
+
+    assert [m["code"] for m in live.api.sent("never-connected", "error")] == ["not_found"]
+    assert live.subscribers() == []
 
 
 def test_a_post_to_a_gone_connection_is_the_gone_signal() -> None:

@@ -22,6 +22,7 @@ from modelrun_local.template import ApiRoute, Template
 TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 API = "RestApi"
 API_KEY = "unit-test-key"
+API_KEY_ID = "localkeyid"
 KEYED = {"x-api-key": API_KEY}
 JSON_HEADERS = {"Content-Type": "application/json"}
 OK = {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": '{"ok": true}'}
@@ -57,7 +58,7 @@ class Stage:
             routes,
             dispatcher,
             stage=self.stage,
-            api_key=API_KEY,
+            key_ids={API_KEY: API_KEY_ID}.get,
             binary_media_types=template.binary_media_types(API),
             function_names={logical_id: function.name for logical_id, function in self.functions.items()},
         )
@@ -188,7 +189,7 @@ def test_a_route_whose_api_needs_no_key_is_served_without_one() -> None:
         [route],
         dispatcher,
         stage="v1",
-        api_key=API_KEY,
+        key_ids={API_KEY: API_KEY_ID}.get,
         binary_media_types=[],
         function_names={"HealthFunction": "health"},
     )
@@ -434,7 +435,7 @@ def echo_gateway(tmp_path: Path) -> Gateway:
         [route],
         dispatcher,
         stage="v1",
-        api_key=API_KEY,
+        key_ids={API_KEY: API_KEY_ID}.get,
         binary_media_types=["image/png"],
         function_names={"EchoFunction": "local-echo"},
     )

@@ -17,11 +17,14 @@ import pytest
 import requests
 from moto import mock_aws
 
+from tests.batchfixtures import create_table
+
 REPO = Path(__file__).resolve().parents[3]
 HANDLER = REPO / "functions" / "create_uploads" / "app.py"
 SAMPLE_EVENT = REPO / "events" / "create_uploads" / "two-images.json"
 BUCKET = "modelrun-test-images"
 MAX_IMAGE_BYTES = 10_000
+STACK_KEY_ID = "stackkey01"  # the stack's own key: the default tenant's
 PNG = {"name": "scan 1.png", "content_type": "image/png", "size": 1234}
 
 
@@ -59,11 +62,14 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         "IMAGES_BUCKET": BUCKET,
         "MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
         "CORS_ALLOW_ORIGIN": "*",
+        "API_KEY_ID": STACK_KEY_ID,
+        "AUDIT_TABLE": "unit-audit",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
+        create_table(boto3.resource("dynamodb"), "AuditTable", "unit-audit")
         spec = importlib.util.spec_from_file_location("create_uploads_under_test", HANDLER)
         assert spec is not None
         assert spec.loader is not None
@@ -78,6 +84,7 @@ def post(handler: ModuleType, body: Any, headers: dict[str, str] | None = None) 
     event["body"] = body if isinstance(body, str) else json.dumps(body)
     event["headers"] = {**event["headers"], **(headers or {})}
     event["multiValueHeaders"] = {key: [value] for key, value in event["headers"].items()}
+    event["requestContext"].setdefault("identity", {})["apiKeyId"] = STACK_KEY_ID
     response = handler.lambda_handler(event, Context())
     headers_out = {key: ", ".join(values) for key, values in (response.get("multiValueHeaders") or {}).items()}
     headers_out.update(response.get("headers") or {})

@@ -300,7 +300,7 @@ def test_a_platform_error_is_raised_for_a_retry_and_writes_no_result(
     def throttled(*_args: Any, **_kwargs: Any) -> bytes:
         raise TransientFailure("S3 throttled the read: retry")
 
-    monkeypatch.setattr(processor.images, "read", throttled)
+    monkeypatch.setattr(ImageStore, "read", throttled)  # the tenant's view of processor.images reads through it
 
     with pytest.raises(TransientFailure):
         process(processor, upload)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from modelrun.aws.dynamo import applied, dynamo, plain
 from modelrun.errors import NotFound
+from modelrun.tenants import Tenant
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -126,15 +127,26 @@ def error_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class JobStore:
-    """Jobs and items tables (boto3 ``Table`` resources)."""
+    """Jobs and items tables (boto3 ``Table`` resources), for one tenant or (``tenant`` None) for the workers.
+
+    A tenant's view (:meth:`for_tenant`) stamps the tenant on the jobs it creates and answers NotFound for another
+    tenant's job, exactly as for a missing one; the items of a job are reached only through a job it has read.
+    The unscoped store is the workers': they act for whichever tenant submitted the batch.
+    """
 
     jobs: Any
     items: Any
+    tenant: Tenant | None = None
+
+    def for_tenant(self, tenant: Tenant) -> JobStore:
+        """This store scoped to one tenant (same tables, no new connections)."""
+        return replace(self, tenant=tenant)
 
     # -- jobs -------------------------------------------------------------------------------------------------
     def create(self, job: dict[str, Any]) -> None:
         record = {
             **job,
+            **({"tenant": self.tenant.name} if self.tenant else {}),
             "status": QUEUED,
             "predicted": 0,
             "failed": 0,
@@ -146,7 +158,7 @@ class JobStore:
 
     def get(self, batch_id: str) -> dict[str, Any]:
         found = self.jobs.get_item(Key={"batch_id": batch_id}, ConsistentRead=True).get("Item")
-        if not found:
+        if not found or (self.tenant is not None and found.get("tenant") != self.tenant.name):
             raise NotFound(f"no batch {batch_id!r}: check the id returned by POST /batches", batch_id=batch_id)
         return plain(found)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -23,13 +23,18 @@ from modelrun.batches.manifest import (
 )
 from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
 from modelrun.batches.store import RECOVERING, JobStore, new_batch_id
+from modelrun.errors import ImageNotFound
 from modelrun.models.registry import ModelRegistry
+from modelrun.tenants import Tenant
 
 logger = Logger(child=True)
 
 
 @dataclass
 class BatchSubmitter:
+    """Submits batches; a tenant's view (:meth:`for_tenant`) takes only the tenant's own objects as sources and
+    creates the job as the tenant's. The unscoped submitter is the default tenant's upload trigger path's base."""
+
     store: JobStore
     s3: Any
     sfn: Any
@@ -42,16 +47,29 @@ class BatchSubmitter:
     # The time left of the invocation: handlers set their context's get_remaining_time_in_millis per invocation.
     remaining_ms: Callable[[], int] = lambda_max_remaining_ms
     deadline_check_every: int = DEADLINE_CHECK_EVERY
+    tenant: Tenant | None = None
+
+    def for_tenant(self, tenant: Tenant) -> BatchSubmitter:
+        """This submitter for one tenant (same clients): its sources and its jobs are the tenant's."""
+        return replace(self, store=self.store.for_tenant(tenant), tenant=tenant)
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
         """The request's keys; a prefix listing or a list file stops, refused, when the invocation runs short of
-        time (an inline list is already in memory)."""
+        time (an inline list is already in memory).
+
+        For a tenant, a prefix lists only the tenant's keys and a list file outside its space does not exist, exactly
+        as missing ones; a key outside it, inline or in a list, refuses the batch (ImageNotFound, naming it)."""
         if request.source == "images":
-            return inline_keys(request.value)
+            return self._own(inline_keys(request.value))
         if request.source == "s3_prefix":
-            keys = prefix_keys(self.s3, self.bucket, request.value)
+            # Listed keys are filtered, not the prefix tested: a short prefix ("t") also lists other spaces' keys.
+            listed = prefix_keys(self.s3, self.bucket, request.value)
+            tenant = self.tenant
+            keys = listed if tenant is None else (key for key in listed if tenant.owns(key))
         else:
-            keys = file_keys(self.s3, self.bucket, request.value)
+            if self.tenant is not None and not self.tenant.owns(request.value):
+                raise ImageNotFound(f"no manifest file s3://{self.bucket}/{request.value}")
+            keys = self._own(file_keys(self.s3, self.bucket, request.value))
         return until_deadline(
             keys,
             self.remaining_ms,
@@ -59,6 +77,18 @@ class BatchSubmitter:
             value=request.value,
             check_every=self.deadline_check_every,
         )
+
+    def _own(self, keys: Iterator[str]) -> Iterator[str]:
+        if self.tenant is None:
+            yield from keys
+            return
+        for position, key in enumerate(keys):
+            if not self.tenant.owns(key):
+                raise ImageNotFound(
+                    f"image {position}: no object s3://{self.bucket}/{key} for this API key "
+                    f"(its images are under {self.tenant.prefix or 'any key outside tenants/'})"
+                )
+            yield key
 
     def submit(self, request: BatchRequest) -> dict[str, Any]:
         """Write the batch's manifest, then register the job and start its execution (named by the batch id).
@@ -104,8 +134,22 @@ class BatchSubmitter:
             1,
             faults,
         )
-        logger.info("batch submitted", batch_id=batch_id, total=summary.total, chunks=summary.chunks, model=model)
-        return {"batch_id": batch_id, "status": "QUEUED", "total": summary.total, "execution_arn": execution_arn}
+        logger.info(
+            "batch submitted",
+            tenant=self.tenant.name if self.tenant else None,
+            batch_id=batch_id,
+            total=summary.total,
+            chunks=summary.chunks,
+            model=model,
+        )
+        return {
+            "batch_id": batch_id,
+            "status": "QUEUED",
+            "model": model,
+            "version": version,
+            "total": summary.total,
+            "execution_arn": execution_arn,
+        }
 
 
 def start_execution(

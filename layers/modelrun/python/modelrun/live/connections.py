@@ -2,7 +2,8 @@
 
 One table, three kinds of item (``pk``, ``sk``):
 
-- ``conn#<connection id>``, ``conn``: a connection, from ``$connect`` to ``$disconnect``;
+- ``conn#<connection id>``, ``conn``: a connection, from ``$connect`` to ``$disconnect``, with the ``tenant`` its
+  API key belongs to (it may subscribe to that tenant's batches only);
 - ``conn#<connection id>``, ``sub#<batch id>``: a subscription. It carries ``batch_id`` and ``connection_id``, the
   keys of the sparse ``by_batch`` index (batch -> its subscribers), and which completed message it was last sent
   (``completed_attempt``, ``completed_status``, projected into the index);
@@ -24,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from modelrun.aws.errors import condition_failed
 from modelrun.live.messages import Completion, NotifyState
+from modelrun.tenants import Tenant
 
 BY_BATCH = "by_batch"
 # API Gateway's longest WebSocket connection is 2 hours; an hour more before TTL removes what $disconnect missed.
@@ -69,7 +71,9 @@ class ConnectionStore:
     table: Any
 
     # -- connections ----------------------------------------------------------------------------------------------
-    def connect(self, connection_id: str, *, connected_at_ms: int, source_ip: str | None = None) -> None:
+    def connect(
+        self, connection_id: str, *, connected_at_ms: int, source_ip: str | None = None, tenant: Tenant | None = None
+    ) -> None:
         item: dict[str, Any] = {
             "pk": _connection_key(connection_id),
             "sk": "conn",
@@ -79,7 +83,17 @@ class ConnectionStore:
         }
         if source_ip:
             item["source_ip"] = source_ip
+        if tenant is not None:
+            item["tenant"] = tenant.name
         self.table.put_item(Item=item)
+
+    def tenant_of(self, connection_id: str) -> Tenant | None:
+        """The tenant whose key opened the connection; None for a connection this table does not hold."""
+        item = self.table.get_item(
+            Key={"pk": _connection_key(connection_id), "sk": "conn"}, ConsistentRead=True, ProjectionExpression="tenant"
+        ).get("Item")
+        name = (item or {}).get("tenant")
+        return Tenant(str(name)) if name else None
 
     def forget(self, connection_id: str) -> int:
         """Delete a connection and all its subscriptions ($disconnect, or a connection found gone); how many items."""

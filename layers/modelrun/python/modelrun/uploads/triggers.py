@@ -42,8 +42,9 @@ from modelrun.batches.requests import BatchRequest, resolve_version
 from modelrun.batches.store import now_iso
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.decoders import Mask
-from modelrun.errors import ModelCodeError, ModelrunError
+from modelrun.errors import ModelCodeError, ModelrunError, NotFound
 from modelrun.predict import Predictor
+from modelrun.tenants import tenant_of_key
 
 logger = Logger(child=True)
 
@@ -259,7 +260,11 @@ class UploadProcessor:
 
     def _predict(self, upload: UploadedObject, target: ImageUpload, model: str) -> dict[str, Any]:
         self.predictor.registry.get(model, target.version)  # an unknown model fails before the image is read
-        image = self.images.read(upload.bucket, upload.key, max_bytes=self.predictor.limits.max_bytes)
+        tenant = tenant_of_key(upload.key)
+        if tenant is None:
+            raise NotFound(f"s3://{upload.bucket}/{upload.key} is in no tenant's space")
+        images = self.images.for_tenant(tenant)
+        image = images.read(upload.bucket, upload.key, max_bytes=self.predictor.limits.max_bytes)
         prediction = self.predictor.predict_raw(image, model=model, version=target.version)
         frames = prediction.get("frames")
         results = [(entry, target.frame_mask_key(entry["frame"])) for entry in frames] if frames else []
@@ -273,7 +278,13 @@ class UploadProcessor:
 
     def _submit(self, upload: UploadedObject, target: ListUpload, model: str) -> dict[str, Any]:
         version = resolve_version(self.submitter.registry, model, target.version)
-        submitted = self.submitter.submit(BatchRequest.parse(target.batch_body(), self.submitter.limits))
+        # The tenant is the list's own key's: whoever may write there (the stack's owner, for keys outside
+        # tenants/) owns the batch, and its list may name only that tenant's images.
+        tenant = tenant_of_key(upload.key)
+        if tenant is None:
+            raise NotFound(f"s3://{upload.bucket}/{upload.key} is in no tenant's space")
+        submitter = self.submitter.for_tenant(tenant)
+        submitted = submitter.submit(BatchRequest.parse(target.batch_body(), submitter.limits))
         return submitted_document(upload, submitted, model=model, version=version, at=now_iso())
 
 
