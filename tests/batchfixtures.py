@@ -30,6 +30,9 @@ SAMPLES = REPO / "samples" / "digits"
 BUCKET = "modelrun-unit-images"
 JOBS_TABLE = "modelrun-unit-jobs"
 ITEMS_TABLE = "modelrun-unit-items"
+AUDIT_TABLE = "modelrun-unit-audit"
+# The key id the REST events in events/ carry (requestContext.identity.apiKeyId): the stack's own, the default tenant.
+STACK_KEY_ID = "stackkey01"
 
 _TABLE_ARGUMENTS = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode")
 
@@ -93,6 +96,7 @@ def batch_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[BatchAws]:
         dynamodb = boto3.resource("dynamodb")
         jobs = create_table(dynamodb, "JobsTable", JOBS_TABLE)
         items = create_table(dynamodb, "ItemsTable", ITEMS_TABLE)
+        create_table(dynamodb, "AuditTable", AUDIT_TABLE)
         yield BatchAws(s3=s3, dynamodb=dynamodb, jobs=jobs, items=items, store=JobStore(jobs, items))
 
 
@@ -141,6 +145,8 @@ def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: st
     for name, value in {
         "JOBS_TABLE": JOBS_TABLE,
         "ITEMS_TABLE": ITEMS_TABLE,
+        "AUDIT_TABLE": AUDIT_TABLE,
+        "API_KEY_ID": STACK_KEY_ID,
         "IMAGES_BUCKET": BUCKET,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "modelrun",

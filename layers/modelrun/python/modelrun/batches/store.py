@@ -22,7 +22,7 @@ from typing import Any
 
 from modelrun.aws.dynamo import applied, dynamo, plain
 from modelrun.errors import NotFound
-from modelrun.tenants import Tenant
+from modelrun.tenants import DEFAULT_TENANT, Tenant
 
 QUEUED = "QUEUED"
 RUNNING = "RUNNING"
@@ -158,7 +158,8 @@ class JobStore:
 
     def get(self, batch_id: str) -> dict[str, Any]:
         found = self.jobs.get_item(Key={"batch_id": batch_id}, ConsistentRead=True).get("Item")
-        if not found or (self.tenant is not None and found.get("tenant") != self.tenant.name):
+        # A job from before tenants has none: it is the default tenant's, whose space the whole bucket was.
+        if not found or (self.tenant is not None and found.get("tenant", DEFAULT_TENANT) != self.tenant.name):
             raise NotFound(f"no batch {batch_id!r}: check the id returned by POST /batches", batch_id=batch_id)
         return plain(found)
 
