@@ -85,11 +85,14 @@ def exit_message(returncode: int) -> str:
 
 
 class _LineHandler(logging.Handler):
-    """Writes a sandbox's line as it is to this process's ``sys.stdout`` (``sys.stderr`` from WARNING), looked up per
-    line, so whoever replaced them (pytest's capture) gets it."""
+    """Writes a sandbox's line as it is to this process's own standard output (standard error from WARNING): the
+    streams it started with, as a process of its own writes to them, never whatever replaced ``sys.stdout`` since
+    (a CLI under test reading its own output)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
+        stream = sys.__stderr__ if record.levelno >= logging.WARNING else sys.__stdout__
+        if stream is None:
+            return
         stream.write(record.getMessage() + "\n")
         stream.flush()
 
