@@ -323,7 +323,7 @@ def _file_voi(ds: Dataset) -> Voi | None:
             table = np.asarray(item.LUTData, dtype=np.float64).ravel()
             bits = descriptor[2] if 1 <= descriptor[2] <= 16 else 16
             if table.size:
-                return Lut(descriptor[1], tuple((table / (2**bits - 1) * 255.0).tolist()))
+                return Lut(descriptor[1], tuple(np.clip(table / (2**bits - 1) * 255.0, 0.0, 255.0).tolist()))
     except Exception:  # any error of a hostile file's values: the text never leaves
         return None
     return None
