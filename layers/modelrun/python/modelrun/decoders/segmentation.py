@@ -133,7 +133,7 @@ class SegmentationDecoder:
         Raises:
             ModelConfigError: the output's per-image shape does not fit the config.
         """
-        scores = np.asarray(outputs[config.name], dtype=np.float64)
+        scores = np.asarray(outputs[config.name])
         expected = _channels(config, labels)
         if scores.ndim == 3 and config.layout == "NHWC":
             scores = np.moveaxis(scores, -1, 0)
@@ -144,9 +144,11 @@ class SegmentationDecoder:
                 field="output.name",
             )
         if config.type == "class_scores":
+            # In the graph's own dtype: a float64 copy of every score first would cost more than the argmax.
             mask = np.argmax(scores, axis=0).astype(np.uint8)
         else:
-            foreground = sigmoid(scores[0]) if config.type == "logits" else scores[0]
+            # float64, so the threshold is compared as given (0.3 is not float32's 0.3).
+            foreground = sigmoid(scores[0]) if config.type == "logits" else np.asarray(scores[0], dtype=np.float64)
             mask = (foreground >= config.threshold).astype(np.uint8)
         out_h, out_w = mask.shape
         in_h, in_w = geometry.input_size
