@@ -170,7 +170,7 @@ def _channels(config: SegmentationOutput, labels: tuple[str, ...]) -> int:
 
 def _class_stats(mask: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     pixels = np.bincount(mask.ravel(), minlength=len(labels))
-    boxes = _boxes(mask, np.flatnonzero(pixels))
+    boxes = _boxes(mask, pixels)
     return [
         {
             "label": label,
@@ -183,26 +183,33 @@ def _class_stats(mask: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, An
     ]
 
 
-def _boxes(mask: np.ndarray, present: np.ndarray) -> dict[int, list[int]]:
-    """The ``[x1, y1, x2, y2]`` box (pixel edges) of each class in ``present``, which all occur in the uint8 mask.
+def _boxes(mask: np.ndarray, pixels: np.ndarray) -> dict[int, list[int]]:
+    """The ``[x1, y1, x2, y2]`` box (pixel edges) of every class of the uint8 mask with ``pixels`` above 0.
 
-    Each pixel becomes its class's bit (up to 64 classes at a time), OR-ed along the rows and along the columns: the
-    classes in every row and every column from one gather and two reductions, however many classes there are.
+    Each pixel becomes its class's bit (64 classes at a time), OR-ed along the rows and along the columns: the
+    classes in every row and every column from one shift and two reductions, however many classes there are.
     """
     height, width = mask.shape
+    present = np.flatnonzero(pixels)
+    codes, code_of = mask, present
+    if present.size and present[-1] >= _BITS_PER_PASS:
+        # The classes present renumbered 0, 1, 2, ...: 20 classes out of 150 then take one pass, not three.
+        renumber = np.zeros(MAX_CLASSES + 1, dtype=np.uint8)
+        renumber[present] = np.arange(present.size)
+        codes, code_of = renumber.take(mask), np.arange(present.size)
     boxes: dict[int, list[int]] = {}
-    for start in range(0, len(present), _BITS_PER_PASS):
-        group = present[start : start + _BITS_PER_PASS]
-        kind = next(kind for kind in _BIT_TYPES if np.iinfo(kind).bits >= len(group))
-        positions = np.arange(len(group), dtype=kind)
-        table = np.zeros(MAX_CLASSES + 1, dtype=kind)
-        table[group] = np.left_shift(kind(1), positions)
-        bits = table.take(mask)
-        in_row = (np.bitwise_or.reduce(bits, axis=1)[:, None] >> positions) & kind(1)
-        in_column = (np.bitwise_or.reduce(bits, axis=0)[:, None] >> positions) & kind(1)
+    for first in range(0, present.size, _BITS_PER_PASS):
+        base = int(code_of[first])
+        shifts = code_of[first : first + _BITS_PER_PASS] - base
+        kind = next(kind for kind in _BIT_TYPES if np.iinfo(kind).bits > shifts[-1])
+        # Code base + k sets bit k. numpy's shifts by the type's width or more give 0, so the codes outside this pass
+        # (those below it wrap round in the uint8 subtraction) set none.
+        bits = np.left_shift(kind(1), codes - np.uint8(base), dtype=kind)
+        in_row = (np.bitwise_or.reduce(bits, axis=1)[:, None] >> shifts.astype(kind)) & kind(1)
+        in_column = (np.bitwise_or.reduce(bits, axis=0)[:, None] >> shifts.astype(kind)) & kind(1)
         top, bottom = in_row.argmax(axis=0), height - in_row[::-1].argmax(axis=0)
         left, right = in_column.argmax(axis=0), width - in_column[::-1].argmax(axis=0)
-        for at, index in enumerate(group.tolist()):
+        for at, index in enumerate(present[first : first + _BITS_PER_PASS].tolist()):
             boxes[index] = [int(left[at]), int(top[at]), int(right[at]), int(bottom[at])]
     return boxes
 
