@@ -4,7 +4,7 @@ pydicom and its pylibjpeg plugins are imported here only when a DICOM file arriv
 does not pay for them. The steps are the standard's: the header is read and checked first (pixel data present, a
 transfer syntax an installed decoder handles, rows x columns x frames within ``MAX_IMAGE_PIXELS``, and for native
 pixel data the byte count the header promises); only then are the selected frames decoded. Greyscale goes through
-the Modality LUT to real values (:class:`~modelrun.images.image.Frame` ``F`` images) with the file's VOI as the
+the Modality LUT to real values (float32 arrays in :class:`~modelrun.images.image.Frame`) with the file's VOI as the
 fallback the model's own window overrides; colour (RGB, YBR_*, PALETTE COLOR) becomes 8-bit RGB.
 
 Patient data never leaves: decoder exceptions are replaced by our own messages raised outside the handler, so the
@@ -302,10 +302,7 @@ def _grey_frames(ds: Dataset, arrays: list[np.ndarray], indexes: list[int], phot
         raise InvalidDicom("the DICOM image's rescale slope, intercept or modality LUT is invalid")
     voi = _file_voi(ds) or Range.of(np.stack(values))
     invert = photometric == "MONOCHROME1"
-    return tuple(
-        Frame(Image.fromarray(frame, mode="F"), index, voi=voi, invert=invert)
-        for frame, index in zip(values, indexes, strict=True)
-    )
+    return tuple(Frame(frame, index, voi=voi, invert=invert) for frame, index in zip(values, indexes, strict=True))
 
 
 def _real_values(ds: Dataset, array: np.ndarray) -> np.ndarray:
