@@ -128,6 +128,28 @@ def test_an_output_smaller_than_the_input_covers_the_whole_input(run_graph: Any,
     assert result["classes"][1]["box"] == [0, 0, 2, 2]
 
 
+def test_every_box_is_right_with_more_classes_present_than_one_pass_of_bits_holds(fail: Any) -> None:
+    # given 200 classes, class k in column k of a 3x200 image, and class 7 also at the far right of the middle row
+    labels = tuple(f"class {index}" for index in range(200))
+    scores = np.zeros((200, 3, 200), dtype=np.float32)
+    scores[np.arange(200), :, np.arange(200)] = 1.0
+    scores[:, 1, 199] = 0.0
+    scores[7, 1, 199] = 1.0
+    config = decoder.parse_output({"name": "masks", "type": "class_scores"}, labels, fail)
+
+    # when decoded
+    result = decoder.decode({"masks": scores}, config, labels, Geometry.identity(3, 200))
+
+    # then each class's box is its column, class 7's reaches the last column, class 199 keeps its two other pixels
+    boxes = [entry["box"] for entry in result["classes"]]
+    assert boxes[7] == [7, 0, 200, 3]
+    assert boxes[199] == [199, 0, 200, 3]
+    assert result["classes"][199]["pixels"] == 2
+    assert [box for index, box in enumerate(boxes) if index not in (7, 199)] == [
+        [index, 0, index + 1, 3] for index in range(200) if index not in (7, 199)
+    ]
+
+
 def test_the_palette_is_black_then_distinct_colours() -> None:
     colours = [PALETTE[index * 3 : index * 3 + 3] for index in range(256)]
     assert colours[:3] == [b"\x00\x00\x00", b"\x80\x00\x00", b"\x00\x80\x00"]

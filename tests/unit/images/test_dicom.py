@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import traceback
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,3 +315,30 @@ def test_a_deflated_file_is_inflated_within_a_bound_before_pydicom_reads_it(monk
 def test_a_deflated_file_within_the_bound_decodes() -> None:
     frame = decode_image(bundled("image_dfl.dcm"), Limits()).frames[0]
     assert frame.image.size == (512, 512)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "intercept"),
+    [
+        pytest.param(np.int16, 1.0, -1024.0, id="CT"),
+        pytest.param(np.uint16, 1.0, 0.0, id="no offset"),
+        pytest.param(np.int16, 1.0, -(2.0**23), id="largest exact intercept"),
+        pytest.param(np.uint16, 1.0, 2.0**23 + 1, id="intercept past it"),
+        pytest.param(np.int16, 1.0, -1024.5, id="fractional intercept"),
+        pytest.param(np.uint16, 0.37, -1000.25, id="slope"),
+        pytest.param(np.uint8, 1.0, -3.0, id="8 bit"),
+    ],
+)
+def test_the_modality_lut_gives_pydicoms_values_rounded_to_float32(dtype: Any, slope: float, intercept: float) -> None:
+    # given stored values over the type's whole range, with a rescale slope and intercept
+    info = np.iinfo(dtype)
+    stored = np.linspace(info.min, info.max, 60).astype(dtype).reshape(6, 10)
+    data = dicom_bytes(stored, slope=slope, intercept=intercept)
+
+    # when decoded
+    values = np.asarray(decode_image(data, Limits()).frames[0].image)
+
+    # then every value is pydicom's float64 rescale rounded to float32, bit for bit
+    expected = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    assert values.dtype == np.float32
+    assert values.tobytes() == expected.tobytes()

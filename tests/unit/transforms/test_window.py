@@ -11,6 +11,7 @@ from PIL import Image
 
 from modelrun.errors import ModelConfigError
 from modelrun.images.decode import Limits, decode_image
+from modelrun.images.voi import Window as WindowVoi
 from modelrun.models.spec import parse_spec
 from modelrun.transforms.pipeline import Pipeline
 from modelrun.transforms.steps import parse_steps
@@ -187,3 +188,33 @@ def test_a_window_spec_round_trips_through_its_dict_form() -> None:
     again = parse_spec(spec.to_dict(), "model.json")
     assert again == spec
     assert (again.frames, again.to_dict()["transforms"][1]["function"]) == ("all", "sigmoid")
+
+
+@pytest.mark.parametrize("function", ["linear", "linear_exact", "sigmoid"])
+def test_a_window_gives_finite_values_nan_as_black_and_infinities_at_their_end(function: str) -> None:
+    # given float pixel values with a NaN and both infinities
+    values = np.array([np.nan, np.inf, -np.inf, 40.0], dtype=np.float32)
+
+    # when a window applies
+    out = WindowVoi(40.0, 400.0, function).apply(values)
+
+    # then NaN is 0, +inf 255, -inf 0, as float32
+    assert out.dtype == np.float32
+    assert out[:3].tolist() == [0.0, 255.0, 0.0]
+    assert 0.0 < out[3] < 255.0
+
+
+def test_a_centre_float32_cannot_hold_keeps_the_linear_windows_edges() -> None:
+    # given centre 3000.3 and width 7: black at or below 2996.8, white above 3002.8; values around both edges
+    window = WindowVoi(3000.3, 7.0)
+    values = np.array([2996.75, 2996.8125, 2997.0, 3000.0, 3002.75, 3002.8125], dtype=np.float32)
+
+    # when windowed
+    out = window.apply(values)
+
+    # then each value is the standard's formula evaluated in float64, to within float32's precision
+    x = values.astype(np.float64)
+    expected = np.clip(((x - 2999.8) / 6 + 0.5) * 255, 0, 255)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+    assert out[0] == 0.0
+    assert out[-1] == 255.0

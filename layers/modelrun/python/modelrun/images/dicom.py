@@ -4,7 +4,7 @@ pydicom and its pylibjpeg plugins are imported here only when a DICOM file arriv
 does not pay for them. The steps are the standard's: the header is read and checked first (pixel data present, a
 transfer syntax an installed decoder handles, rows x columns x frames within ``MAX_IMAGE_PIXELS``, and for native
 pixel data the byte count the header promises); only then are the selected frames decoded. Greyscale goes through
-the Modality LUT to real values (:class:`~modelrun.images.image.Frame` ``F`` images) with the file's VOI as the
+the Modality LUT to real values (float32 arrays in :class:`~modelrun.images.image.Frame`) with the file's VOI as the
 fallback the model's own window overrides; colour (RGB, YBR_*, PALETTE COLOR) becomes 8-bit RGB.
 
 Patient data never leaves: decoder exceptions are replaced by our own messages raised outside the handler, so the
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 MAX_FRAMES: Final = 64
 """The most frames a model with ``"frames": "all"`` predicts from one file (each is one image for the model)."""
+
+EXACT_INTERCEPT: Final = 2**23
+"""The largest integral rescale intercept whose sums with 16-bit stored values all stay below 2**24 (exact in
+float32)."""
 
 PREAMBLE: Final = 128
 MARKER: Final = b"DICM"
@@ -289,21 +293,39 @@ def _decode_frame(decoder: Any, ds: Dataset, index: int, count: int) -> np.ndarr
 
 
 def _grey_frames(ds: Dataset, arrays: list[np.ndarray], indexes: list[int], photometric: str) -> tuple[Frame, ...]:
-    from pydicom.pixels import apply_modality_lut
-
     values: list[np.ndarray] = []
     try:
-        values = [np.asarray(apply_modality_lut(array, ds), dtype=np.float32) for array in arrays]
+        values = [_real_values(ds, array) for array in arrays]
     except Exception:  # any error of a hostile file's values: the text never leaves
         values = []
     if not values:
         raise InvalidDicom("the DICOM image's rescale slope, intercept or modality LUT is invalid")
     voi = _file_voi(ds) or Range.of(np.stack(values))
     invert = photometric == "MONOCHROME1"
-    return tuple(
-        Frame(Image.fromarray(frame, mode="F"), index, voi=voi, invert=invert)
-        for frame, index in zip(values, indexes, strict=True)
-    )
+    return tuple(Frame(frame, index, voi=voi, invert=invert) for frame, index in zip(values, indexes, strict=True))
+
+
+def _real_values(ds: Dataset, array: np.ndarray) -> np.ndarray:
+    """A frame's stored values through the Modality LUT (C.11.1) as float32: Hounsfield units for CT.
+
+    Raises:
+        Exception: whatever a hostile file's rescale or LUT values make pydicom or numpy raise.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    if (
+        not ds.get("ModalityLUTSequence")
+        and "RescaleSlope" in ds
+        and "RescaleIntercept" in ds
+        and array.dtype.kind in "iu"
+        and array.dtype.itemsize <= 2
+    ):
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        if slope == 1.0 and intercept.is_integer() and abs(intercept) <= EXACT_INTERCEPT:
+            # Every value and sum is an integer float32 holds exactly: one float32 add gives what pydicom's float64
+            # rescale rounds to, without its two float64 copies of the frame.
+            return np.add(array, np.float32(intercept), dtype=np.float32)
+    return np.asarray(apply_modality_lut(array, ds), dtype=np.float32)
 
 
 def _file_voi(ds: Dataset) -> Voi | None:
@@ -323,7 +345,7 @@ def _file_voi(ds: Dataset) -> Voi | None:
             table = np.asarray(item.LUTData, dtype=np.float64).ravel()
             bits = descriptor[2] if 1 <= descriptor[2] <= 16 else 16
             if table.size:
-                return Lut(descriptor[1], tuple((table / (2**bits - 1) * 255.0).tolist()))
+                return Lut(descriptor[1], tuple(np.clip(table / (2**bits - 1) * 255.0, 0.0, 255.0).tolist()))
     except Exception:  # any error of a hostile file's values: the text never leaves
         return None
     return None

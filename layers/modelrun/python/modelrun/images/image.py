@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from modelrun.images.voi import Voi
@@ -15,18 +16,26 @@ class Frame:
     """One frame ready for the transforms.
 
     Attributes:
-        image: a raster image as decoded; for DICOM, ``RGB`` for colour, or ``F`` holding the real values (after the
-            Modality LUT: Hounsfield units for CT) for greyscale.
+        pixels: a raster image as decoded (Pillow; ``RGB`` for DICOM colour), or for DICOM greyscale the real values
+            (after the Modality LUT: Hounsfield units for CT) as a float32 ``[rows, columns]`` array, which the VOI
+            reads as it is.
         index: the frame's index in its file (0 for a single-frame image).
         voi: for DICOM greyscale, the VOI used when the model declares no window (the file's first window or VOI
             LUT, else the range of the decoded frames); None for raster images, whose values are used as they are.
         invert: MONOCHROME1, where the lowest value is white: inverted after the VOI.
     """
 
-    image: Image.Image
+    pixels: Image.Image | np.ndarray
     index: int = 0
     voi: Voi | None = None
     invert: bool = False
+
+    @property
+    def image(self) -> Image.Image:
+        """The frame as a Pillow image: real values as an ``F`` image (a new one on each call)."""
+        if isinstance(self.pixels, Image.Image):
+            return self.pixels
+        return Image.fromarray(self.pixels, mode="F")
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,8 +102,10 @@ class Pipeline:
             UnsupportedMediaType: a Pillow mode that cannot be converted to RGB.
         """
         frame = image if isinstance(image, Frame) else Frame(image)
-        image = self.intensities(frame)
-        plane = _to_color_mode(image, self.color_mode)
+        windowed = self._voi_image(frame)
+        # The VOI's values are finite and in 0..255 already: what _to_color_mode would make of them, without a copy.
+        image = windowed if windowed is not None else frame.image
+        plane = windowed if windowed is not None else _to_color_mode(image, self.color_mode)
         if self.channels == 3 and plane.mode != "RGB" and self._pads_unevenly:
             # A grey plane stands for three equal channels; a fill that differs per channel needs real ones.
             plane = _grey_to_rgb(plane)
@@ -128,14 +130,25 @@ class Pipeline:
 
     def intensities(self, frame: Frame) -> Image.Image:
         """The frame's grey values through the VOI (the model's window, else the frame's own) and MONOCHROME1's
-        inversion, as an ``F`` image in 0..255; a colour image, or a raster one when the model has no window, as is.
+        inversion, as a new ``F`` image of finite values in 0..255; a colour image, or a raster one when the model has
+        no window, as is.
         """
+        windowed = self._voi_image(frame)
+        return windowed if windowed is not None else frame.image
+
+    def _voi_image(self, frame: Frame) -> Image.Image | None:
+        """:meth:`intensities` when a VOI applies, else None."""
         voi = self.window.voi if self.window is not None else frame.voi
-        if voi is None or frame.image.mode not in _GREY_VALUE_MODES:
-            return frame.image
-        values = voi.apply(np.asarray(frame.image))
+        if voi is None:
+            return None
+        if isinstance(frame.pixels, np.ndarray):
+            values = voi.apply(frame.pixels)
+        elif frame.pixels.mode in _GREY_VALUE_MODES:
+            values = voi.apply(np.asarray(frame.pixels))
+        else:
+            return None
         if frame.invert:
-            values = np.float32(OUTPUT_MAX) - values
+            values = np.subtract(np.float32(OUTPUT_MAX), values, out=values)
         return Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F")
 
     def extents(self) -> tuple[Extent, Extent]:
