@@ -4,6 +4,8 @@
 string, so a state that passes it on (``"S.$": "$$.Execution.StartTime"``) fails to serialise; ``install()`` gives it
 the string AWS gives.
 2. moto's S3 -> Lambda notifications: synchronous inside PutObject and not shaped as S3 shapes them (section 2 below).
+3. moto's Step Functions retry counters: the iterations of a Map running at once could grant a state more tries than
+its ``Retry`` allows (section 3 below).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def install() -> None:
     """Idempotent; must run before executions start and objects are uploaded."""
     _install_iso_start_time()
     _install_s3_notification_delivery()
+    _install_heap_keys_made_once()
 
 
 def iso8601(moment: datetime) -> str:
@@ -145,3 +148,38 @@ def _install_s3_notification_delivery() -> None:
 
     invoke_asynchronously.modelrun_patched = True  # type: ignore[attr-defined]
     notifications._invoke_awslambda = invoke_asynchronously
+
+
+# -- 3. Step Functions retry counters --------------------------------------------------------------------------------
+# moto's interpreter counts a Retry's attempts (MaxAttemptsDecl) and its backoff (BackoffRateDecl) in the heap of the
+# frame that runs the state, under a key naming the component: EvalComponent.heap_key, a uuid made on first use. A
+# Map's iterations run on threads at once and share one parsed ItemProcessor, so their first failures (a timeout that
+# hits every chunk at the same second) read a component's key together. Made without a lock, the key can be made
+# twice: one iteration stores its first attempt under the key that is then replaced, finds no count under the new one
+# at its next failure, and counts again from zero, so its task is tried more often than MaxAttempts allows. Here the
+# key is made once per component, under a lock; every later read takes the lock-free path.
+
+_heap_key_lock = threading.Lock()
+# The attribute moto's own heap_key keeps the key in (EvalComponent's private __heap_key, name-mangled).
+_HEAP_KEY_ATTRIBUTE = "_EvalComponent__heap_key"
+
+
+def _heap_key_made_once(component: Any) -> str:
+    from moto.stepfunctions.parser.asl.component import eval_component
+
+    key: str | None = component.__dict__.get(_HEAP_KEY_ATTRIBUTE)
+    if key is None:
+        with _heap_key_lock:
+            key = component.__dict__.get(_HEAP_KEY_ATTRIBUTE)
+            if key is None:
+                key = eval_component.long_uid()
+                setattr(component, _HEAP_KEY_ATTRIBUTE, key)
+    return key
+
+
+def _install_heap_keys_made_once() -> None:
+    from moto.stepfunctions.parser.asl.component.eval_component import EvalComponent
+
+    if vars(EvalComponent)["heap_key"].fget is _heap_key_made_once:
+        return
+    EvalComponent.heap_key = property(_heap_key_made_once)  # type: ignore[method-assign,assignment]
