@@ -3,7 +3,7 @@
 Every key is read in the space of the tenant it lies in (``modelrun.tenants``): a key under ``tenants/<tenant>/`` is
 that tenant's (its *path* is the rest of the key), any other key is the default tenant's (its path is the whole key).
 Whoever may write into a tenant's space acts as that tenant, so the bucket's IAM policies decide who may drop what
-where (README, "Upload triggers"). Which paths mean what (``route``):
+where (README, "Who may write where"). Which paths mean what (``route``):
 
 - ``uploads/{model}/{path}`` is an image to predict with the latest version of ``model``;
   ``uploads/{model}/v{version}/{path}`` pins a version (a folder right after the model named ``v`` and a digit,
