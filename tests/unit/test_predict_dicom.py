@@ -21,6 +21,7 @@ import pytest
 from moto import mock_aws
 from pydicom.data import get_testdata_file
 
+from tests.batchfixtures import AUDIT_TABLE, STACK_KEY_ID, create_table, from_stack_key
 from tests.modelfactory import QUADRANT_LABELS, make_model
 from tests.unit.conftest import PATIENT_NAME, dicom_bytes
 
@@ -127,12 +128,15 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         "MAX_IMAGE_BYTES": str(10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": "50000000",
         "CORS_ALLOW_ORIGIN": "*",
+        "AUDIT_TABLE": AUDIT_TABLE,
+        "API_KEY_ID": STACK_KEY_ID,
     }
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         for name, value in env.items():
             patch.setenv(name, value)
         patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
+        create_table(boto3.resource("dynamodb"), "AuditTable", AUDIT_TABLE)
         spec = importlib.util.spec_from_file_location("predict_dicom_under_test", HANDLER)
         assert spec is not None
         assert spec.loader is not None
@@ -143,7 +147,7 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
 
 
 def call(handler: ModuleType, body: bytes | dict[str, Any], *, content_type: str, **query: str) -> Answer:
-    event = json.loads(RAW_EVENT.read_text())
+    event = from_stack_key(json.loads(RAW_EVENT.read_text()))
     if isinstance(body, dict):
         event["body"], event["isBase64Encoded"] = json.dumps(body), False
     else:
