@@ -633,7 +633,9 @@ def manifest_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
+    from modelrun.batches.keys import BatchKeys
     from modelrun.batches.manifest import prefix_keys, write_manifest
+    from modelrun.tenants import DEFAULT_TENANT, Tenant
 
     source, count, chunk_size = spec["source"], spec["keys"], spec["chunk_size"]
     result: dict[str, Any] = {"source": source, "keys": count, "chunk_size": chunk_size}
@@ -655,7 +657,12 @@ def manifest_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         def write(batch_id: str) -> Any:
             return write_manifest(
-                s3, keys(), bucket=MANIFEST_BUCKET, batch_id=batch_id, chunk_size=chunk_size, max_images=10 * count
+                s3,
+                keys(),
+                bucket=MANIFEST_BUCKET,
+                batch=BatchKeys(Tenant(DEFAULT_TENANT), batch_id),
+                chunk_size=chunk_size,
+                max_images=10 * count,
             )
 
         gc.collect()

@@ -20,6 +20,7 @@ import pytest
 from moto import mock_aws
 
 from modelrun.batches.store import JobStore
+from modelrun.tenants import DEFAULT_TENANT, Tenant
 from modelrun_local.template import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +32,10 @@ BUCKET = "modelrun-unit-images"
 JOBS_TABLE = "modelrun-unit-jobs"
 ITEMS_TABLE = "modelrun-unit-items"
 AUDIT_TABLE = "modelrun-unit-audit"
-# The key id the REST events in events/ carry (requestContext.identity.apiKeyId): the stack's own, the default tenant.
 STACK_KEY_ID = "stackkey01"
+"""The id of the stack's own API key, which the handlers know as the default tenant's (``API_KEY_ID``)."""
+DEFAULT = Tenant(DEFAULT_TENANT)
+"""The stack's own key's tenant: the jobs of these tests are its, their files in the bucket outside tenants/."""
 
 _TABLE_ARGUMENTS = ("KeySchema", "AttributeDefinitions", "GlobalSecondaryIndexes", "BillingMode")
 
@@ -140,14 +143,15 @@ class TimeLeft:
 
 
 def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: str) -> ModuleType:
-    """functions/batch_status/app.py imported fresh (inside ``batch_aws``) with the environment its template entry
-    gives it, under ``module_name``."""
+    """functions/batch_status/app.py imported fresh (inside ``batch_aws``, with the audit table it writes) with the
+    environment its template entry gives it, under ``module_name``; send it events :func:`from_stack_key`."""
+    create_table(boto3.resource("dynamodb"), "AuditTable", AUDIT_TABLE)
     for name, value in {
         "JOBS_TABLE": JOBS_TABLE,
         "ITEMS_TABLE": ITEMS_TABLE,
+        "IMAGES_BUCKET": BUCKET,
         "AUDIT_TABLE": AUDIT_TABLE,
         "API_KEY_ID": STACK_KEY_ID,
-        "IMAGES_BUCKET": BUCKET,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "modelrun",
     }.items():
@@ -159,6 +163,12 @@ def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: st
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     return module
+
+
+def from_stack_key(event: dict[str, Any]) -> dict[str, Any]:
+    """A REST event as API Gateway passes it after validating the stack's own key (the default tenant's)."""
+    event["requestContext"].setdefault("identity", {})["apiKeyId"] = STACK_KEY_ID
+    return event
 
 
 @dataclass

@@ -122,6 +122,16 @@ class ApiClient:
         )
         return result
 
+    def create_uploads(self, files: list[Mapping[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /uploads: presigned PUT URLs for ``files`` ({"name", "content_type", "size"}), keys in the caller's
+        tenant's space; with an idempotency key, the same keys as the first call with it. Safe to repeat on 429/503:
+        it stores nothing, only signs URLs."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        result: dict[str, Any] = self.request(
+            "POST", "uploads", json={"files": [dict(spec) for spec in files]}, headers=headers, retry=True
+        )
+        return result
+
     def batch(self, batch_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"batches/{quote(batch_id, safe='')}", retry=True)
         return result
@@ -160,6 +170,29 @@ class ApiClient:
     def reconcile(self, batch_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", f"batches/{quote(batch_id, safe='')}/reconcile", retry=True)
         return result
+
+    def upload(self, url: str, path: Path, headers: Mapping[str, str]) -> None:
+        """PUT a file to a presigned link of POST /uploads, with the headers it was signed with.
+
+        A plain request, not the API session: the API key is for the API, not for S3.
+
+        Raises:
+            ApiError: S3 refused the file (the link expired, or the file changed size since it was signed) or
+                could not be reached.
+        """
+        try:
+            with path.open("rb") as body:
+                response = requests.put(
+                    url, data=body, headers=dict(headers), timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+                )
+        except requests.RequestException as exc:
+            raise ApiError(0, "connection_error", _unreachable(_shown(url), exc)) from exc
+        if not response.ok:
+            raise ApiError(
+                response.status_code,
+                "upload_failed",
+                f"{_shown(url)} answered {response.status_code} {response.reason or ''}: {response.text.strip()[:200]}",
+            )
 
     def download(self, url: str, path: Path) -> int:
         """Save a presigned link's object at ``path`` (written whole or not at all); the number of bytes.

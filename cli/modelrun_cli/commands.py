@@ -20,6 +20,7 @@ from modelrun_cli.client import ApiClient
 from modelrun_cli.config import Flags, StackReader, Target, discover
 from modelrun_cli.errors import CliError
 from modelrun_cli.uploads import (
+    LocalImage,
     collect_images,
     content_type_for,
     download_object,
@@ -27,6 +28,7 @@ from modelrun_cli.uploads import (
     parse_s3_url,
     s3_client,
     stage_image,
+    stage_through_api,
     throttled_progress,
     upload_images,
     upload_prefix,
@@ -228,12 +230,29 @@ def _prefix_source(args: argparse.Namespace, app: App) -> dict[str, Any]:
 
 
 def _upload_source(args: argparse.Namespace, app: App) -> tuple[dict[str, Any], str]:
+    """Upload the local images, through the API unless ``--prefix`` names where in S3; the body's images field."""
     images = collect_images([Path(source) for source in args.sources])
-    bucket = _images_bucket(app, "uploading")
-    prefix = upload_prefix(args.prefix, idempotency_key=args.idempotency_key)
+    if args.prefix is None:
+        return _stage_through_api(args, app, images)
+    bucket = _images_bucket(app, "uploading with --prefix")
+    prefix = upload_prefix(args.prefix)
     app.say(f"uploading {len(images)} images to s3://{bucket}/{prefix}/")
     keys = upload_images(app.s3, bucket, images, prefix, progress=throttled_progress(app.say))
     return images_source(app.s3, bucket, prefix, keys), f"s3://{bucket}/{prefix}/"
+
+
+def _stage_through_api(args: argparse.Namespace, app: App, images: list[LocalImage]) -> tuple[dict[str, Any], str]:
+    if len(images) > uploads.INLINE_KEYS_LIMIT:
+        raise CliError(
+            f"{len(images):,} images are more than the {uploads.INLINE_KEYS_LIMIT:,} one request can list: upload them "
+            "yourself with --prefix P (your AWS credentials; for a tenant's API key a prefix in its space, "
+            "tenants/<tenant>/...), which submits them as a list file, or submit them in parts"
+        )
+    app.say(f"uploading {len(images)} images through the API (POST /uploads) into this API key's space")
+    staged = stage_through_api(
+        app.client, images, idempotency_key=args.idempotency_key, progress=throttled_progress(app.say)
+    )
+    return {"images": staged.keys}, staged.location
 
 
 def batch_status(args: argparse.Namespace, app: App) -> int:

@@ -234,9 +234,10 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
         help="upload images and start a batch",
         description=(
             "Start a batch. Local files and folders (searched recursively for .png .jpg .jpeg .gif .bmp .tif "
-            ".tiff .webp .dcm .dicom, and DICOM files by their bytes whatever their name) are uploaded to the "
-            "stack's images bucket under uploads/batches/<random id>/ (or --prefix) first; s3://bucket/prefix "
-            "predicts what is already in the images bucket."
+            ".tiff .webp .dcm .dicom, and DICOM files by their bytes whatever their name) are uploaded first, "
+            "through the API (POST /uploads: into the API key's tenant's inputs/, with no AWS credentials), or with "
+            "--prefix straight to S3 under that prefix (your AWS credentials; for a tenant's key a prefix in its "
+            "space, tenants/<tenant>/...); s3://bucket/prefix predicts what is already in the images bucket."
         ),
         **common,
     )
@@ -246,7 +247,9 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
     submit.add_argument("--chunk-size", type=bounded_int(1, 500), metavar="N", help="images per chunk (1-500)")
     submit.add_argument("--max-concurrency", type=bounded_int(1, 1000), metavar="N", help="chunks at once (1-1000)")
     submit.add_argument("--idempotency-key", metavar="KEY", help="a retried submit with this key starts no new batch")
-    submit.add_argument("--prefix", metavar="P", help="upload under this key prefix instead of uploads/batches/<id>")
+    submit.add_argument(
+        "--prefix", metavar="P", help="upload straight to S3 under this key prefix instead of through the API"
+    )
     following = submit.add_mutually_exclusive_group()
     following.add_argument("--wait", action="store_true", help="wait until the batch ends (progress lines on stderr)")
     following.add_argument("--watch", action="store_true", help="follow the batch live until it ends (a progress bar)")

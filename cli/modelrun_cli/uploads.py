@@ -1,9 +1,16 @@
-"""Local images into the stack's images bucket, and what POST /batches is then asked to predict."""
+"""Local images into the stack's images bucket, and what POST /batches is then asked to predict.
+
+Two ways in: through the API (``stage_through_api``: POST /uploads signs a PUT per file, into the API key's tenant's
+``inputs/``, so any tenant's key can stage its own images and no AWS credentials are needed), or straight to S3
+under a prefix the user names (``upload_images``: their AWS credentials, and a prefix in their key's space, which for
+a tenant's key is under ``tenants/<tenant>/``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import secrets
 import tempfile
 import threading
@@ -12,10 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelrun_cli.config import Target
-from modelrun_cli.errors import CliError
+from modelrun_cli.errors import ApiError, CliError
+
+if TYPE_CHECKING:
+    from modelrun_cli.client import ApiClient
 
 CONTENT_TYPES = {
     ".png": "image/png",
@@ -38,6 +48,9 @@ DICOM_MARKER = b"DICM"
 DICOM_MARKER_OFFSET = 128
 UPLOAD_ROOT = "uploads/batches"
 MANIFEST_ROOT = "uploads/manifests"
+TENANTS_ROOT = "tenants/"
+# POST /uploads signs at most this many files per call.
+API_UPLOAD_FILES = 1000
 # Past this many keys the request carries a manifest file's key instead of the list, so it stays small.
 INLINE_KEYS_LIMIT = 20_000
 # The largest image `predict` sends as the request body. Lambda refuses a synchronous event over 6 MB, and API Gateway
@@ -257,8 +270,12 @@ def throttled_progress(report: Callable[[str], None], *, every_s: float = 1.0) -
 
 def manifest_key(upload_prefix: str) -> str:
     """Where the list of a run's uploads goes: outside the upload prefix (an s3:// submit of that prefix must not
-    take the list for an image), and named after it, so a retried submit writes the same key."""
-    return f"{MANIFEST_ROOT}/{_digest(upload_prefix)}.jsonl"
+    take the list for an image), in the same tenant's space (``tenants/<tenant>/`` when the prefix is in one: a
+    tenant's batch may name only its own list), and named after the prefix, so a retried submit writes the same
+    key."""
+    name, slash, _ = upload_prefix.removeprefix(TENANTS_ROOT).partition("/")
+    space = f"{TENANTS_ROOT}{name}/" if upload_prefix.startswith(TENANTS_ROOT) and slash else ""
+    return f"{space}{MANIFEST_ROOT}/{_digest(upload_prefix)}.jsonl"
 
 
 def write_manifest(s3: Any, bucket: str, key: str, keys: Iterable[str]) -> str:
@@ -278,6 +295,80 @@ def images_source(
     if len(keys) <= (INLINE_KEYS_LIMIT if inline_limit is None else inline_limit):
         return {"images": list(keys)}
     return {"manifest": write_manifest(s3, bucket, manifest_key(prefix), keys)}
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Images uploaded through the API: their keys in the images' order, and where they went (for messages)."""
+
+    bucket: str
+    keys: list[str]
+
+    @property
+    def location(self) -> str:
+        """``s3://bucket/<the folder every key is in>/``."""
+        folder = posixpath.commonpath([key.rpartition("/")[0] for key in self.keys])
+        return f"s3://{self.bucket}/{folder}/" if folder else f"s3://{self.bucket}/"
+
+
+def stage_through_api(
+    client: ApiClient,
+    images: Sequence[LocalImage],
+    *,
+    idempotency_key: str | None = None,
+    workers: int = UPLOAD_WORKERS,
+    progress: Progress | None = None,
+) -> Staged:
+    """Upload the images with presigned PUTs from POST /uploads (at most :data:`API_UPLOAD_FILES` per call), so they
+    land where the API key's tenant may name them. With an idempotency key each call sends ``<key>#<part>``, so a
+    retried submit signs and uploads to the same keys, and POST /batches gets the same body.
+
+    Raises:
+        CliError: a file POST /uploads does not take (no image extension and no DICOM marker: only images are
+            signed), or a file that could not be read or uploaded; nothing is submitted then.
+    """
+    specs = []
+    for image in images:
+        content_type = content_type_for(image.path)
+        if content_type == FALLBACK_CONTENT_TYPE:
+            raise CliError(
+                f"{image.path}: not an image by its extension nor a DICOM file, and the API signs uploads of images "
+                "only: give it its image extension, or upload it yourself with --prefix"
+            )
+        try:
+            size = image.path.stat().st_size
+        except OSError as exc:
+            raise CliError(f"cannot read {image.path}: {exc.strerror or exc}") from exc
+        specs.append({"name": image.relative, "content_type": content_type, "size": size})
+    done = 0
+    lock = threading.Lock()
+
+    def put(pair: tuple[LocalImage, dict[str, Any]]) -> None:
+        nonlocal done
+        image, signed = pair
+        try:
+            client.upload(signed["url"], image.path, signed.get("headers") or {})
+        except OSError as exc:
+            raise CliError(f"cannot read {image.path}: {exc.strerror or exc}") from exc
+        except ApiError as exc:
+            raise CliError(f"upload of {image.path} to {signed['key']} failed: {exc.message}") from exc
+        with lock:
+            done += 1
+            if progress is not None:
+                progress(done, len(images))
+
+    bucket, keys = "", []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for part, start in enumerate(range(0, len(images), API_UPLOAD_FILES)):
+            window = slice(start, start + API_UPLOAD_FILES)
+            answer = client.create_uploads(
+                specs[window], idempotency_key=f"{idempotency_key}#{part}" if idempotency_key else None
+            )
+            signed: list[dict[str, Any]] = answer["uploads"]
+            list(pool.map(put, zip(images[window], signed, strict=True)))
+            bucket = str(answer["bucket"])
+            keys += [str(item["key"]) for item in signed]
+    return Staged(bucket, keys)
 
 
 def download_object(s3: Any, bucket: str, key: str) -> bytes:

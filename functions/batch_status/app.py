@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from modelrun.audit import AuditTrail
-from modelrun.batches.results import mask_key
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.store import (
     FAILED_OUTCOME,
     PREDICTED,
@@ -68,19 +68,20 @@ def error_file_links(job: dict[str, Any]) -> dict[str, str]:
     return {"csv": presigned(job["errors_csv_key"]), "jsonl": presigned(job["errors_jsonl_key"])}
 
 
-def with_mask_link(batch_id: str, outcome: dict[str, Any]) -> dict[str, Any]:
+def with_mask_link(batch: BatchKeys, outcome: dict[str, Any]) -> dict[str, Any]:
     """A segmentation outcome with a presigned ``mask.url`` to its PNG (as the results file link is presigned).
 
-    Only for the key the batch stores that item's mask under: a model's own postprocess could return any "mask". With
-    the ``all`` frame policy, each entry of ``frames`` gets the link to its frame's mask."""
+    Only for the key the batch stores that item's mask under, in its owner's space (the caller's: the job was read
+    through the caller's store): a model's own postprocess could return any "mask". With the ``all`` frame policy,
+    each entry of ``frames`` gets the link to its frame's mask."""
     mask = outcome.get("mask")
-    if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"]):
+    if isinstance(mask, dict) and mask.get("s3_key") == batch.mask(outcome["item"]):
         outcome["mask"] = {**mask, "url": presigned(mask["s3_key"])}
     frames = outcome.get("frames")
     if isinstance(frames, list):
         for entry in frames:
             mask = entry.get("mask") if isinstance(entry, dict) else None
-            if isinstance(mask, dict) and mask.get("s3_key") == mask_key(batch_id, outcome["item"], entry.get("frame")):
+            if isinstance(mask, dict) and mask.get("s3_key") == batch.mask(outcome["item"], entry.get("frame")):
                 entry["mask"] = {**mask, "url": presigned(mask["s3_key"])}
     return outcome
 
@@ -165,11 +166,12 @@ def get_results(batch_id: str) -> dict[str, Any]:
     listing = f"this batch's {status} results" if status else "this batch's results"
     start = page_start(batch_id, query.get("next_token"), status, listing)
     scoped = tenant_store()
-    scoped.get(batch_id)  # 404 for an unknown (or another tenant's) batch, not an empty page
+    job = scoped.get(batch_id)  # 404 for an unknown (or another tenant's) batch, not an empty page
     page, last = scoped.outcomes(batch_id, status=status, limit=limit, start=start)
+    batch = BatchKeys.of_job(job)
     return {
         "batch_id": batch_id,
-        "results": [with_mask_link(batch_id, public_outcome(record)) for record in page],
+        "results": [with_mask_link(batch, public_outcome(record)) for record in page],
         "next_token": encode_token(last),
     }
 

@@ -3,7 +3,8 @@
 The URLs sign the content type and the exact size the client declared, so S3 refuses any other body; the role
 that signs them may only put objects in a tenant's ``inputs/`` (a tenant's ``uploads/`` triggers single
 predictions, its ``batches/`` starts batches from list files), and the function signs only the caller's tenant's
-keys. The keys then go to ``POST /batches {"images": [...]}``.
+keys. The keys then go to ``POST /batches {"images": [...]}``. With an ``Idempotency-Key`` header the upload id is
+derived from the tenant and the key, so a retried call (the modelrun CLI's, staging a batch) signs the same keys.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from botocore.config import Config
 
 from modelrun.audit import AuditTrail
 from modelrun.config import require_env
-from modelrun.http.requests import json_body
+from modelrun.http.requests import header, json_body
 from modelrun.http.resolver import create_resolver
 from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
 from modelrun.tenants.resolve import TenantResolver
-from modelrun.uploads.presign import PREFIX, URL_EXPIRY_S, new_upload_id, parse_files, unique_names
+from modelrun.uploads.presign import PREFIX, URL_EXPIRY_S, new_upload_id, parse_files, unique_names, upload_id_for
 
 logger = Logger()
 tracer = Tracer()
@@ -41,8 +42,9 @@ audit = AuditTrail.from_env(boto3.resource("dynamodb"))
 def create_uploads() -> dict[str, Any]:
     body = json_body(app.current_event.body, app.current_event.is_base64_encoded, expected='{"files": [...]}')
     files = parse_files(body, max_bytes=max_image_bytes)
-    upload_id = new_upload_id()
     tenant = current_tenant(app)
+    idempotency_key = header(dict(app.current_event.headers or {}), "Idempotency-Key")
+    upload_id = upload_id_for(tenant, idempotency_key) if idempotency_key else new_upload_id()
     uploads = []
     for spec, name in zip(files, unique_names(files), strict=True):
         key = tenant.key(PREFIX, upload_id, name)

@@ -1,4 +1,6 @@
-"""S3 ObjectCreated on the images bucket: predict an image under uploads/, start a batch from a list under batches/.
+"""S3 ObjectCreated on the images bucket: predict an image under a space's uploads/, start a batch from a list under its
+batches/, for the tenant whose space the key lies in (the default tenant's outside tenants/, another's under
+tenants/<tenant>/), and audit it for that tenant.
 
 Routing, result naming and the result documents are in ``modelrun.uploads.triggers``. Each record is processed once per
 object write: a re-delivered event (same bucket, key, version, sequencer and ETag) replays the recorded outcome from
@@ -28,6 +30,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from modelrun.audit import AuditTrail
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.store import JobStore
 from modelrun.batches.submit import BatchSubmitter
@@ -35,6 +38,7 @@ from modelrun.config import require_env
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
 from modelrun.predict import Predictor
+from modelrun.tenants.resolve import KnownTenants
 from modelrun.uploads.triggers import Ignored, ImageUpload, ListUpload, UploadedObject, UploadProcessor, decode_key
 
 logger = Logger()
@@ -62,6 +66,8 @@ processor = UploadProcessor(
     ),
     s3=s3,
     bucket=bucket,
+    known=KnownTenants(boto3.client("apigateway")),
+    audit=AuditTrail.from_env(dynamodb),
 )
 # One record per object write. Lambda retries a failed S3 event for up to 6 hours: a day covers every re-delivery.
 idempotency = IdempotencyConfig(
@@ -87,6 +93,7 @@ def uploaded_object(record: S3EventRecord) -> UploadedObject:
         sequencer=obj.get("sequencer"),
         version_id=obj.version_id,
         size=obj.get("size"),
+        request_id=(record.get("responseElements") or {}).get("x-amz-request-id"),
     )
 
 

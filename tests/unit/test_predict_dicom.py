@@ -21,7 +21,7 @@ import pytest
 from moto import mock_aws
 from pydicom.data import get_testdata_file
 
-from tests.batchfixtures import AUDIT_TABLE, STACK_KEY_ID, create_table
+from tests.batchfixtures import AUDIT_TABLE, STACK_KEY_ID, create_table, from_stack_key
 from tests.modelfactory import QUADRANT_LABELS, make_model
 from tests.unit.conftest import PATIENT_NAME, dicom_bytes
 
@@ -147,7 +147,7 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
 
 
 def call(handler: ModuleType, body: bytes | dict[str, Any], *, content_type: str, **query: str) -> Answer:
-    event = json.loads(RAW_EVENT.read_text())
+    event = from_stack_key(json.loads(RAW_EVENT.read_text()))
     if isinstance(body, dict):
         event["body"], event["isBase64Encoded"] = json.dumps(body), False
     else:

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, Outcome
-from tests.batchfixtures import BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
+from tests.batchfixtures import (
+    DEFAULT,
+    BatchAws,
+    BatchStatusContext,
+    batch_aws,
+    from_stack_key,
+    import_batch_status_handler,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 EVENT = REPO / "events" / "batch_status" / "get-results-failed.json"
@@ -30,7 +37,7 @@ def results(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         make_batch(aws)
 
         def get(query: dict[str, str]) -> tuple[int, Any]:
-            event = copy.deepcopy(json.loads(EVENT.read_text()))
+            event = from_stack_key(copy.deepcopy(json.loads(EVENT.read_text())))
             event["queryStringParameters"] = query
             event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()}
             answer = app.lambda_handler(event, BatchStatusContext())
@@ -40,7 +47,7 @@ def results(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def make_batch(aws: BatchAws) -> None:
-    aws.store.create({"batch_id": BATCH, "model": "digits", "version": "1", "total": TOTAL})
+    aws.store.for_tenant(DEFAULT).create({"batch_id": BATCH, "model": "digits", "version": "1", "total": TOTAL})
     for item in range(TOTAL):
         key = f"scans/{item}.png"
         if item in FAILED_ITEMS:

@@ -48,7 +48,7 @@ from modelrun.errors import (
 from modelrun.images.decode import DEFAULT_MAX_BYTES, Limits
 from modelrun.models.registry import ModelRegistry
 from modelrun.tenants import Tenant
-from tests.batchfixtures import BUCKET, MODELS, BatchAws, TimeLeft, digit_samples, true_label
+from tests.batchfixtures import BUCKET, DEFAULT, MODELS, BatchAws, TimeLeft, digit_samples, true_label
 
 LIMITS = BatchLimits()
 BATCH = "b-20250101T000000-0123456789ab"
@@ -90,7 +90,7 @@ def submitter(aws: BatchAws, sfn: Any, state_machine: str, registry: ModelRegist
         bucket=BUCKET,
         state_machine_arn=state_machine,
         default_model="digits",
-    )
+    ).for_tenant(DEFAULT)
 
 
 @pytest.fixture
@@ -131,7 +131,9 @@ def upload_digits(aws: BatchAws) -> dict[str, str]:
 
 
 def new_job(store: JobStore, total: int, *, batch_id: str = BATCH, attempt: int = 1) -> None:
-    store.create({"batch_id": batch_id, "model": "digits", "version": "1", "total": total, "attempt": attempt})
+    store.for_tenant(DEFAULT).create(
+        {"batch_id": batch_id, "model": "digits", "version": "1", "total": total, "attempt": attempt}
+    )
 
 
 def chunk_of(keys: list[str], *, first_item: int = 0, index: int = 0, attempt: int = 1) -> Chunk:
@@ -142,6 +144,7 @@ def chunk_of(keys: list[str], *, first_item: int = 0, index: int = 0, attempt: i
         bucket=BUCKET,
         model="digits",
         version="1",
+        tenant=DEFAULT,
         attempt=attempt,
     )
 
@@ -366,6 +369,7 @@ def test_a_submitted_batch_starts_an_execution_named_by_its_id_with_the_document
     assert execution["name"] == batch_id
     assert json.loads(execution["input"]) == {
         "batch_id": batch_id,
+        "tenant": "default",
         "model": "digits",
         "version": "1",
         "bucket": BUCKET,
@@ -532,6 +536,7 @@ def test_a_chunk_event_reads_its_keys_from_the_keys_file(submitter: BatchSubmitt
     # when the Map iteration of its second chunk arrives (numbers as the state machine passes them)
     event = {
         "batch_id": batch_id,
+        "tenant": "default",
         "bucket": BUCKET,
         "keys_object": f"jobs/{batch_id}/keys.jsonl",
         "model": "digits",
@@ -548,6 +553,7 @@ def test_a_chunk_event_reads_its_keys_from_the_keys_file(submitter: BatchSubmitt
         bucket=BUCKET,
         model="digits",
         version="1",
+        tenant=DEFAULT,
         attempt=1,
         faults=Faults(),
     )
@@ -1020,7 +1026,7 @@ def test_a_batch_whose_execution_cannot_start_is_recovering_and_the_error_is_tra
         bucket=BUCKET,
         state_machine_arn=state_machine,
         default_model="digits",
-    )
+    ).for_tenant(DEFAULT)
 
     # when a batch is submitted
     with pytest.raises(TransientFailure):
@@ -1140,3 +1146,58 @@ def test_a_tenant_cannot_submit_keys_outside_its_space(submitter: BatchSubmitter
         submitter.for_tenant(Tenant("acme")).submit(parse(images=["tenants/acme/a.png", "tenants/other/b.png"]))
     with pytest.raises(ImageNotFound):
         submitter.for_tenant(Tenant("acme")).submit(parse(manifest="tenants/other/list.jsonl"))
+
+
+def test_a_named_tenants_batch_files_and_execution_are_in_its_space(
+    submitter: BatchSubmitter, aws: BatchAws, sfn: Any
+) -> None:
+    # given tenant acme's images
+    acme = submitter.for_tenant(Tenant("acme"))
+
+    # when acme submits them
+    submitted = acme.submit(parse(images=["tenants/acme/a.png", "tenants/acme/b.png"]))
+    batch_id = submitted["batch_id"]
+
+    # then its keys file and manifest are under acme's prefix, and the execution names acme for its chunks
+    job = acme.store.get(batch_id)
+    assert job["keys_object"] == f"tenants/acme/jobs/{batch_id}/keys.jsonl"
+    assert job["manifest_key"] == f"tenants/acme/jobs/{batch_id}/manifest.json"
+    assert sorted(aws.object_keys()) == sorted([job["keys_object"], job["manifest_key"]])
+    execution = json.loads(sfn.describe_execution(executionArn=submitted["execution_arn"])["input"])
+    assert (execution["tenant"], execution["keys_object"]) == ("acme", job["keys_object"])
+    assert execution["manifest"]["key"] == job["manifest_key"]
+
+
+def test_an_unscoped_submitter_submits_nothing(submitter: BatchSubmitter, aws: BatchAws) -> None:
+    # given the submitter a function builds its tenants' views from
+    unscoped = dataclasses.replace(submitter, store=aws.store, tenant=None)
+
+    # when it is asked to submit, then it refuses, as a wiring mistake, before writing anything
+    with pytest.raises(RuntimeError, match="for_tenant"):
+        unscoped.submit(parse(images=["a.png"]))
+    assert aws.object_keys() == []
+
+
+def test_a_named_tenants_chunk_results_file_and_retry_are_in_its_space(
+    submitter: BatchSubmitter, predictor: ChunkPredictor, closer: BatchCloser, retrier: BatchRetrier, aws: BatchAws
+) -> None:
+    # given acme's batch of one good image and one that is not an image, predicted as its one chunk
+    aws.put("tenants/acme/in/good.png", digit_samples()[3].read_bytes())
+    aws.put("tenants/acme/in/bad.png", b"not an image")
+    keys = ["tenants/acme/in/good.png", "tenants/acme/in/bad.png"]
+    batch_id = submitter.for_tenant(Tenant("acme")).submit(parse(images=keys))["batch_id"]
+    chunk = dataclasses.replace(chunk_of(keys), batch_id=batch_id, tenant=Tenant("acme"))
+    predictor.run(chunk)
+
+    # when the batch closes and is retried
+    closer.try_close(batch_id)
+    job = aws.store.get(batch_id)
+    retrier.retry(batch_id)
+
+    # then every object it wrote is under acme's prefix, none outside it
+    assert job["results_key"] == f"tenants/acme/results/{batch_id}/results-1.jsonl"
+    assert job["errors_csv_key"] == f"tenants/acme/results/{batch_id}/errors-1.csv"
+    assert job["errors_jsonl_key"] == f"tenants/acme/results/{batch_id}/errors-1.jsonl"
+    written = [key for key in aws.object_keys() if key not in keys]
+    assert f"tenants/acme/jobs/{batch_id}/keys-2.jsonl" in written
+    assert all(key.startswith("tenants/acme/") for key in written), written

@@ -14,10 +14,10 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from modelrun.batches.chunks import Chunk, ChunkPredictor
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.manifest import prefix_keys
-from modelrun.batches.results import mask_key
 from modelrun.models.registry import ModelRegistry
-from tests.batchfixtures import BUCKET, BatchAws
+from tests.batchfixtures import BUCKET, DEFAULT, BatchAws
 from tests.unit.batches.test_task_chunks import (  # the chunk predictor fixture too
     BATCH,
     predictor,
@@ -45,8 +45,18 @@ def registry(tmp_path: Path) -> ModelRegistry:
 def run(aws: BatchAws, predictor: ChunkPredictor, files: dict[str, bytes]) -> dict[str, Any]:
     for key, data in files.items():
         aws.put(key, data)
-    aws.store.create({"batch_id": BATCH, "model": "halves-all", "version": "1", "total": len(files)})
-    chunk = Chunk(batch_id=BATCH, index=0, items=list(enumerate(files)), bucket=BUCKET, model="halves-all", version="1")
+    aws.store.for_tenant(DEFAULT).create(
+        {"batch_id": BATCH, "model": "halves-all", "version": "1", "total": len(files)}
+    )
+    chunk = Chunk(
+        batch_id=BATCH,
+        index=0,
+        items=list(enumerate(files)),
+        bucket=BUCKET,
+        model="halves-all",
+        version="1",
+        tenant=DEFAULT,
+    )
     return predictor.run(chunk)
 
 
@@ -75,11 +85,14 @@ def test_a_chunk_of_dicom_files_keeps_per_frame_results_and_fails_only_the_bad_f
     assert (summary["predicted"], summary["failed"]) == (2, 2)
     first = outcomes[0]["frames"]
     assert [entry["frame"] for entry in first] == [0, 1]
-    assert [entry["mask"]["s3_key"] for entry in first] == [mask_key(BATCH, 0, 0), mask_key(BATCH, 0, 1)]
-    mask = np.asarray(Image.open(io.BytesIO(s3_bytes(aws, mask_key(BATCH, 0, 0)))))
+    assert [entry["mask"]["s3_key"] for entry in first] == [
+        BatchKeys(DEFAULT, BATCH).mask(0, 0),
+        BatchKeys(DEFAULT, BATCH).mask(0, 1),
+    ]
+    mask = np.asarray(Image.open(io.BytesIO(s3_bytes(aws, BatchKeys(DEFAULT, BATCH).mask(0, 0)))))
     assert mask[:, :4].all()
     assert not mask[:, 4:].any()
-    assert not np.asarray(Image.open(io.BytesIO(s3_bytes(aws, mask_key(BATCH, 0, 1))))).any()
+    assert not np.asarray(Image.open(io.BytesIO(s3_bytes(aws, BatchKeys(DEFAULT, BATCH).mask(0, 1))))).any()
     assert outcomes[0]["dicom"]["number_of_frames"] == 2
     assert (outcomes[1]["status"], outcomes[1]["error"]["code"]) == ("failed", "invalid_dicom")
     assert outcomes[2]["error"]["code"] == "dicom_without_pixel_data"

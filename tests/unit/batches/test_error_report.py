@@ -19,7 +19,15 @@ import pytest
 
 from modelrun.batches.close import BatchCloser
 from modelrun.batches.store import ERROR_FIELDS, FAILED_OUTCOME, PREDICTED, QUEUED, RUNNING, Outcome
-from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
+from tests.batchfixtures import (
+    BUCKET,
+    DEFAULT,
+    BatchAws,
+    BatchStatusContext,
+    batch_aws,
+    from_stack_key,
+    import_batch_status_handler,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "events" / "batch_status"
@@ -44,7 +52,7 @@ class Stack:
 
     def get(self, path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
         """GET a path of this function as API Gateway delivers it: status and decoded JSON body."""
-        event = copy.deepcopy(json.loads((EVENTS / "get-errors.json").read_text()))
+        event = from_stack_key(copy.deepcopy(json.loads((EVENTS / "get-errors.json").read_text())))
         batch_id = path.split("/")[2]
         resource = "/batches/{batch_id}" + path[len(f"/batches/{batch_id}") :]
         event.update(path=path, resource=resource, pathParameters={"batch_id": batch_id})
@@ -69,7 +77,9 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 def make_batch(aws: BatchAws, batch_id: str = BATCH, *, attempt: int = 1, failures: dict[int, Any] = FAILURES) -> None:
     """A running batch of TOTAL images whose outcomes are all recorded: FAILURES failed, the others predicted."""
-    aws.store.create({"batch_id": batch_id, "model": "digits", "version": "1", "total": TOTAL, "attempt": attempt})
+    aws.store.for_tenant(DEFAULT).create(
+        {"batch_id": batch_id, "model": "digits", "version": "1", "total": TOTAL, "attempt": attempt}
+    )
     aws.store.update(batch_id, status=RUNNING)
     for item in range(TOTAL):
         key = f"scans/{item}.png"

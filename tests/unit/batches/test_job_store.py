@@ -26,7 +26,7 @@ from modelrun.batches.store import (
     public_outcome,
 )
 from modelrun.errors import NotFound
-from tests.batchfixtures import BatchAws
+from tests.batchfixtures import DEFAULT, BatchAws
 
 BATCH = "b-20250101T000000-0123456789ab"
 OTHER_BATCH = "b-20250101T000001-ba9876543210"
@@ -41,7 +41,7 @@ def store(aws: BatchAws) -> JobStore:
 
 
 def new_job(store: JobStore, batch_id: str = BATCH, **fields: Any) -> None:
-    store.create({"batch_id": batch_id, "model": "digits", "version": "1", "total": 10, **fields})
+    store.for_tenant(DEFAULT).create({"batch_id": batch_id, "model": "digits", "version": "1", "total": 10, **fields})
 
 
 def predicted(item: int, attempt: int = 1, label: str = "7", score: float = 0.9) -> Outcome:

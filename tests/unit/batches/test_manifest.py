@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.manifest import (
     MAX_KEY_LENGTH,
     SUBMIT_MARGIN_MS,
@@ -23,9 +24,10 @@ from modelrun.batches.manifest import (
     write_manifest,
 )
 from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
-from tests.batchfixtures import BUCKET, BatchAws, TimeLeft
+from tests.batchfixtures import BUCKET, DEFAULT, BatchAws, TimeLeft
 
 BATCH = "b-20250101T000000-0123456789ab"
+KEYS = BatchKeys(DEFAULT, BATCH)
 KEYS_OBJECT = f"jobs/{BATCH}/keys.jsonl"
 MANIFEST_OBJECT = f"jobs/{BATCH}/manifest.json"
 
@@ -47,7 +49,7 @@ ODD_KEYS = [
 
 
 def write(aws: BatchAws, keys: Any, *, chunk_size: int = 3, max_images: int = 1000) -> ManifestSummary:
-    return write_manifest(aws.s3, keys, bucket=BUCKET, batch_id=BATCH, chunk_size=chunk_size, max_images=max_images)
+    return write_manifest(aws.s3, keys, bucket=BUCKET, batch=KEYS, chunk_size=chunk_size, max_images=max_images)
 
 
 def descriptors(aws: BatchAws) -> list[dict[str, int]]:
@@ -240,7 +242,7 @@ def test_a_later_attempts_manifest_is_written_beside_the_first_under_its_attempt
         aws.s3,
         iter([(1, "uploads/0001.png"), (4, "uploads/0004.png")]),
         bucket=BUCKET,
-        batch_id=BATCH,
+        batch=KEYS,
         chunk_size=3,
         max_images=10,
         attempt=2,
@@ -256,9 +258,7 @@ def test_a_later_attempts_manifest_is_written_beside_the_first_under_its_attempt
 def test_a_later_attempts_chunks_read_back_their_own_item_numbers(aws: BatchAws) -> None:
     # given attempt 2 running items 3, 7, 8 and 20 again, in chunks of two
     retried = [(3, "a.png"), (7, "dossier/é,b.png"), (8, 'c "q".png'), (20, "d.png")]
-    summary = write_manifest(
-        aws.s3, iter(retried), bucket=BUCKET, batch_id=BATCH, chunk_size=2, max_images=10, attempt=2
-    )
+    summary = write_manifest(aws.s3, iter(retried), bucket=BUCKET, batch=KEYS, chunk_size=2, max_images=10, attempt=2)
 
     # when each chunk is read
     chunks = [read_chunk(aws, chunk, summary.keys_key) for chunk in json.loads(aws.text(summary.key))]

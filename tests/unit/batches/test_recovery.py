@@ -19,6 +19,7 @@ from modelrun.batches.failures import PERMANENT, TRANSIENT, classify_state_error
 from modelrun.batches.faults import Faults
 from modelrun.batches.recovery import DeadLetter, GivenUp, Recoverer, backoff_seconds
 from modelrun.errors import FaultsNotAllowed, InvalidImage, InvalidRequest, TransientFailure
+from tests.batchfixtures import DEFAULT
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -221,7 +222,9 @@ def recoverer(predictor: Any, store: FakeStore, sqs: FakeSqs, *, max_receive_cou
 
 
 def chunk_of(items: range, faults: Faults | None = None) -> Chunk:
-    return Chunk("b-1", 3, [(item, f"k{item}.png") for item in items], "bucket", "digits", "1", 1, faults or Faults())
+    return Chunk(
+        "b-1", 3, [(item, f"k{item}.png") for item in items], "bucket", "digits", "1", DEFAULT, 1, faults or Faults()
+    )
 
 
 def test_splitting_isolates_the_one_image_that_breaks_its_chunk() -> None:

@@ -21,17 +21,27 @@ from PIL import Image
 from modelrun.aws.dynamo import plain
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.chunks import Chunk, ChunkPredictor
-from modelrun.batches.close import BatchCloser, results_key
-from modelrun.batches.results import MAX_ITEM_DETECTIONS, ResultObjects, detections_key, mask_key
+from modelrun.batches.close import BatchCloser
+from modelrun.batches.keys import BatchKeys
+from modelrun.batches.results import MAX_ITEM_DETECTIONS, ResultObjects
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, public_outcome
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
-from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, import_batch_status_handler
+from modelrun.tenants import Tenant
+from tests.batchfixtures import (
+    BUCKET,
+    DEFAULT,
+    BatchAws,
+    BatchStatusContext,
+    from_stack_key,
+    import_batch_status_handler,
+)
 from tests.modelfactory import make_model
 
 REPO = Path(__file__).resolve().parents[3]
 RESULTS_EVENT = REPO / "events" / "batch_status" / "get-results-failed.json"
 BATCH = "b-20261119T101320-5a3c0e2f9b1d"  # the batch of the sample event
+KEYS = BatchKeys(DEFAULT, BATCH)
 OPSET = 17
 IR_VERSION = 8
 SIDE = 64
@@ -189,14 +199,24 @@ def left_half_white(width: int = 32, height: int = 32) -> Image.Image:
     return image
 
 
-def run_chunk(aws: BatchAws, predictor: ChunkPredictor, model: str, images: list[bytes]) -> dict[str, Any]:
-    """Upload the images, make a job of them, and predict them as chunk 0; the chunk's summary."""
-    keys = [f"scans/{item}.png" for item in range(len(images))]
+def run_chunk(
+    aws: BatchAws, predictor: ChunkPredictor, model: str, images: list[bytes], tenant: Tenant = DEFAULT
+) -> dict[str, Any]:
+    """Upload the images (to the tenant's space), make a job of them, and predict them as chunk 0; the chunk's
+    summary."""
+    keys = [tenant.key("scans", f"{item}.png") for item in range(len(images))]
     for key, data in zip(keys, images, strict=True):
         aws.put(key, data)
-    aws.store.create({"batch_id": BATCH, "model": model, "version": "1", "total": len(images)})
+    aws.store.for_tenant(tenant).create({"batch_id": BATCH, "model": model, "version": "1", "total": len(images)})
     chunk = Chunk(
-        batch_id=BATCH, index=0, items=list(enumerate(keys)), bucket=BUCKET, model=model, version="1", attempt=1
+        batch_id=BATCH,
+        index=0,
+        items=list(enumerate(keys)),
+        bucket=BUCKET,
+        model=model,
+        version="1",
+        tenant=tenant,
+        attempt=1,
     )
     return predictor.run(chunk)
 
@@ -214,7 +234,7 @@ def s3_bytes(aws: BatchAws, key: str) -> bytes:
 def results_file(aws: BatchAws) -> dict[int, dict[str, Any]]:
     """Close the batch and read its results file, by item."""
     BatchCloser(store=aws.store, s3=aws.s3, bucket=BUCKET).try_close(BATCH)
-    lines = s3_bytes(aws, results_key(BATCH, 1)).decode().splitlines()
+    lines = s3_bytes(aws, KEYS.results_file(1)).decode().splitlines()
     return {entry["item"]: entry for entry in map(json.loads, lines)}
 
 
@@ -266,7 +286,7 @@ def test_detections_over_the_cap_keep_the_best_in_the_item_and_all_of_them_in_s3
     scores = [detection["score"] for detection in outcome["detections"]]
     assert scores == sorted(scores, reverse=True)
     # and the full list is in S3 and in the results file, the item's 100 first
-    stored = json.loads(s3_bytes(aws, detections_key(BATCH, 0)))
+    stored = json.loads(s3_bytes(aws, KEYS.detections(0)))
     assert len(stored) == 150
     assert stored[:MAX_ITEM_DETECTIONS] == outcome["detections"]
     assert in_file["detections"] == stored
@@ -289,17 +309,17 @@ def test_a_segmentation_chunk_stores_each_mask_as_a_png_in_s3_and_its_classes_in
 
     # then each item names its mask in S3, at the image's own size
     first = outcomes[0]
-    assert first["mask"] == {"format": "png", "width": 32, "height": 24, "s3_key": mask_key(BATCH, 0)}
-    assert outcomes[1]["mask"]["s3_key"] == mask_key(BATCH, 1)
+    assert first["mask"] == {"format": "png", "width": 32, "height": 24, "s3_key": KEYS.mask(0)}
+    assert outcomes[1]["mask"]["s3_key"] == KEYS.mask(1)
     # and the PNG there is the mask: class 1 exactly on the white half
-    head = aws.s3.head_object(Bucket=BUCKET, Key=mask_key(BATCH, 0))
+    head = aws.s3.head_object(Bucket=BUCKET, Key=KEYS.mask(0))
     assert head["ContentType"] == "image/png"
-    mask = Image.open(io.BytesIO(s3_bytes(aws, mask_key(BATCH, 0))))
+    mask = Image.open(io.BytesIO(s3_bytes(aws, KEYS.mask(0))))
     assert mask.mode == "P"
     expected = np.zeros((24, 32), dtype=np.uint8)
     expected[:, :16] = 1
     np.testing.assert_array_equal(np.asarray(mask), expected)
-    dark = np.asarray(Image.open(io.BytesIO(s3_bytes(aws, mask_key(BATCH, 1)))))
+    dark = np.asarray(Image.open(io.BytesIO(s3_bytes(aws, KEYS.mask(1)))))
     assert dark.shape == (10, 20)
     assert not dark.any()
     # and the classes are in the item, with the pixels they cover
@@ -317,7 +337,7 @@ def test_the_results_listing_adds_a_presigned_link_to_each_mask(
     app = import_batch_status_handler(monkeypatch, "task_chunks_batch_status_app")
 
     # when GET /batches/{id}/results lists it
-    event = copy.deepcopy(json.loads(RESULTS_EVENT.read_text()))
+    event = from_stack_key(copy.deepcopy(json.loads(RESULTS_EVENT.read_text())))
     event["queryStringParameters"] = None
     event["multiValueQueryStringParameters"] = None
     answer = app.lambda_handler(event, BatchStatusContext())
@@ -325,10 +345,25 @@ def test_the_results_listing_adds_a_presigned_link_to_each_mask(
 
     # then the mask carries a presigned GET of its key beside the key
     assert answer["statusCode"] == 200
-    assert outcome["mask"]["s3_key"] == mask_key(BATCH, 0)
+    assert outcome["mask"]["s3_key"] == KEYS.mask(0)
     url = outcome["mask"]["url"]
-    assert f"/{mask_key(BATCH, 0)}?" in url
+    assert f"/{KEYS.mask(0)}?" in url
     assert "Signature=" in url or "X-Amz-Signature=" in url
+
+
+def test_a_named_tenants_masks_and_results_file_are_under_its_prefix(aws: BatchAws, predictor: ChunkPredictor) -> None:
+    # given tenant acme's segmentation chunk
+    acme = Tenant("acme")
+    run_chunk(aws, predictor, "halves", [png(left_half_white())], tenant=acme)
+
+    # when it closes
+    BatchCloser(store=aws.store, s3=aws.s3, bucket=BUCKET).try_close(BATCH)
+
+    # then its mask and its results file are in acme's space, and nothing was written outside it
+    (outcome,) = shown(aws).values()
+    assert outcome["mask"]["s3_key"] == f"tenants/acme/results/{BATCH}/masks/0.png"
+    assert aws.store.get(BATCH)["results_key"] == f"tenants/acme/results/{BATCH}/results-1.jsonl"
+    assert all(key.startswith("tenants/acme/") for key in aws.object_keys()), aws.object_keys()
 
 
 # --- the model's own code -------------------------------------------------------------------------------------

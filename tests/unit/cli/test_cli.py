@@ -37,6 +37,7 @@ from modelrun_cli.uploads import (
     images_source,
     manifest_key,
     parse_s3_url,
+    stage_through_api,
     upload_images,
     upload_prefix,
 )
@@ -379,11 +380,13 @@ def test_an_s3_source_outside_the_images_bucket_is_refused_before_submitting(
     assert "not the stack's images bucket (images)" in err
 
 
-def test_uploading_without_a_known_bucket_asks_for_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uploading_with_a_prefix_without_a_known_bucket_asks_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "a.png").write_bytes(b"png")
     monkeypatch.setattr(ApiClient, "request", no_stack)
     env = {"MODELRUN_ENDPOINT": "http://x/", "MODELRUN_API_KEY": "k"}
-    code, _, err = run_cli(["batch", "submit", str(tmp_path / "a.png")], tmp_path, env=env)
+    code, _, err = run_cli(["batch", "submit", str(tmp_path / "a.png"), "--prefix", "mine/run-1"], tmp_path, env=env)
     assert code == 1
     assert "--bucket NAME" in err
 
@@ -703,6 +706,151 @@ def test_a_short_key_list_is_sent_inline_and_a_long_one_as_a_manifest_file() -> 
     assert not source["manifest"].startswith("p/")
     lines = s3.uploaded[("images", manifest_key("p"))].decode().splitlines()
     assert [json.loads(line) for line in lines] == keys
+
+
+class SigningApi:
+    """POST /uploads and the PUTs to its links, as the CLI's client makes them: calls and uploads recorded."""
+
+    def __init__(self, tenant_space: str = "tenants/acme/", refuse: str | None = None) -> None:
+        self.tenant_space = tenant_space
+        self.refuse = refuse
+        self.calls: list[tuple[list[dict[str, Any]], str | None]] = []
+        self.put: dict[str, tuple[bytes, dict[str, str]]] = {}
+
+    def create_uploads(self, files: list[dict[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        self.calls.append((files, idempotency_key))
+        upload_id = f"u-{len(self.calls)}"
+        uploads_ = [
+            {
+                "name": spec["name"],
+                "key": f"{self.tenant_space}inputs/{upload_id}/{Path(spec['name']).name}",
+                "url": f"https://s3.example/{upload_id}/{Path(spec['name']).name}",
+                "headers": {"Content-Type": spec["content_type"]},
+            }
+            for spec in files
+        ]
+        return {"upload_id": upload_id, "bucket": "images", "expires_in": 900, "uploads": uploads_}
+
+    def upload(self, url: str, path: Path, headers: dict[str, str]) -> None:
+        if url.endswith(f"/{self.refuse}"):
+            raise ApiError(403, "upload_failed", "SignatureDoesNotMatch")
+        self.put[url] = (path.read_bytes(), headers)
+
+
+def test_staging_through_the_api_signs_every_file_in_windows_and_keeps_the_images_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given five images, and POST /uploads signing two per call
+    monkeypatch.setattr(uploads, "API_UPLOAD_FILES", 2)
+    make_files(tmp_path, "b.png", "a.jpg", "sub/c.webp", "sub/d.tif", "e.gif")
+    api = SigningApi()
+    progress: list[tuple[int, int]] = []
+
+    # when they are staged through the API
+    staged = stage_through_api(
+        api,
+        collect_images([tmp_path]),
+        workers=3,
+        progress=lambda *n: progress.append(n),  # type: ignore[arg-type]
+    )
+
+    # then three calls signed them with their relative names, types and sizes, each was PUT with its signed headers,
+    # and the keys (the API's, in the key's tenant's space) come back in the images' order
+    assert [[spec["name"] for spec in files] for files, _ in api.calls] == [
+        ["a.jpg", "b.png"],
+        ["e.gif", "sub/c.webp"],
+        ["sub/d.tif"],
+    ]
+    assert api.calls[1][0][1] == {"name": "sub/c.webp", "content_type": "image/webp", "size": 1}
+    assert staged.keys == [
+        "tenants/acme/inputs/u-1/a.jpg",
+        "tenants/acme/inputs/u-1/b.png",
+        "tenants/acme/inputs/u-2/e.gif",
+        "tenants/acme/inputs/u-2/c.webp",
+        "tenants/acme/inputs/u-3/d.tif",
+    ]
+    assert api.put["https://s3.example/u-3/d.tif"] == (b"x", {"Content-Type": "image/tiff"})
+    assert sorted(progress) == [(done, 5) for done in range(1, 6)]
+    assert staged.location == "s3://images/tenants/acme/inputs/"
+
+
+def test_staging_with_an_idempotency_key_sends_one_key_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads, "API_UPLOAD_FILES", 2)
+    make_files(tmp_path, "a.png", "b.png", "c.png")
+    api = SigningApi()
+
+    stage_through_api(api, collect_images([tmp_path]), idempotency_key="nightly")  # type: ignore[arg-type]
+
+    assert [key for _, key in api.calls] == ["nightly#0", "nightly#1"]
+
+
+def test_one_upload_folder_is_the_staged_location() -> None:
+    staged = uploads.Staged("images", ["inputs/u-1/a.png", "inputs/u-1/sub/b.png"])
+    assert staged.location == "s3://images/inputs/u-1/"
+
+
+def test_a_file_the_api_would_not_sign_is_refused_before_anything_is_uploaded(tmp_path: Path) -> None:
+    make_files(tmp_path, "a.png", "notes.txt")
+    api = SigningApi()
+    images = collect_images([tmp_path / "a.png", tmp_path / "notes.txt"])
+
+    with pytest.raises(CliError, match=r"notes\.txt: not an image by its extension nor a DICOM file"):
+        stage_through_api(api, images)  # type: ignore[arg-type]
+    assert api.calls == []
+
+
+def test_a_refused_put_stops_the_run_naming_the_file(tmp_path: Path) -> None:
+    make_files(tmp_path, "a.png", "b.png")
+    with pytest.raises(CliError, match=r"upload of .*b\.png to tenants/acme/inputs/u-1/b\.png failed"):
+        stage_through_api(SigningApi(refuse="b.png"), collect_images([tmp_path]))  # type: ignore[arg-type]
+
+
+def test_batch_submit_of_a_folder_stages_through_the_api_and_submits_the_keys_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a folder of two images and a named tenant's key, with no bucket and no AWS credentials
+    make_files(tmp_path / "scans", "a.png", "b.png")
+    api = SigningApi()
+    submitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(ApiClient, "create_uploads", lambda self, files, **kw: api.create_uploads(files, **kw))
+    monkeypatch.setattr(ApiClient, "upload", lambda self, url, path, headers: api.upload(url, path, headers))
+
+    def submit(self: ApiClient, body: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        submitted.append(body)
+        return {"batch_id": "b-1", "status": "QUEUED", "total": 2, "links": {}}
+
+    monkeypatch.setattr(ApiClient, "submit_batch", submit)
+
+    # when it is submitted
+    code, out, err = run_cli(["batch", "submit", str(tmp_path / "scans")], tmp_path, env=ENDPOINT)
+
+    # then the batch names the keys POST /uploads signed, in the key's tenant's space
+    assert code == 0, err
+    assert submitted == [{"images": ["tenants/acme/inputs/u-1/a.png", "tenants/acme/inputs/u-1/b.png"]}]
+    assert "uploading 2 images through the API" in err
+    assert "uploaded to s3://images/tenants/acme/inputs/u-1/" in out
+
+
+def test_more_images_than_a_request_lists_are_refused_before_uploading_unless_given_a_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads, "INLINE_KEYS_LIMIT", 2)
+    make_files(tmp_path / "scans", "a.png", "b.png", "c.png")
+    monkeypatch.setattr(ApiClient, "request", no_stack)
+
+    code, _, err = run_cli(["batch", "submit", str(tmp_path / "scans")], tmp_path, env=ENDPOINT)
+
+    assert code == 1
+    assert "3 images are more than the 2 one request can list" in err
+    assert "--prefix" in err
+
+
+def test_a_tenants_prefix_keeps_its_list_file_in_the_tenants_space() -> None:
+    assert manifest_key("tenants/acme/runs/1").startswith("tenants/acme/uploads/manifests/")
+    assert manifest_key("runs/1").startswith("uploads/manifests/")
+    assert manifest_key("tenants/acme").startswith("uploads/manifests/")  # no space named: the default tenant's
 
 
 # -- waiting -----------------------------------------------------------------------------------------------------

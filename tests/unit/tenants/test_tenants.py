@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from modelrun.errors import InvalidRequest
 from modelrun.tenants import DEFAULT_TENANT, TENANT_TAG, Tenant
-from modelrun.tenants.resolve import InvalidApiKey, MissingApiKey, TenantResolver
+from modelrun.tenants.resolve import InvalidApiKey, KnownTenants, MissingApiKey, TenantResolver
 from modelrun.tenants.scope import tenant_of_key
 
 
@@ -105,3 +105,48 @@ def test_a_disabled_key_does_not_connect(apigateway: Any, plan: str) -> None:
 
     with pytest.raises(InvalidApiKey):
         resolver.for_key_value("a" * 24)
+
+
+class CountingApiGateway:
+    """An API Gateway client that counts the key listings made through it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.listings = 0
+
+    def get_paginator(self, name: str) -> Any:
+        self.listings += name == "get_api_keys"
+        return self.client.get_paginator(name)
+
+
+def test_the_known_tenants_are_the_default_one_and_those_an_enabled_key_is_tagged_with(
+    apigateway: Any, plan: str
+) -> None:
+    # given keys tagged acme (enabled), gone (disabled), and an untagged one
+    make_key(apigateway, plan, "value-of-acmes-key-0001", "acme")
+    gone = make_key(apigateway, plan, "value-of-gones-key-0001", "gone")
+    apigateway.update_api_key(apiKey=gone, patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}])
+    make_key(apigateway, plan, "value-of-the-stack-key-01", None)
+
+    # when the tenants are asked for, then acme and default exist, gone and a name no key has do not
+    known = KnownTenants(apigateway)
+    assert Tenant("acme") in known
+    assert Tenant(DEFAULT_TENANT) in known
+    assert Tenant("gone") not in known
+    assert Tenant("ghost") not in known
+    assert "acme" not in known  # only a Tenant is a tenant
+
+
+def test_unknown_tenant_names_do_not_list_the_keys_again_within_seconds(apigateway: Any, plan: str) -> None:
+    # given the known tenants, read once
+    counting = CountingApiGateway(apigateway)
+    known = KnownTenants(counting)
+    assert Tenant("ghost") not in known
+
+    # when a flood of drops names tenants that do not exist (and the default tenant, which needs no listing)
+    for number in range(50):
+        assert Tenant(f"ghost-{number}") not in known
+        assert Tenant(DEFAULT_TENANT) in known
+
+    # then the keys were listed once
+    assert counting.listings == 1

@@ -17,6 +17,8 @@ import pytest
 import requests
 from moto import mock_aws
 
+from modelrun.tenants import Tenant
+from modelrun.uploads.presign import upload_id_for
 from tests.batchfixtures import create_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -179,6 +181,32 @@ def test_each_call_gets_its_own_upload_id(handler: ModuleType) -> None:
 
     # Then their keys cannot overwrite each other
     assert first != second
+
+
+def test_calls_with_the_same_idempotency_key_sign_the_same_keys(handler: ModuleType) -> None:
+    # Given a call with an Idempotency-Key (as the CLI's staging of a batch sends)
+    first = post(handler, {"files": [PNG]}, {"Idempotency-Key": "nightly-part-0"})
+
+    # When it is retried, and another key is used
+    again = post(handler, {"files": [PNG]}, {"idempotency-key": "nightly-part-0"})
+    other = post(handler, {"files": [PNG]}, {"Idempotency-Key": "nightly-part-1"})
+
+    # Then the retry has the same upload id and keys, the other key another upload
+    assert first.body["upload_id"].startswith("u-k-")
+    assert again.body["upload_id"] == first.body["upload_id"] != other.body["upload_id"]
+    assert [item["key"] for item in again.body["uploads"]] == [item["key"] for item in first.body["uploads"]]
+
+
+def test_another_tenants_same_idempotency_key_is_another_upload() -> None:
+    assert upload_id_for(Tenant("acme"), "k") != upload_id_for(Tenant("beta"), "k")
+    assert upload_id_for(Tenant("acme"), "k") == upload_id_for(Tenant("acme"), "k")
+
+
+def test_an_idempotency_key_over_256_characters_is_400(handler: ModuleType) -> None:
+    answer = post(handler, {"files": [PNG]}, {"Idempotency-Key": "k" * 257})
+
+    assert answer.status == 400
+    assert answer.error["code"] == "invalid_request"
 
 
 def test_a_response_to_a_browser_on_another_origin_carries_the_cors_headers(handler: ModuleType) -> None:

@@ -5,6 +5,8 @@ template wiring that a circular dependency would break."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -14,12 +16,14 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 
+from modelrun.audit import AuditTrail
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.errors import TransientFailure
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
 from modelrun.predict import Predictor
+from modelrun.tenants import Tenant
 from modelrun.uploads.triggers import (
     Ignored,
     ImageUpload,
@@ -33,13 +37,22 @@ from modelrun.uploads.triggers import (
 )
 from modelrun_local.patches import s3_record_as_sent_by_s3
 from modelrun_local.template import load_yaml, references
-from tests.batchfixtures import BUCKET, MODELS, SAMPLES, TEMPLATE, BatchAws
+from tests.batchfixtures import BUCKET, DEFAULT, MODELS, SAMPLES, TEMPLATE, BatchAws, create_table
 from tests.samtransform import transformed_template
 
 EVENTS = Path(__file__).resolve().parents[3] / "events" / "on_upload"
 PASS_MACHINE = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
 ROLE = "arn:aws:iam::123456789012:role/modelrun-unit-state-machine"
 SEVEN = SAMPLES / "digit-7-0081.png"
+ACME = Tenant("acme")
+
+
+def image(key: str, model: str | None, version: str | None, tenant: Tenant = DEFAULT) -> ImageUpload:
+    return ImageUpload(key, model, version, tenant, key.removeprefix(tenant.prefix))
+
+
+def listed(key: str, model: str | None, version: str | None, tenant: Tenant = DEFAULT) -> ListUpload:
+    return ListUpload(key, model, version, tenant, key.removeprefix(tenant.prefix))
 
 
 # -- decoding keys -----------------------------------------------------------------------------------------------
@@ -72,36 +85,36 @@ def test_a_key_encoded_as_s3_encodes_it_decodes_back_to_itself(key: str) -> None
 
 
 def test_an_image_under_a_model_folder_is_predicted_with_that_model() -> None:
-    assert route("uploads/digits/scans/a.png") == ImageUpload("uploads/digits/scans/a.png", "digits", None)
+    assert route("uploads/digits/scans/a.png") == image("uploads/digits/scans/a.png", "digits", None)
 
 
 def test_a_v_folder_right_after_the_model_pins_the_version() -> None:
-    assert route("uploads/digits/v2/a.png") == ImageUpload("uploads/digits/v2/a.png", "digits", "2")
+    assert route("uploads/digits/v2/a.png") == image("uploads/digits/v2/a.png", "digits", "2")
 
 
 def test_a_file_named_like_a_version_is_a_file_not_a_version() -> None:
-    assert route("uploads/digits/v2") == ImageUpload("uploads/digits/v2", "digits", None)
+    assert route("uploads/digits/v2") == image("uploads/digits/v2", "digits", None)
 
 
 def test_a_folder_starting_with_v_and_a_letter_is_an_ordinary_folder() -> None:
-    assert route("uploads/digits/vacation/a.png") == ImageUpload("uploads/digits/vacation/a.png", "digits", None)
+    assert route("uploads/digits/vacation/a.png") == image("uploads/digits/vacation/a.png", "digits", None)
 
 
 def test_an_image_directly_under_uploads_uses_the_default_model() -> None:
-    assert route("uploads/a.png") == ImageUpload("uploads/a.png", None, None)
+    assert route("uploads/a.png") == image("uploads/a.png", None, None)
 
 
 @pytest.mark.parametrize("key", ["batches/digits/list.jsonl", "batches/digits/nightly/list.csv"])
 def test_a_list_under_a_model_folder_starts_a_batch_with_that_model(key: str) -> None:
-    assert route(key) == ListUpload(key, "digits", None)
+    assert route(key) == listed(key, "digits", None)
 
 
 def test_a_list_directly_under_batches_uses_the_default_model() -> None:
-    assert route("batches/sevens.CSV") == ListUpload("batches/sevens.CSV", None, None)
+    assert route("batches/sevens.CSV") == listed("batches/sevens.CSV", None, None)
 
 
 def test_a_list_under_a_v_folder_pins_the_batch_version() -> None:
-    assert route("batches/digits/v1/list.jsonl") == ListUpload("batches/digits/v1/list.jsonl", "digits", "1")
+    assert route("batches/digits/v1/list.jsonl") == listed("batches/digits/v1/list.jsonl", "digits", "1")
 
 
 @pytest.mark.parametrize(
@@ -139,14 +152,14 @@ def test_a_list_result_mirrors_the_list_key_under_results() -> None:
 def test_a_key_too_long_to_mirror_gets_a_hashed_result_name_within_s3s_limit() -> None:
     key = "uploads/digits/" + "é" * 500 + ".png"  # 1,019 bytes of UTF-8: fits S3, not with results/ and .json
 
-    name = result_key(key, ".json")
+    name = result_key(DEFAULT, key, ".json")
 
     assert len(name.encode("utf-8")) <= 1024
     assert re.fullmatch(r"results/uploads/_long-keys/[0-9a-f]{64}\.json", name)
 
 
 def test_a_list_upload_stands_for_the_post_batches_body_with_a_manifest() -> None:
-    assert ListUpload("batches/digits/v1/l.csv", "digits", "1").batch_body() == {
+    assert listed("batches/digits/v1/l.csv", "digits", "1").batch_body() == {
         "manifest": "batches/digits/v1/l.csv",
         "model": "digits",
         "version": "1",
@@ -183,7 +196,7 @@ def processor(aws: BatchAws, registry: ModelRegistry) -> UploadProcessor:
         default_model="digits",
     )
     predictor = Predictor(registry, Limits(), "digits")
-    return UploadProcessor(predictor, ImageStore(aws.s3, {BUCKET}), submitter, aws.s3, BUCKET)
+    return UploadProcessor(predictor, ImageStore(aws.s3, {BUCKET}), submitter, aws.s3, BUCKET, known={DEFAULT, ACME})
 
 
 def uploaded(aws: BatchAws, key: str, body: bytes) -> UploadedObject:
@@ -314,6 +327,196 @@ def test_an_event_from_another_bucket_is_ignored(processor: UploadProcessor) -> 
     assert "not the stack's images bucket" in target.reason
 
 
+# -- tenants -----------------------------------------------------------------------------------------------------
+
+
+def test_an_image_under_a_tenants_uploads_is_that_tenants_with_its_model() -> None:
+    key = "tenants/acme/uploads/digits/v1/scans/a.png"
+    assert route(key) == ImageUpload(key, "digits", "1", ACME, "uploads/digits/v1/scans/a.png")
+
+
+def test_a_list_under_a_tenants_batches_is_a_batch_of_that_tenants() -> None:
+    key = "tenants/acme/batches/nightly.csv"
+    assert route(key) == ListUpload(key, None, None, ACME, "batches/nightly.csv")
+
+
+def test_a_tenants_results_mirror_its_path_under_its_own_results() -> None:
+    target = route("tenants/acme/uploads/digits/a b.png")
+    assert isinstance(target, ImageUpload)
+    assert target.result_key == "tenants/acme/results/uploads/digits/a b.png.json"
+    assert target.mask_key == "tenants/acme/results/uploads/digits/a b.png.mask.png"
+    assert target.frame_mask_key(2) == "tenants/acme/results/uploads/digits/a b.png.f2.mask.png"
+    listed_target = route("tenants/acme/batches/l.jsonl")
+    assert isinstance(listed_target, ListUpload)
+    assert listed_target.result_key == "tenants/acme/results/batches/l.jsonl.submitted.json"
+
+
+def test_a_tenants_key_too_long_to_mirror_gets_a_hashed_name_in_its_space() -> None:
+    key = "tenants/acme/uploads/digits/" + "é" * 490 + ".png"
+
+    name = result_key(ACME, key.removeprefix("tenants/acme/"), ".json")
+
+    assert len(name.encode("utf-8")) <= 1024
+    assert re.fullmatch(r"tenants/acme/results/uploads/_long-keys/[0-9a-f]{64}\.json", name)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("tenants/acme/results/uploads/digits/a.png.json", "own outputs"),
+        ("tenants/acme/results/b-1/masks/0.png", "own outputs"),
+        ("tenants/acme/jobs/b-1/keys.jsonl", "only uploads/"),
+        ("tenants/acme/inputs/u-1/a.png", "only uploads/"),
+        ("tenants/acme/uploads/batches/run-1/a.png", "CLI stages"),
+        ("tenants/acme/batches/notes.txt", "only .jsonl and .csv"),
+        ("tenants/acme/uploads/", "folder placeholder"),
+        ("tenants/acme/../beta/uploads/digits/a.png", "only uploads/"),
+        ("tenants/acme/./uploads/digits/a.png", "only uploads/"),
+        ("tenants//uploads/digits/a.png", "must name a tenant"),
+        ("tenants/Acme/uploads/digits/a.png", "must name a tenant"),
+        ("tenants/../uploads/digits/a.png", "must name a tenant"),
+        ("tenants/acme", "must name a tenant"),
+        ("tenants/uploads", "must name a tenant"),
+        ("tenants/-x/uploads/a.png", "must name a tenant"),
+        ("tenants/" + "a" * 41 + "/uploads/a.png", "must name a tenant"),
+        ("tenants/acme/tenants/beta/uploads/a.png", "only uploads/"),
+    ],
+)
+def test_hostile_or_odd_keys_under_tenants_are_ignored_with_a_reason(key: str, reason: str) -> None:
+    target = route(key)
+    assert isinstance(target, Ignored)
+    assert reason in target.reason
+
+
+def test_a_drop_under_a_tenant_no_api_key_has_is_ignored(processor: UploadProcessor) -> None:
+    target = processor.target(UploadedObject(bucket=BUCKET, key="tenants/ghost/uploads/digits/a.png"))
+
+    assert isinstance(target, Ignored)
+    assert "no tenant 'ghost'" in target.reason
+
+
+def test_a_tenants_uploaded_image_is_predicted_into_its_space_only(aws: BatchAws, processor: UploadProcessor) -> None:
+    # Given a seven dropped into acme's uploads/
+    upload = uploaded(aws, "tenants/acme/uploads/digits/a.png", SEVEN.read_bytes())
+
+    # When it is processed
+    outcome = process(processor, upload)
+
+    # Then its result document is in acme's results/, and nothing was written outside acme's space
+    assert outcome["result_key"] == "tenants/acme/results/uploads/digits/a.png.json"
+    assert written(aws, outcome["result_key"])["label"] == "7"
+    assert all(key.startswith("tenants/acme/") for key in aws.object_keys()), aws.object_keys()
+
+
+def test_a_tenants_list_starts_a_batch_of_that_tenants_with_its_files_in_its_space(
+    aws: BatchAws, processor: UploadProcessor
+) -> None:
+    # Given acme's images and a list of them dropped into acme's batches/
+    for name in ("a.png", "b.png"):
+        aws.put(f"tenants/acme/scans/{name}", SEVEN.read_bytes())
+    upload = uploaded(
+        aws, "tenants/acme/batches/digits/two.jsonl", b'"tenants/acme/scans/a.png"\n"tenants/acme/scans/b.png"\n'
+    )
+
+    # When it is processed
+    outcome = process(processor, upload)
+
+    # Then the batch is acme's (no other tenant reads it), its files and the submitted document in acme's space
+    batch_id = outcome["result"]["batch_id"]
+    assert outcome["result_key"] == "tenants/acme/results/batches/digits/two.jsonl.submitted.json"
+    job = processor.submitter.store.for_tenant(ACME).get(batch_id)
+    assert job["keys_object"] == f"tenants/acme/jobs/{batch_id}/keys.jsonl"
+    assert all(key.startswith("tenants/acme/") for key in aws.object_keys()), aws.object_keys()
+
+
+def test_a_tenants_list_naming_another_tenants_images_starts_nothing(aws: BatchAws, processor: UploadProcessor) -> None:
+    # Given beta's image and a list in acme's batches/ that names it
+    aws.put("tenants/beta/scans/a.png", SEVEN.read_bytes())
+    upload = uploaded(aws, "tenants/acme/batches/steal.jsonl", b'"tenants/beta/scans/a.png"\n')
+
+    # When it is processed
+    outcome = process(processor, upload)
+
+    # Then it is an image_not_found result in acme's space, and no batch exists
+    assert outcome["result"]["error"]["code"] == "image_not_found"
+    assert outcome["result_key"] == "tenants/acme/results/batches/steal.jsonl.submitted.json"
+    assert aws.jobs.scan()["Items"] == []
+
+
+def test_a_default_tenants_list_cannot_name_a_tenants_images(aws: BatchAws, processor: UploadProcessor) -> None:
+    aws.put("tenants/acme/scans/a.png", SEVEN.read_bytes())
+    upload = uploaded(aws, "batches/steal.jsonl", b'"tenants/acme/scans/a.png"\n')
+
+    outcome = process(processor, upload)
+
+    assert outcome["result"]["error"]["code"] == "image_not_found"
+    assert aws.jobs.scan()["Items"] == []
+
+
+# -- the audit trail of triggered work ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def audited(processor: UploadProcessor, aws: BatchAws) -> UploadProcessor:
+    processor.audit = AuditTrail(create_table(aws.dynamodb, "AuditTable", "unit-audit"), 30)
+    return processor
+
+
+def audit_records(processor: UploadProcessor, tenant: Tenant) -> list[dict[str, Any]]:
+    assert processor.audit is not None
+    records, _ = processor.audit.page(tenant, resource=None, limit=100, token=None)
+    return records
+
+
+def test_a_tenants_triggered_prediction_is_audited_for_that_tenant_only_without_its_key(
+    aws: BatchAws, audited: UploadProcessor
+) -> None:
+    # Given a seven dropped into acme's uploads/ by a write S3 gave a request id
+    upload = dataclasses.replace(
+        uploaded(aws, "tenants/acme/uploads/digits/jane-doe.png", SEVEN.read_bytes()), request_id="S3REQ0001"
+    )
+
+    # When it is processed
+    document = process(audited, upload)["result"]
+
+    # Then acme's trail has one record of it: action, outcome, model, the prediction and the key's hash, not the key
+    (record,) = audit_records(audited, ACME)
+    assert (record["action"], record["status"], record["outcome"]) == ("s3:upload", 200, "ok")
+    assert (record["model"], record["version"], record["request_id"]) == ("digits", "1", "S3REQ0001")
+    assert record["resources"] == {
+        "prediction_id": document["prediction_id"],
+        "key_sha256": hashlib.sha256(upload.key.encode()).hexdigest(),
+    }
+    assert "jane-doe" not in json.dumps(record)
+    # and no other tenant's trail has it
+    assert audit_records(audited, DEFAULT) == []
+    assert audit_records(audited, Tenant("beta")) == []
+
+
+def test_a_triggered_upload_that_fails_is_audited_with_its_error_code(aws: BatchAws, audited: UploadProcessor) -> None:
+    process(audited, uploaded(aws, "tenants/acme/uploads/digits/broken.png", SEVEN.read_bytes()[:60]))
+
+    (record,) = audit_records(audited, ACME)
+    assert (record["action"], record["status"], record["outcome"]) == ("s3:upload", 400, "invalid_image")
+
+
+def test_a_triggered_batch_is_audited_with_its_batch_id(aws: BatchAws, audited: UploadProcessor) -> None:
+    aws.put("tenants/acme/scans/a.png", SEVEN.read_bytes())
+
+    document = process(audited, uploaded(aws, "tenants/acme/batches/one.csv", b"tenants/acme/scans/a.png\n"))["result"]
+
+    (record,) = audit_records(audited, ACME)
+    assert (record["action"], record["status"], record["outcome"]) == ("s3:batch-list", 202, "ok")
+    assert record["resources"]["batch_id"] == document["batch_id"]
+
+
+def test_an_ignored_key_is_not_audited(audited: UploadProcessor) -> None:
+    target = audited.target(UploadedObject(bucket=BUCKET, key="tenants/acme/results/x.json"))
+
+    assert isinstance(target, Ignored)
+    assert audit_records(audited, ACME) == []
+
+
 # -- the local runtime's S3 event records ------------------------------------------------------------------------
 
 
@@ -395,7 +598,7 @@ def test_on_upload_names_the_bucket_exactly_as_the_bucket_names_itself() -> None
     assert all(arn.startswith(f"arn:${{AWS::Partition}}:s3:::{name}") for arn in arns)
 
 
-def test_on_upload_triggers_only_under_uploads_and_on_lists_under_batches() -> None:
+def test_on_upload_triggers_under_uploads_on_lists_under_batches_and_on_everything_under_tenants() -> None:
     events = load_yaml(TEMPLATE)["Resources"]["OnUploadFunction"]["Properties"]["Events"]
 
     filters = sorted(
@@ -406,6 +609,7 @@ def test_on_upload_triggers_only_under_uploads_and_on_lists_under_batches() -> N
     assert filters == [
         (("prefix", "batches/"), ("suffix", ".csv")),
         (("prefix", "batches/"), ("suffix", ".jsonl")),
+        (("prefix", "tenants/"),),
         (("prefix", "uploads/"),),
     ]
 

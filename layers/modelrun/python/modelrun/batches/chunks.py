@@ -12,9 +12,8 @@ from aws_lambda_powertools import Logger
 from modelrun.aws.s3 import ImageStore
 from modelrun.batches.failures import as_transient, is_transient
 from modelrun.batches.faults import Faults
-from modelrun.batches.manifest import (
-    read_chunk_items,
-)
+from modelrun.batches.keys import BatchKeys
+from modelrun.batches.manifest import read_chunk_items
 from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
 from modelrun.errors import ModelCodeError, ModelrunError
@@ -23,6 +22,7 @@ from modelrun.images.image import DecodedImage
 from modelrun.models.onnx import Feeds, LoadedModel, Outputs
 from modelrun.models.registry import ModelRegistry
 from modelrun.predict import frame_results
+from modelrun.tenants import Tenant
 from modelrun.transforms.geometry import Geometry
 
 logger = Logger(child=True)
@@ -30,7 +30,8 @@ logger = Logger(child=True)
 
 @dataclass(frozen=True)
 class Chunk:
-    """One iteration of the Map: some items of a batch, with their image keys."""
+    """One iteration of the Map: some items of a batch, with their image keys and the batch's tenant (whose space
+    its result objects go to)."""
 
     batch_id: str
     index: int
@@ -38,12 +39,17 @@ class Chunk:
     bucket: str
     model: str
     version: str
+    tenant: Tenant
     attempt: int = 1
     faults: Faults = field(default_factory=Faults)
 
     @property
     def keys(self) -> list[str]:
         return [key for _, key in self.items]
+
+    @property
+    def batch(self) -> BatchKeys:
+        return BatchKeys(self.tenant, self.batch_id)
 
     @classmethod
     def from_event(cls, event: dict[str, Any], s3: Any) -> Chunk:
@@ -65,6 +71,7 @@ class Chunk:
             bucket=event["bucket"],
             model=event["model"],
             version=str(event["version"]),
+            tenant=Tenant(str(event["tenant"])),
             attempt=int(event.get("attempt", 1)),
             faults=Faults.from_event(event),
         )
@@ -122,12 +129,12 @@ class ChunkPredictor:
         try:
             if every:
                 results = [
-                    self.results.keep(chunk.batch_id, image.item, result, frame=frame.index)
+                    self.results.keep(chunk.batch, image.item, result, frame=frame.index)
                     for frame, result in zip(image.decoded.frames, results, strict=True)
                 ]
             kept = frame_results(image.decoded, results, every=every)
             if not every:
-                kept = self.results.keep(chunk.batch_id, image.item, kept)
+                kept = self.results.keep(chunk.batch, image.item, kept)
         except Exception as exc:
             if is_transient(exc):
                 raise as_transient(exc, f"writing the result objects of item {image.item}") from exc

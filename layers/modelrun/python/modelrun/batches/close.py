@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import (
     COMPLETED,
@@ -36,15 +37,6 @@ def final_status(predicted: int, failed: int) -> str:
     if failed == 0:
         return COMPLETED
     return FAILED if predicted == 0 else COMPLETED_WITH_ERRORS
-
-
-def results_key(batch_id: str, attempt: int) -> str:
-    return f"results/{batch_id}/results-{attempt}.jsonl"
-
-
-def errors_key(batch_id: str, attempt: int, extension: str) -> str:
-    """The error report file of an attempt: ``extension`` is ``csv`` or ``jsonl``."""
-    return f"results/{batch_id}/errors-{attempt}.{extension}"
 
 
 def csv_line(cells: Iterable[Any]) -> bytes:
@@ -86,7 +78,7 @@ class BatchCloser:
                 return {"batch_id": batch_id, "status": ended, "closed": False}
             logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
             return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
-        files = self.write_results(batch_id, attempt)
+        files = self.write_results(BatchKeys.of_job(job), attempt)
         status = final_status(predicted, failed)
         closed = self.store.close(
             batch_id,
@@ -102,30 +94,31 @@ class BatchCloser:
             self.on_closed(self.store.get(batch_id))
         return {"batch_id": batch_id, "status": status, "closed": closed, "predicted": predicted, "failed": failed}
 
-    def file_entry(self, batch_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    def file_entry(self, batch: BatchKeys, record: dict[str, Any]) -> dict[str, Any]:
         """An outcome as the results file holds it: as the API shows it, with every detection (an item keeps only
         the best :data:`~modelrun.batches.results.MAX_ITEM_DETECTIONS`)."""
         shown = public_outcome(record)
         objects = ResultObjects(self.s3, self.bucket)
         if shown.pop("detections_truncated", False):
-            shown["detections"] = objects.full_detections(batch_id, shown["item"])
+            shown["detections"] = objects.full_detections(batch, shown["item"])
         for entry in shown.get("frames") or []:
             if isinstance(entry, dict) and entry.pop("detections_truncated", False):
-                entry["detections"] = objects.full_detections(batch_id, shown["item"], entry.get("frame"))
+                entry["detections"] = objects.full_detections(batch, shown["item"], entry.get("frame"))
         return shown
 
-    def write_results(self, batch_id: str, attempt: int) -> dict[str, Any]:
+    def write_results(self, batch: BatchKeys, attempt: int) -> dict[str, Any]:
         """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
-        over the outcomes streamed page by page to S3 (no error files when nothing failed).
+        over the outcomes streamed page by page to S3 (no error files when nothing failed), in the batch's tenant's
+        space.
 
         Returns what ``close`` stores on the job: the files' keys (None for error files not written, so a retry that
         fixed everything drops the last attempt's) and ``error_summary`` ({code: count}), so the report's summary
         costs no read of the items.
         """
         keys: dict[str, str | None] = {
-            "results_key": results_key(batch_id, attempt),
-            "errors_csv_key": errors_key(batch_id, attempt, "csv"),
-            "errors_jsonl_key": errors_key(batch_id, attempt, "jsonl"),
+            "results_key": batch.results_file(attempt),
+            "errors_csv_key": batch.error_report(attempt, "csv"),
+            "errors_jsonl_key": batch.error_report(attempt, "jsonl"),
         }
         content_types = ("application/x-ndjson", "text/csv; charset=utf-8", "application/x-ndjson")
         summary: dict[str, int] = {}
@@ -133,8 +126,8 @@ class BatchCloser:
             spools = [files.enter_context(tempfile.TemporaryFile("w+b")) for _ in keys]
             results, errors_csv, errors_jsonl = spools
             errors_csv.write(csv_line(ERROR_FIELDS))
-            for record in self.store.iter_outcomes(batch_id):
-                results.write(json.dumps(self.file_entry(batch_id, record), separators=(",", ":")).encode() + b"\n")
+            for record in self.store.iter_outcomes(batch.batch_id):
+                results.write(json.dumps(self.file_entry(batch, record), separators=(",", ":")).encode() + b"\n")
                 if record["status"] != FAILED_OUTCOME:
                     continue
                 entry = error_entry(record)

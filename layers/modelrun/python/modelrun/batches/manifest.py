@@ -1,8 +1,9 @@
 """The list of images of a batch, streamed from where the user keeps it into two objects on S3.
 
 A batch's images come from an inline list, every object under an S3 prefix, or a JSON-lines/CSV file on S3.
-Whatever the source, keys flow one at a time into ``jobs/{batch_id}/keys.jsonl`` (one JSON string per line,
-line *n* is item *n*) while chunk boundaries are noted as byte ranges of that file. ``manifest.json`` is the list
+Whatever the source, keys flow one at a time into the batch's keys file (one JSON string per line, line *n* is item
+*n*; where it lives: ``modelrun.batches.keys``) while chunk boundaries are noted as byte ranges of that file. The
+chunk manifest is the list
 of chunk descriptors ``{"index", "first_item", "count", "offset", "length"}`` that the state machine's Distributed
 Map reads with ``ItemReader``; each iteration fetches its own keys with a ranged GET.
 
@@ -29,11 +30,10 @@ from typing import IO, Any
 from botocore.exceptions import ClientError
 
 from modelrun.aws.errors import error_code
+from modelrun.batches.keys import BatchKeys
 from modelrun.errors import ImageNotFound, InvalidRequest, TooManyToList
 
 MAX_KEY_LENGTH = 1024
-MANIFEST_NAME = "manifest.json"
-KEYS_NAME = "keys.jsonl"
 # The key stream stops once less than this is left of the invocation: enough to upload the keys file (up to a few
 # hundred MB) and the manifest, create the job row and start the execution.
 SUBMIT_MARGIN_MS = 5_000
@@ -44,14 +44,6 @@ DEADLINE_CHECK_EVERY = 1_000
 def lambda_max_remaining_ms() -> int:
     """The time left where no Lambda context says otherwise: a Lambda's longest timeout, 15 minutes, never short."""
     return 900_000
-
-
-def manifest_key(batch_id: str) -> str:
-    return f"jobs/{batch_id}/{MANIFEST_NAME}"
-
-
-def keys_key(batch_id: str) -> str:
-    return f"jobs/{batch_id}/{KEYS_NAME}"
 
 
 def check_key(key: Any, where: str) -> str:
@@ -105,8 +97,8 @@ _OUT_OF_TIME_ADVICE = {
     ),
     "retry": (
         'the batch is unchanged: submit its failed images as a new batch, {"manifest": "<its error report file>"} '
-        "(the JSON-lines error report of an ended batch, results/<batch id>/errors-<attempt>.jsonl, is a list of "
-        "their keys)"
+        "(the JSON-lines error report of an ended batch, results/<batch id>/errors-<attempt>.jsonl in your space, "
+        "is a list of their keys)"
     ),
 }
 _WHAT = {"s3_prefix": "s3_prefix {!r}", "manifest": "manifest file {!r}", "retry": "the images to retry of {}"}
@@ -229,18 +221,15 @@ def write_manifest(
     keys: Iterable[str] | Iterable[str | tuple[int, str]],
     *,
     bucket: str,
-    batch_id: str,
+    batch: BatchKeys,
     chunk_size: int,
     max_images: int,
     attempt: int = 1,
 ) -> ManifestSummary:
-    """Stream ``keys`` into the keys file and the chunk manifest on S3; refuses an empty batch and one over
-    ``max_images``. Attempt 1 takes keys; a later attempt (a retry) takes (item, key) pairs."""
-    suffix = "" if attempt == 1 else f"-{attempt}"
-    names = (
-        keys_key(batch_id).replace(".jsonl", f"{suffix}.jsonl"),
-        manifest_key(batch_id).replace(".json", f"{suffix}.json"),
-    )
+    """Stream ``keys`` into the keys file and the chunk manifest of the attempt on S3, in the batch's tenant's space;
+    refuses an empty batch and one over ``max_images``. Attempt 1 takes keys; a later attempt (a retry) takes
+    (item, key) pairs."""
+    names = (batch.keys_file(attempt), batch.manifest(attempt))
     with tempfile.TemporaryFile("w+b") as keys_file, tempfile.TemporaryFile("w+b") as manifest_file:
         writer = ChunkWriter(keys_file, manifest_file, chunk_size)
         for count, entry in enumerate(keys, start=1):

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from modelrun.batches.faults import Faults
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.manifest import (
     DEADLINE_CHECK_EVERY,
     iter_keys_file,
@@ -61,6 +62,7 @@ class BatchRetrier:
                 f"or waits for recovery ({', '.join(sorted(RETRYABLE))}) can be retried",
                 status=job["status"],
             )
+        batch = BatchKeys.of_job(job)
         seen = int(job.get("attempt", 1))
         attempt = seen + 1
         # Claimed before its files are written: a second retry at the same time gets a conflict, and cannot rewrite
@@ -78,7 +80,7 @@ class BatchRetrier:
                     check_every=self.deadline_check_every,
                 ),
                 bucket=self.bucket,
-                batch_id=batch_id,
+                batch=batch,
                 chunk_size=int(job.get("chunk_size", self.limits.default_chunk_size)),
                 max_images=self.limits.max_images,
                 attempt=attempt,
@@ -97,7 +99,7 @@ class BatchRetrier:
             self.sfn,
             self.store,
             self.state_machine_arn,
-            batch_id,
+            batch,
             job["model"],
             str(job["version"]),
             summary,

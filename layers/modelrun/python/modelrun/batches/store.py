@@ -144,9 +144,16 @@ class JobStore:
 
     # -- jobs -------------------------------------------------------------------------------------------------
     def create(self, job: dict[str, Any]) -> None:
+        """Register a new job as this store's tenant's (every job names its owner, whose space holds its files).
+
+        Raises:
+            RuntimeError: the store is the unscoped one (workers never create jobs).
+        """
+        if self.tenant is None:
+            raise RuntimeError("the unscoped job store creates no job: use JobStore.for_tenant(tenant)")
         record = {
             **job,
-            **({"tenant": self.tenant.name} if self.tenant else {}),
+            "tenant": self.tenant.name,
             "status": QUEUED,
             "predicted": 0,
             "failed": 0,

@@ -11,6 +11,7 @@ from aws_lambda_powertools import Logger
 
 from modelrun.batches.failures import as_transient, is_transient
 from modelrun.batches.faults import Faults
+from modelrun.batches.keys import BatchKeys
 from modelrun.batches.manifest import (
     DEADLINE_CHECK_EVERY,
     ManifestSummary,
@@ -32,8 +33,9 @@ logger = Logger(child=True)
 
 @dataclass
 class BatchSubmitter:
-    """Submits batches; a tenant's view (:meth:`for_tenant`) takes only the tenant's own objects as sources and
-    creates the job as the tenant's. The unscoped submitter is the default tenant's upload trigger path's base."""
+    """Submits batches for one tenant (:meth:`for_tenant`): it takes only the tenant's own objects as sources,
+    writes the batch's files in the tenant's space and creates the job as the tenant's. The unscoped submitter is
+    the base a function builds its tenants' views from; it submits nothing itself."""
 
     store: JobStore
     s3: Any
@@ -93,16 +95,23 @@ class BatchSubmitter:
     def submit(self, request: BatchRequest) -> dict[str, Any]:
         """Write the batch's manifest, then register the job and start its execution (named by the batch id).
 
-        A source that cannot be read in time is refused (``TooManyToList``) before anything is written."""
+        A source that cannot be read in time is refused (``TooManyToList``) before anything is written.
+
+        Raises:
+            RuntimeError: the submitter is the unscoped one (a wiring mistake: submit through ``for_tenant``).
+        """
+        if self.tenant is None:
+            raise RuntimeError("an unscoped submitter submits nothing: use BatchSubmitter.for_tenant(tenant)")
         model = request.model or self.default_model
         version = resolve_version(self.registry, model, request.version)
         faults = Faults.parse(request.faults, allowed=self.allow_faults)
-        batch_id = new_batch_id()
+        batch = BatchKeys(self.tenant, new_batch_id())
+        batch_id = batch.batch_id
         summary = write_manifest(
             self.s3,
             self.keys(request),
             bucket=self.bucket,
-            batch_id=batch_id,
+            batch=batch,
             chunk_size=request.chunk_size,
             max_images=self.limits.max_images,
         )
@@ -126,7 +135,7 @@ class BatchSubmitter:
             self.sfn,
             self.store,
             self.state_machine_arn,
-            batch_id,
+            batch,
             model,
             version,
             summary,
@@ -136,7 +145,7 @@ class BatchSubmitter:
         )
         logger.info(
             "batch submitted",
-            tenant=self.tenant.name if self.tenant else None,
+            tenant=self.tenant.name,
             batch_id=batch_id,
             total=summary.total,
             chunks=summary.chunks,
@@ -156,7 +165,7 @@ def start_execution(
     sfn: Any,
     store: JobStore,
     state_machine_arn: str,
-    batch_id: str,
+    batch: BatchKeys,
     model: str,
     version: str,
     manifest: ManifestSummary,
@@ -167,9 +176,13 @@ def start_execution(
     """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on).
 
     One that cannot start leaves the job RECOVERING (its files are written, nothing runs them), which
-    POST /batches/{id}/retry accepts: the error is raised, as a transient one where it is."""
+    POST /batches/{id}/retry accepts: the error is raised, as a transient one where it is.
+
+    The input names the batch's tenant, which every chunk passes on to where it writes its result objects."""
+    batch_id = batch.batch_id
     execution_input = {
         "batch_id": batch_id,
+        "tenant": batch.tenant.name,
         "model": model,
         "version": version,
         "bucket": manifest.bucket,

@@ -146,3 +146,48 @@ class TenantResolver:
             return Tenant(str(name))
         except InvalidRequest as exc:
             raise InvalidApiKey(f"the API key's tenant tag {name!r} is not a tenant name") from exc
+
+
+@dataclass
+class KnownTenants:
+    """Which tenants exist, for work that meets a tenant by name rather than by API key (an upload trigger takes it
+    from ``tenants/<name>/`` in an object key): the default tenant, and every tenant an API key of the account and
+    region is tagged with (``modelrun tenants add`` tags it; ``remove`` deletes the key, and the name is unknown
+    within a minute).
+
+    The account's keys and not the usage plan's: the function that asks (OnUploadFunction) cannot refer to the plan
+    without a cycle in the template (bucket -> its notifications -> the function -> the plan -> the API's stage ->
+    the API functions -> their policies -> the bucket). The names are read at most every
+    :data:`KEY_VALUES_MIN_AGE_S` for an unknown one and every :data:`KEY_VALUES_MAX_AGE_S` in any case, so a flood
+    of drops under a name that is no tenant does not become a flood of API Gateway calls.
+
+    Attributes:
+        apigateway: a boto3 ``apigateway`` client (``apigateway:GET`` on ``/apikeys``).
+    """
+
+    apigateway: Any
+    _names: frozenset[str] = frozenset()
+    _read_at: float = float("-inf")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __contains__(self, tenant: object) -> bool:
+        if not isinstance(tenant, Tenant):
+            return False
+        if tenant.name == DEFAULT_TENANT:
+            return True
+        with self._lock:
+            age = time.monotonic() - self._read_at
+            if age > KEY_VALUES_MAX_AGE_S or (tenant.name not in self._names and age > KEY_VALUES_MIN_AGE_S):
+                self._names = self._tagged_names()
+                self._read_at = time.monotonic()
+            return tenant.name in self._names
+
+    def _tagged_names(self) -> frozenset[str]:
+        names = set()
+        for page in self.apigateway.get_paginator("get_api_keys").paginate(includeValues=False):
+            for key in page.get("items", []):
+                name = (key.get("tags") or {}).get(TENANT_TAG)
+                if name and key.get("enabled", True):
+                    names.add(str(name))
+        logger.info("tenant names read", tenants=len(names))
+        return frozenset(names)

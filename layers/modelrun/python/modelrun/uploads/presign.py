@@ -5,6 +5,7 @@ The handler signs a PUT URL per file with the declared content type and size, so
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import uuid
@@ -14,12 +15,14 @@ from typing import Any
 
 from modelrun.errors import ImageTooLarge, InvalidRequest, UnsupportedMediaType
 from modelrun.http.requests import IMAGE_CONTENT_TYPES
+from modelrun.tenants import Tenant
 
 PREFIX = "inputs"
 MAX_FILES = 1000
 URL_EXPIRY_S = 15 * 60
 MAX_NAME_CHARS = 255
 MAX_SAFE_STEM = 120
+MAX_IDEMPOTENCY_KEY_CHARS = 256
 UPLOAD_TYPES = frozenset(IMAGE_CONTENT_TYPES - {"application/octet-stream"})
 
 
@@ -108,3 +111,16 @@ def unique_names(files: list[FileSpec]) -> list[str]:
 
 def new_upload_id() -> str:
     return f"u-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+def upload_id_for(tenant: Tenant, idempotency_key: str) -> str:
+    """The upload id of a call with an Idempotency-Key: the same for the same tenant and key, so a retried call signs
+    the same keys; another tenant's same key is another upload (and its keys are in its own space anyway).
+
+    Raises:
+        InvalidRequest: a key longer than :data:`MAX_IDEMPOTENCY_KEY_CHARS`.
+    """
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidRequest(f"the Idempotency-Key is at most {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    digest = hashlib.sha256(f"{tenant.name}\n{idempotency_key}".encode()).hexdigest()
+    return f"u-k-{digest[:24]}"
