@@ -69,10 +69,12 @@ def inline_keys(images: Any) -> Iterator[str]:
         yield check_key(key, f"images[{position}]")
 
 
-def prefix_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
-    """Every object under the prefix, in key order, page by page (folder placeholders skipped)."""
+def prefix_keys(s3: Any, bucket: str, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+    """Every object under the prefix, in key order, page by page (folder placeholders skipped); with
+    ``start_after``, only the keys after it (where an earlier listing stopped)."""
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
+    after = {"StartAfter": start_after} if start_after else {}
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}, **after):
         for entry in page.get("Contents", []):
             if not entry["Key"].endswith("/"):
                 yield entry["Key"]
