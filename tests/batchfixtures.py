@@ -20,6 +20,7 @@ import pytest
 from moto import mock_aws
 
 from modelrun.batches.store import JobStore
+from modelrun.tenants import DEFAULT_TENANT, Tenant
 from modelrun_local.template import load_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,17 +136,39 @@ class TimeLeft:
         return answer
 
 
+STACK_KEY_ID = "stackkey01"
+"""The id of the stack's own API key (the default tenant's), as the handlers' API_KEY_ID names it."""
+AUDIT_TABLE = "modelrun-unit-audit"
+
+
+def with_stack_key(event: dict[str, Any]) -> dict[str, Any]:
+    """A REST event as API Gateway passes it after validating the stack's own key (the default tenant's)."""
+    event.setdefault("requestContext", {}).setdefault("identity", {})["apiKeyId"] = STACK_KEY_ID
+    return event
+
+
+def default_tenants_store(store: JobStore) -> JobStore:
+    """The job store of the default tenant, whose jobs the stack's key reads."""
+    return store.for_tenant(Tenant(DEFAULT_TENANT))
+
+
 def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: str) -> ModuleType:
     """functions/batch_status/app.py imported fresh (inside ``batch_aws``) with the environment its template entry
-    gives it, under ``module_name``."""
+    gives it, under ``module_name``; its requests carry the stack's key (:func:`with_stack_key`), so its jobs are
+    the default tenant's (:func:`default_tenants_store`)."""
     for name, value in {
         "JOBS_TABLE": JOBS_TABLE,
         "ITEMS_TABLE": ITEMS_TABLE,
         "IMAGES_BUCKET": BUCKET,
+        "AUDIT_TABLE": AUDIT_TABLE,
+        "API_KEY_ID": STACK_KEY_ID,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_SERVICE_NAME": "modelrun",
     }.items():
         monkeypatch.setenv(name, value)
+    dynamodb = boto3.resource("dynamodb")
+    if AUDIT_TABLE not in [table.name for table in dynamodb.tables.all()]:
+        create_table(dynamodb, "AuditTable", AUDIT_TABLE)
     spec = importlib.util.spec_from_file_location(module_name, REPO / "functions" / "batch_status" / "app.py")
     assert spec is not None
     assert spec.loader is not None

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, Outcome
-from tests.batchfixtures import BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
+from tests.batchfixtures import (
+    BatchAws,
+    BatchStatusContext,
+    batch_aws,
+    default_tenants_store,
+    import_batch_status_handler,
+    with_stack_key,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 EVENT = REPO / "events" / "batch_status" / "get-results-failed.json"
@@ -33,14 +40,14 @@ def results(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             event = copy.deepcopy(json.loads(EVENT.read_text()))
             event["queryStringParameters"] = query
             event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()}
-            answer = app.lambda_handler(event, BatchStatusContext())
+            answer = app.lambda_handler(with_stack_key(event), BatchStatusContext())
             return answer["statusCode"], json.loads(answer["body"])
 
         yield get
 
 
 def make_batch(aws: BatchAws) -> None:
-    aws.store.create({"batch_id": BATCH, "model": "digits", "version": "1", "total": TOTAL})
+    default_tenants_store(aws.store).create({"batch_id": BATCH, "model": "digits", "version": "1", "total": TOTAL})
     for item in range(TOTAL):
         key = f"scans/{item}.png"
         if item in FAILED_ITEMS:

@@ -19,7 +19,15 @@ import pytest
 
 from modelrun.batches.close import BatchCloser
 from modelrun.batches.store import ERROR_FIELDS, FAILED_OUTCOME, PREDICTED, QUEUED, RUNNING, Outcome
-from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, batch_aws, import_batch_status_handler
+from tests.batchfixtures import (
+    BUCKET,
+    BatchAws,
+    BatchStatusContext,
+    batch_aws,
+    default_tenants_store,
+    import_batch_status_handler,
+    with_stack_key,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 EVENTS = REPO / "events" / "batch_status"
@@ -51,7 +59,7 @@ class Stack:
         event["queryStringParameters"] = query
         event["multiValueQueryStringParameters"] = {name: [value] for name, value in query.items()} if query else None
         event["requestContext"].update(resourcePath=resource, path=f"/v1{path}")
-        answer = self.app.lambda_handler(event, BatchStatusContext())
+        answer = self.app.lambda_handler(with_stack_key(event), BatchStatusContext())
         return answer["statusCode"], json.loads(answer["body"])
 
     def errors(self, batch_id: str = BATCH, **query: str) -> dict[str, Any]:
@@ -69,7 +77,9 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 def make_batch(aws: BatchAws, batch_id: str = BATCH, *, attempt: int = 1, failures: dict[int, Any] = FAILURES) -> None:
     """A running batch of TOTAL images whose outcomes are all recorded: FAILURES failed, the others predicted."""
-    aws.store.create({"batch_id": batch_id, "model": "digits", "version": "1", "total": TOTAL, "attempt": attempt})
+    default_tenants_store(aws.store).create(
+        {"batch_id": batch_id, "model": "digits", "version": "1", "total": TOTAL, "attempt": attempt}
+    )
     aws.store.update(batch_id, status=RUNNING)
     for item in range(TOTAL):
         key = f"scans/{item}.png"

@@ -26,7 +26,14 @@ from modelrun.batches.results import MAX_ITEM_DETECTIONS, ResultObjects, detecti
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, public_outcome
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
-from tests.batchfixtures import BUCKET, BatchAws, BatchStatusContext, import_batch_status_handler
+from tests.batchfixtures import (
+    BUCKET,
+    BatchAws,
+    BatchStatusContext,
+    default_tenants_store,
+    import_batch_status_handler,
+    with_stack_key,
+)
 from tests.modelfactory import make_model
 
 REPO = Path(__file__).resolve().parents[3]
@@ -194,7 +201,7 @@ def run_chunk(aws: BatchAws, predictor: ChunkPredictor, model: str, images: list
     keys = [f"scans/{item}.png" for item in range(len(images))]
     for key, data in zip(keys, images, strict=True):
         aws.put(key, data)
-    aws.store.create({"batch_id": BATCH, "model": model, "version": "1", "total": len(images)})
+    default_tenants_store(aws.store).create({"batch_id": BATCH, "model": model, "version": "1", "total": len(images)})
     chunk = Chunk(
         batch_id=BATCH, index=0, items=list(enumerate(keys)), bucket=BUCKET, model=model, version="1", attempt=1
     )
@@ -320,7 +327,7 @@ def test_the_results_listing_adds_a_presigned_link_to_each_mask(
     event = copy.deepcopy(json.loads(RESULTS_EVENT.read_text()))
     event["queryStringParameters"] = None
     event["multiValueQueryStringParameters"] = None
-    answer = app.lambda_handler(event, BatchStatusContext())
+    answer = app.lambda_handler(with_stack_key(event), BatchStatusContext())
     (outcome,) = json.loads(answer["body"])["results"]
 
     # then the mask carries a presigned GET of its key beside the key
