@@ -21,6 +21,7 @@ import pytest
 from moto import mock_aws
 from pydicom.data import get_testdata_file
 
+from tests.batchfixtures import create_table
 from tests.modelfactory import QUADRANT_LABELS, make_model
 from tests.unit.conftest import PATIENT_NAME, dicom_bytes
 
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 HANDLER = REPO / "functions" / "predict" / "app.py"
 RAW_EVENT = REPO / "events" / "predict" / "raw-png-body.json"
 BUCKET = "modelrun-test-images"
+STACK_KEY_ID = "stackkey01"  # the stack's own key: the default tenant's
 TEST_FILES = Path(get_testdata_file("MR_small.dcm") or "").parent
 MR_SMALL_FAMILY = [
     "MR_small.dcm",
@@ -127,12 +129,17 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         "MAX_IMAGE_BYTES": str(10 * 1024 * 1024),
         "MAX_IMAGE_PIXELS": "50000000",
         "CORS_ALLOW_ORIGIN": "*",
+        "API_KEY_ID": STACK_KEY_ID,
+        "AUDIT_TABLE": "unit-audit",
+        "DATASETS_TABLE": "unit-datasets",
     }
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         for name, value in env.items():
             patch.setenv(name, value)
         patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
+        create_table(boto3.resource("dynamodb"), "AuditTable", "unit-audit")
+        create_table(boto3.resource("dynamodb"), "DatasetsTable", "unit-datasets")
         spec = importlib.util.spec_from_file_location("predict_dicom_under_test", HANDLER)
         assert spec is not None
         assert spec.loader is not None
@@ -152,6 +159,7 @@ def call(handler: ModuleType, body: bytes | dict[str, Any], *, content_type: str
     event["multiValueHeaders"]["Content-Type"] = [content_type]
     event["queryStringParameters"] = query or None
     event["multiValueQueryStringParameters"] = {key: [value] for key, value in query.items()} or None
+    event["requestContext"].setdefault("identity", {})["apiKeyId"] = STACK_KEY_ID
     response = handler.lambda_handler(event, Context())
     return Answer(response["statusCode"], json.loads(response["body"]))
 

@@ -105,13 +105,22 @@ _OUT_OF_TIME_ADVICE = {
         "split the list into smaller files, one batch each, or upload it under batches/ (the upload trigger "
         "reads it with a longer time limit)"
     ),
+    "dataset_id": (
+        'submit it in parts, naming its images in "image_ids" (GET /datasets/{id}/images lists them), or as a list '
+        'file of their keys ({"manifest": "<its key>"})'
+    ),
     "retry": (
         'the batch is unchanged: submit its failed images as a new batch, {"manifest": "<its error report file>"} '
         "(the JSON-lines error report of an ended batch, results/<batch id>/errors-<attempt>.jsonl, is a list of "
         "their keys)"
     ),
 }
-_WHAT = {"s3_prefix": "s3_prefix {!r}", "manifest": "manifest file {!r}", "retry": "the images to retry of {}"}
+_WHAT = {
+    "s3_prefix": "s3_prefix {!r}",
+    "manifest": "manifest file {!r}",
+    "dataset_id": "the images of dataset {}",
+    "retry": "the images to retry of {}",
+}
 
 
 def until_deadline[T](
@@ -124,8 +133,9 @@ def until_deadline[T](
     check_every: int = DEADLINE_CHECK_EVERY,
 ) -> Iterator[T]:
     """``keys`` as they come, until less than ``margin_ms`` is left (asked every ``check_every`` keys): then
-    ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix`` or
-    ``manifest`` (``value`` the prefix or the list file's key), or ``retry`` (``value`` the batch id)."""
+    ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix``,
+    ``manifest`` or ``dataset_id`` (``value`` the prefix, the list file's key or the dataset id), or ``retry``
+    (``value`` the batch id)."""
     for listed, key in enumerate(keys):
         if listed % check_every == 0 and remaining_ms() < margin_ms:
             what = _WHAT[source].format(value)
