@@ -121,7 +121,7 @@ def test_images_are_looked_up_by_id_and_unknown_ids_are_named(aws: DatasetsAws) 
     found, missing = store.keys_of(dataset_id, [*ids, unknown, "not an id", ids[0]])
 
     assert found == dict(zip(ids, keys, strict=True))
-    assert missing == ["not an id", unknown]
+    assert missing == [unknown, "not an id"]
     assert sorted(store.iter_keys(dataset_id)) == sorted(keys)
 
 

@@ -353,10 +353,9 @@ class DatasetStore:
         return [image_entry(item) for item in found.get("Items", [])], encode_token(found.get("LastEvaluatedKey"))
 
     def keys_of(self, dataset_id: str, image_ids: list[str]) -> tuple[dict[str, str], list[str]]:
-        """The S3 keys of the named images: ``({image id: key}, [ids the dataset has no image of])``."""
+        """The S3 keys of the named images: ``({image id: key}, [ids the dataset has no image of, in order])``."""
         partition = self.images_partition(dataset_id)
         wanted = list(dict.fromkeys(image_ids))
-        unknown = [image_id for image_id in wanted if not is_image_id(image_id)]
         pending = [image_id for image_id in wanted if is_image_id(image_id)]
         found: dict[str, str] = {}
         client = self.table.meta.client
@@ -374,8 +373,7 @@ class DatasetStore:
                 for item in answer.get("Responses", {}).get(self.table.name, []):
                     found[str(item["sk"])] = str(item["key"])
                 request = answer.get("UnprocessedKeys") or {}
-        unknown += [image_id for image_id in pending if image_id not in found]
-        return found, unknown
+        return found, [image_id for image_id in wanted if image_id not in found]
 
     def iter_keys(self, dataset_id: str) -> Iterator[str]:
         """Every image key of the dataset, in image id order, streamed page by page."""
