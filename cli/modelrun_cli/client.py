@@ -106,6 +106,15 @@ class ApiClient:
         result: dict[str, Any] = self.request("POST", "predictions", json=body, retry=True)
         return result
 
+    def predict_dataset_image(
+        self, dataset_id: str, image_id: str, *, model: str | None, version: str | None
+    ) -> dict[str, Any]:
+        """POST /predictions for an image of a dataset, named by its ids."""
+        body: dict[str, Any] = {name: value for name, value in (("model", model), ("version", version)) if value}
+        body.update(dataset_id=dataset_id, image_id=image_id)
+        result: dict[str, Any] = self.request("POST", "predictions", json=body, retry=True)
+        return result
+
     def models(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "models", retry=True)
         return result
@@ -161,6 +170,55 @@ class ApiClient:
         result: dict[str, Any] = self.request("POST", f"batches/{quote(batch_id, safe='')}/reconcile", retry=True)
         return result
 
+    # -- datasets and uploads ---------------------------------------------------------------------------------
+    def create_dataset(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        # Safe to repeat: a name registers into the same dataset again, and its images keep their ids.
+        result: dict[str, Any] = self.request("POST", "datasets", json=dict(body), retry=True)
+        return result
+
+    def datasets(self, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "datasets", params=_paging(limit, next_token), retry=True)
+        return result
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"datasets/{quote(dataset_id, safe='')}", retry=True)
+        return result
+
+    def dataset_images(
+        self, dataset_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"datasets/{quote(dataset_id, safe='')}/images", params=_paging(limit, next_token), retry=True
+        )
+        return result
+
+    def image_predictions(
+        self, dataset_id: str, image_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        path = f"datasets/{quote(dataset_id, safe='')}/images/{quote(image_id, safe='')}/predictions"
+        result: dict[str, Any] = self.request("GET", path, params=_paging(limit, next_token), retry=True)
+        return result
+
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        # Not repeated: a first DELETE that went through would make the second a 404.
+        result: dict[str, Any] = self.request("DELETE", f"datasets/{quote(dataset_id, safe='')}")
+        return result
+
+    def create_uploads(self, files: list[dict[str, Any]], *, dataset_id: str | None = None) -> dict[str, Any]:
+        """POST /uploads: presigned PUT URLs for the files (into a dataset, with ``dataset_id``)."""
+        body: dict[str, Any] = {"files": files, **({"dataset_id": dataset_id} if dataset_id else {})}
+        result: dict[str, Any] = self.request("POST", "uploads", json=body)
+        return result
+
+    def put_signed(self, url: str, data: bytes, headers: Mapping[str, str]) -> None:
+        """PUT a file to a presigned URL (a plain request: the API key is for the API, not for S3)."""
+        try:
+            response = requests.put(url, data=data, headers=dict(headers), timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+        except requests.RequestException as exc:
+            raise ApiError(0, "connection_error", _unreachable(_shown(url), exc)) from exc
+        if not response.ok:
+            raise ApiError(response.status_code, "upload_failed", f"{_shown(url)} refused the upload: {response.text}")
+
     def download(self, url: str, path: Path) -> int:
         """Save a presigned link's object at ``path`` (written whole or not at all); the number of bytes.
 
@@ -189,6 +247,15 @@ class ApiClient:
             raise
         os.replace(partial, path)
         return size
+
+
+def _paging(limit: int | None, next_token: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if limit:
+        params["limit"] = str(limit)
+    if next_token:
+        params["next_token"] = next_token
+    return params
 
 
 def _shown(url: str) -> str:

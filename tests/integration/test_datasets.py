@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
+import shutil
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from PIL import Image
 
+from modelrun_cli.main import run
+from modelrun_local.runtime import LocalRuntime
 from tests.integration.conftest import Api, sample
 from tests.integration.helpers import all_results, upload, wait_for
 
@@ -302,3 +307,55 @@ def test_deleting_keeps_the_objects_and_the_batch_results(
     assert s3.head_object(Bucket=images_bucket, Key=f"{prefix}0000.png")["ContentLength"] > 0
     kept = a.get(f"/batches/{batch['batch_id']}/results", params={"limit": "5"}).json()["results"]
     assert all(result["dataset_id"] == registered["dataset_id"] for result in kept)
+
+
+def cli(stack: LocalRuntime, key: str, *argv: str) -> tuple[int, str, str]:
+    """``modelrun ...`` in-process against the local stack with a tenant's key (no AWS credentials needed)."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run([*argv, "--endpoint", stack.url, "--api-key", key], env={}, cwd=Path.cwd(), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_cli_uploads_a_folder_into_a_dataset_and_predicts_it_by_ids(
+    stack: LocalRuntime, a: Api, tmp_path: Path
+) -> None:
+    for label in (3, 7):
+        shutil.copyfile(sample(label), tmp_path / f"digit-{label}.png")
+    name = f"cli {uuid.uuid4().hex[:6]}"
+
+    code, out, err = cli(stack, a.key, "datasets", "create", name, str(tmp_path), "--json")
+    assert code == 0, err
+    dataset = json.loads(out)
+    assert (dataset["status"], dataset["images"]) == ("READY", 2)
+    code, out, err = cli(stack, a.key, "datasets", "images", dataset["dataset_id"], "--json")
+    images = {image["key"].rsplit("/", 1)[-1]: image["image_id"] for image in json.loads(out)}
+    code, out, err = cli(
+        stack, a.key, "predict", "--dataset", dataset["dataset_id"], "--image", images["digit-7.png"], "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["label"] == "7"
+    code, out, err = cli(
+        stack, a.key, "batch", "submit", "--dataset", dataset["dataset_id"], "--image", images["digit-3.png"], "--wait"
+    )
+    assert code == 0, err
+    code, out, err = cli(stack, a.key, "datasets", "predictions", dataset["dataset_id"], images["digit-7.png"])
+    assert code == 0, err
+    assert "single" in out
+    assert "7 0.9" in out
+    code, listed, _ = cli(stack, a.key, "datasets", "list")
+    assert dataset["dataset_id"] in listed
+    code, shown, _ = cli(stack, a.key, "datasets", "show", dataset["dataset_id"])
+    assert shown.splitlines()[0] == dataset["dataset_id"]
+    assert cli(stack, a.key, "datasets", "delete", dataset["dataset_id"])[0] == 0
+    code, _, err = cli(stack, a.key, "datasets", "show", dataset["dataset_id"])
+    assert code == 1
+    assert "dataset_not_found" in err
+
+
+def test_the_cli_registers_a_prefix_and_waits_for_it(stack: LocalRuntime, a: Api, prefix: str) -> None:
+    code, out, err = cli(stack, a.key, "datasets", "create", f"cli prefix {prefix}", "--prefix", prefix, "--wait")
+
+    assert code == 0, err
+    assert "READY" in out
+    images = next(line for line in out.splitlines() if line.startswith("  images"))
+    assert int(images.split()[1]) >= IMAGES  # the module's other tests add a few under the prefix
