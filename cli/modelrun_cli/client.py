@@ -106,6 +106,15 @@ class ApiClient:
         result: dict[str, Any] = self.request("POST", "predictions", json=body, retry=True)
         return result
 
+    def predict_dataset_image(
+        self, dataset_id: str, image_id: str, *, model: str | None, version: str | None
+    ) -> dict[str, Any]:
+        """POST /predictions for an image of a dataset, named by its ids."""
+        body: dict[str, Any] = {name: value for name, value in (("model", model), ("version", version)) if value}
+        body.update(dataset_id=dataset_id, image_id=image_id)
+        result: dict[str, Any] = self.request("POST", "predictions", json=body, retry=True)
+        return result
+
     def models(self) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", "models", retry=True)
         return result
@@ -122,13 +131,19 @@ class ApiClient:
         )
         return result
 
-    def create_uploads(self, files: list[Mapping[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def create_uploads(
+        self, files: list[Mapping[str, Any]], *, idempotency_key: str | None = None, dataset_id: str | None = None
+    ) -> dict[str, Any]:
         """POST /uploads: presigned PUT URLs for ``files`` ({"name", "content_type", "size"}), keys in the caller's
-        tenant's space; with an idempotency key, the same keys as the first call with it. Safe to repeat on 429/503:
-        it stores nothing, only signs URLs."""
+        tenant's space (registered in a dataset of the caller's with ``dataset_id``); with an idempotency key, the
+        same keys as the first call with it. Repeated on 429/503 when that cannot register an image twice: with an
+        idempotency key, or outside a dataset (it then stores nothing, only signs URLs)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body: dict[str, Any] = {"files": [dict(spec) for spec in files]}
+        if dataset_id:
+            body["dataset_id"] = dataset_id
         result: dict[str, Any] = self.request(
-            "POST", "uploads", json={"files": [dict(spec) for spec in files]}, headers=headers, retry=True
+            "POST", "uploads", json=body, headers=headers, retry=bool(idempotency_key) or not dataset_id
         )
         return result
 
@@ -194,6 +209,40 @@ class ApiClient:
                 f"{_shown(url)} answered {response.status_code} {response.reason or ''}: {response.text.strip()[:200]}",
             )
 
+    # -- datasets ---------------------------------------------------------------------------------------------
+    def create_dataset(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        # Safe to repeat: a name registers into the same dataset again, and its images keep their ids.
+        result: dict[str, Any] = self.request("POST", "datasets", json=dict(body), retry=True)
+        return result
+
+    def datasets(self, *, limit: int | None = None, next_token: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", "datasets", params=_paging(limit, next_token), retry=True)
+        return result
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"datasets/{quote(dataset_id, safe='')}", retry=True)
+        return result
+
+    def dataset_images(
+        self, dataset_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "GET", f"datasets/{quote(dataset_id, safe='')}/images", params=_paging(limit, next_token), retry=True
+        )
+        return result
+
+    def image_predictions(
+        self, dataset_id: str, image_id: str, *, limit: int | None = None, next_token: str | None = None
+    ) -> dict[str, Any]:
+        path = f"datasets/{quote(dataset_id, safe='')}/images/{quote(image_id, safe='')}/predictions"
+        result: dict[str, Any] = self.request("GET", path, params=_paging(limit, next_token), retry=True)
+        return result
+
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        # Not repeated: a first DELETE that went through would make the second a 404.
+        result: dict[str, Any] = self.request("DELETE", f"datasets/{quote(dataset_id, safe='')}")
+        return result
+
     def download(self, url: str, path: Path) -> int:
         """Save a presigned link's object at ``path`` (written whole or not at all); the number of bytes.
 
@@ -222,6 +271,15 @@ class ApiClient:
             raise
         os.replace(partial, path)
         return size
+
+
+def _paging(limit: int | None, next_token: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if limit:
+        params["limit"] = str(limit)
+    if next_token:
+        params["next_token"] = next_token
+    return params
 
 
 def _shown(url: str) -> str:

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from modelrun_cli import output, uploads
+from modelrun_cli import datasets, output, uploads
 from modelrun_cli import tenants as tenant_admin
 from modelrun_cli.client import ApiClient
 from modelrun_cli.config import Flags, StackReader, Target, discover
@@ -102,7 +102,18 @@ Command = Callable[[argparse.Namespace, App], int]
 
 # -- predict and models ------------------------------------------------------------------------------------------
 def predict(args: argparse.Namespace, app: App) -> int:
-    """The image as the request body; one too large for a request is uploaded first and named by ``image_s3``."""
+    """The image as the request body; one too large for a request is uploaded first and named by ``image_s3``; or an
+    image of a dataset, named by its ids."""
+    if args.dataset or args.image:
+        if not (args.dataset and args.image) or args.file:
+            raise CliError("give a FILE, or --dataset ID with --image IMAGE_ID (not both)")
+        result = app.client.predict_dataset_image(args.dataset, args.image, model=args.model, version=args.version)
+        if args.mask_out is not None:
+            _save_inline_mask(app, result, Path(args.mask_out))
+        app.emit(output.to_json(result) if args.json else output.format_prediction(result))
+        return 0
+    if not args.file:
+        raise CliError("give a FILE to predict, or --dataset ID with --image IMAGE_ID")
     path = Path(args.file)
     try:
         size = path.stat().st_size
@@ -171,7 +182,19 @@ def models(args: argparse.Namespace, app: App) -> int:
 def batch_submit(args: argparse.Namespace, app: App) -> int:
     sources: list[str] = args.sources
     faults = _faults(args)
-    if any(source.startswith("s3://") for source in sources):
+    uploaded_to: str | None
+    if args.image and not args.dataset:
+        raise CliError("--image names an image of a dataset: give --dataset ID too")
+    if args.dataset:
+        if sources:
+            raise CliError("give either --dataset ID or files, folders or an s3:// prefix, not both")
+        if args.prefix is not None:
+            raise CliError("--prefix names where local files are uploaded; a dataset's images are not uploaded")
+        body: dict[str, Any] = {"dataset_id": args.dataset, **({"image_ids": args.image} if args.image else {})}
+        uploaded_to = None
+    elif not sources:
+        raise CliError("give files, folders, an s3://bucket/prefix, or --dataset ID")
+    elif any(source.startswith("s3://") for source in sources):
         body = _prefix_source(args, app)
         uploaded_to = None
     else:
@@ -530,4 +553,5 @@ COMMANDS: dict[str, Command] = {
     "tenants add": tenants_add,
     "tenants list": tenants_list,
     "tenants remove": tenants_remove,
+    **datasets.COMMANDS,
 }

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from modelrun_cli import datasets
 from modelrun_cli.commands import COMMANDS, App
 from modelrun_cli.config import StackReader, local_restart
 from modelrun_cli.errors import ApiError, CliError
@@ -119,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         **common,
     )
-    predict.add_argument("file", metavar="FILE", help="an image (PNG, JPEG, GIF, BMP, TIFF, WebP)")
+    predict.add_argument("file", nargs="?", metavar="FILE", help="an image (PNG, JPEG, GIF, BMP, TIFF, WebP, DICOM)")
+    predict.add_argument("--dataset", metavar="ID", help="with --image: an image of a dataset, by its ids")
+    predict.add_argument("--image", metavar="IMAGE_ID", help="the image's id in --dataset")
     predict.add_argument("--model", help="model name (default: the stack's default model)")
     predict.add_argument("--version", help="model version (default: the latest)")
     predict.add_argument("--json", action="store_true", help="print the API's JSON answer")
@@ -137,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_commands = batch.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
     _add_batch_submit(batch_commands, common)
     _add_tenants(commands, common)
+    datasets.add_commands(commands, common)
 
     status = batch_commands.add_parser("status", help="a batch's status and counts", **common)
     status.add_argument("batch_id", metavar="ID")
@@ -237,11 +241,16 @@ def _add_batch_submit(batch_commands: Any, common: dict[str, Any]) -> None:
             ".tiff .webp .dcm .dicom, and DICOM files by their bytes whatever their name) are uploaded first, "
             "through the API (POST /uploads: into the API key's tenant's inputs/, with no AWS credentials), or with "
             "--prefix straight to S3 under that prefix (your AWS credentials; for a tenant's key a prefix in its "
-            "space, tenants/<tenant>/...); s3://bucket/prefix predicts what is already in the images bucket."
+            "space, tenants/<tenant>/...); s3://bucket/prefix predicts what is already in the images bucket; "
+            "--dataset ID predicts a dataset's images."
         ),
         **common,
     )
-    submit.add_argument("sources", nargs="+", metavar="DIR|FILE|s3://bucket/prefix")
+    submit.add_argument("sources", nargs="*", metavar="DIR|FILE|s3://bucket/prefix")
+    submit.add_argument("--dataset", metavar="ID", help="every image of this dataset (or those of --image)")
+    submit.add_argument(
+        "--image", action="append", metavar="IMAGE_ID", help="with --dataset: only this image (repeat for more)"
+    )
     submit.add_argument("--model", help="model name (default: the stack's default model)")
     submit.add_argument("--version", help="model version (default: the latest)")
     submit.add_argument("--chunk-size", type=bounded_int(1, 500), metavar="N", help="images per chunk (1-500)")
@@ -293,9 +302,10 @@ def run(
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_sources(parser, args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    sub = {"batch": "batch_command", "tenants": "tenants_command"}.get(args.command)
+    sub = {"batch": "batch_command", "tenants": "tenants_command", "datasets": "datasets_command"}.get(args.command)
     name = args.command + (f" {getattr(args, sub)}" if sub else "")
     app = App(args, env=env, cwd=cwd, out=out, err=err, read_stack=read_stack)
     try:
@@ -309,6 +319,14 @@ def run(
         print("modelrun: interrupted (a submitted batch keeps running)", file=err)
         return EXIT_INTERRUPTED
     return EXIT_ERROR
+
+
+def _check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What to predict is a file (or files) or a dataset: a usage error when neither is given, or both."""
+    if args.command == "predict" and bool(args.file) == bool(args.dataset or args.image):
+        parser.error("predict: give a FILE, or --dataset ID with --image IMAGE_ID")
+    if args.command == "batch" and args.batch_command == "submit" and bool(args.sources) == bool(args.dataset):
+        parser.error("batch submit: give files, folders or an s3://bucket/prefix, or --dataset ID")
 
 
 def _lost_batch(error: ApiError, app: App) -> str | None:

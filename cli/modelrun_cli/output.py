@@ -519,3 +519,73 @@ def format_retried(started: Mapping[str, Any]) -> str:
     lines = [str(started.get("batch_id")), f"  attempt  {started.get('attempt')}: {again}"]
     lines += _link_lines(started.get("links") or {})
     return "\n".join(lines)
+
+
+# -- datasets ----------------------------------------------------------------------------------------------------
+def _source(dataset: Mapping[str, Any]) -> str:
+    source = dataset.get("source") or {}
+    if not source:
+        return "uploads"
+    return ", ".join(f"{name} {value}" for name, value in source.items())
+
+
+def format_dataset(dataset: Mapping[str, Any]) -> str:
+    """GET /datasets/{id} for people: the id alone on the first line (for scripts), then status, counts, source."""
+    lines = [str(dataset.get("dataset_id"))]
+    lines.append(f"  name     {dataset.get('name')}")
+    lines.append(f"  status   {dataset.get('status')}")
+    lines.append(f"  images   {dataset.get('images')} ({dataset.get('keys_read')} keys read from {_source(dataset)})")
+    if dataset.get("reason"):
+        lines.append(f"  reason   {dataset['reason']}")
+    when = ", ".join(
+        f"{name} {dataset[key]}"
+        for key, name in (("created_at", "created"), ("finished_at", "registered"))
+        if dataset.get(key)
+    )
+    if when:
+        lines.append(f"  times    {when}")
+    return "\n".join(lines)
+
+
+def format_datasets(datasets: Sequence[Mapping[str, Any]]) -> str:
+    if not datasets:
+        return "no datasets"
+    rows = [
+        (dataset.get("dataset_id"), dataset.get("status"), dataset.get("images"), dataset.get("name"))
+        for dataset in datasets
+    ]
+    return table(("dataset", "status", "images", "name"), rows)
+
+
+def format_images(images: Sequence[Mapping[str, Any]]) -> str:
+    if not images:
+        return "no images"
+    return table(("image", "key"), [(image.get("image_id"), image.get("key")) for image in images])
+
+
+def format_history(entries: Sequence[Mapping[str, Any]]) -> str:
+    """An image's predictions, newest first: when, which batch (or single), model, and what it said."""
+    if not entries:
+        return "no predictions"
+    rows = []
+    for entry in entries:
+        error = entry.get("error") or {}
+        said = f"{error.get('code')}: {error.get('message')}" if error else summary_text(entry.get("summary") or {})
+        model = f"{entry.get('model')} {entry.get('version')}"
+        rows.append((entry.get("time"), entry.get("batch_id"), model, entry.get("status"), said))
+    return table(("time", "batch", "model", "status", "result"), rows)
+
+
+def summary_text(summary: Mapping[str, Any]) -> str:
+    """A history entry's summary in a few words (``7 0.9995``, ``3 found: circle, square``, ``cell 15.2%``)."""
+    frames = summary.get("frames")
+    if isinstance(frames, list):
+        return "; ".join(f"frame {frame.get('frame')}: {summary_text(frame)}" for frame in frames)
+    if "count" in summary:
+        labels = ", ".join(map(str, summary.get("labels") or []))
+        return f"{summary['count']} found" + (f": {labels}" if labels else "")
+    if "classes" in summary:
+        return ", ".join(f"{entry.get('label')} {percent(entry.get('fraction'))}" for entry in summary["classes"])
+    if "label" in summary:
+        return f"{summary['label']} {score(summary.get('score'))}".rstrip()
+    return ", ".join(map(str, summary.get("labels") or [])) or "-"

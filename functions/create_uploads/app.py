@@ -5,6 +5,9 @@ that signs them may only put objects in a tenant's ``inputs/`` (a tenant's ``upl
 predictions, its ``batches/`` starts batches from list files), and the function signs only the caller's tenant's
 keys. The keys then go to ``POST /batches {"images": [...]}``. With an ``Idempotency-Key`` header the upload id is
 derived from the tenant and the key, so a retried call (the modelrun CLI's, staging a batch) signs the same keys.
+With ``dataset_id``, the files are registered in that dataset of the caller's as they are signed (each upload gets
+its ``image_id``), so a file whose PUT never happens is an image whose object is missing (``image_not_found`` when
+predicted).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from botocore.config import Config
 
 from modelrun.audit import AuditTrail
 from modelrun.config import require_env
+from modelrun.datasets.store import REGISTERING, DatasetStore, registering
+from modelrun.errors import InvalidRequest
 from modelrun.http.requests import header, json_body
 from modelrun.http.resolver import create_resolver
 from modelrun.http.tenancy import current_tenant, resolve_tenants, serve
@@ -32,9 +37,11 @@ app = create_resolver()
 s3 = boto3.client("s3", config=Config(signature_version="s3v4"))
 bucket = require_env("IMAGES_BUCKET")
 max_image_bytes = int(require_env("MAX_IMAGE_BYTES"))
+dynamodb = boto3.resource("dynamodb")
+datasets = DatasetStore(dynamodb.Table(require_env("DATASETS_TABLE")))
 tenants = TenantResolver.from_env(boto3.client("apigateway"))
 resolve_tenants(app, tenants)
-audit = AuditTrail.from_env(boto3.resource("dynamodb"))
+audit = AuditTrail.from_env(dynamodb)
 
 
 @app.post("/uploads")
@@ -45,6 +52,13 @@ def create_uploads() -> dict[str, Any]:
     tenant = current_tenant(app)
     idempotency_key = header(dict(app.current_event.headers or {}), "Idempotency-Key")
     upload_id = upload_id_for(tenant, idempotency_key) if idempotency_key else new_upload_id()
+    dataset_id = body.get("dataset_id")
+    if dataset_id is not None:
+        if not isinstance(dataset_id, str):
+            raise InvalidRequest('"dataset_id" must be the id of one of your datasets (POST /datasets made it)')
+        # 404 (or 409 while it is registered) before anything is signed
+        if datasets.for_tenant(tenant).get(dataset_id)["status"] == REGISTERING:
+            raise registering(dataset_id)
     uploads = []
     for spec, name in zip(files, unique_names(files), strict=True):
         key = tenant.key(PREFIX, upload_id, name)
@@ -58,7 +72,13 @@ def create_uploads() -> dict[str, Any]:
         files=len(uploads),
         bytes=sum(spec.size for spec in files),
     )
-    return {"upload_id": upload_id, "bucket": bucket, "expires_in": URL_EXPIRY_S, "uploads": uploads}
+    answer: dict[str, Any] = {"upload_id": upload_id, "bucket": bucket, "expires_in": URL_EXPIRY_S, "uploads": uploads}
+    if dataset_id is not None:
+        image_ids = datasets.for_tenant(tenant).add_images(dataset_id, [up["key"] for up in uploads], source=None)
+        for upload, image_id in zip(uploads, image_ids, strict=True):
+            upload["image_id"] = image_id
+        answer["dataset_id"] = dataset_id
+    return answer
 
 
 @logger.inject_lambda_context(log_event=False)

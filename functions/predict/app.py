@@ -1,4 +1,5 @@
-"""POST /predictions, GET /models, GET /models/{name}: single-image prediction and the model catalogue."""
+"""POST /predictions, GET /models, GET /models/{name}: single-image prediction (of an image sent, in the bucket, or of
+a dataset) and the model catalogue."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from modelrun.audit import AuditTrail
 from modelrun.aws.s3 import ImageStore
 from modelrun.config import require_env
+from modelrun.datasets.history import PredictionHistory
+from modelrun.datasets.predict import DatasetImagePredictor
+from modelrun.datasets.store import DatasetStore
 from modelrun.errors import UnknownModel
 from modelrun.http.requests import parse_image_request
 from modelrun.http.resolver import create_resolver
@@ -33,10 +37,16 @@ registry = ModelRegistry(Path(require_env("MODEL_ROOT")))
 catalogue = registry.list_models()
 predictor = Predictor(registry, Limits.from_env(), require_env("DEFAULT_MODEL"))
 registry.get(predictor.default_model)
-images = ImageStore(boto3.client("s3"), {require_env("IMAGES_BUCKET")})
+bucket = require_env("IMAGES_BUCKET")
+images = ImageStore(boto3.client("s3"), {bucket})
+dynamodb = boto3.resource("dynamodb")
+datasets_table = dynamodb.Table(require_env("DATASETS_TABLE"))
+dataset_images = DatasetImagePredictor(
+    DatasetStore(datasets_table), PredictionHistory(datasets_table), images, bucket, predictor
+)
 tenants = TenantResolver.from_env(boto3.client("apigateway"))
 resolve_tenants(app, tenants)
-audit = AuditTrail.from_env(boto3.resource("dynamodb"))
+audit = AuditTrail.from_env(dynamodb)
 
 
 @app.post("/predictions")
@@ -49,6 +59,13 @@ def create_prediction() -> tuple[dict[str, Any], int]:
         headers=dict(event.headers or {}),
         query=dict(event.query_string_parameters or {}),
     )
+    if request.dataset_image is not None:
+        result = dataset_images.predict(current_tenant(app), request)
+        metrics.add_metric(name="Predictions", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "prediction made", model=result["model"], version=result["version"], dataset_id=result["dataset_id"]
+        )
+        return result, 200
     image = request.image
     if request.ref is not None:
         image = images.for_tenant(current_tenant(app)).read(

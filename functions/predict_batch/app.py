@@ -16,6 +16,7 @@ from modelrun.batches.chunks import Chunk, ChunkPredictor
 from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
+from modelrun.datasets.history import PredictionHistory
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
 
@@ -34,6 +35,7 @@ predictor = ChunkPredictor(
     limits=Limits.from_env(),
     pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk"),
     results=ResultObjects(s3, bucket),
+    history=PredictionHistory(dynamodb.Table(require_env("DATASETS_TABLE"))),
 )
 # Fault injection (tests, demos) only where the stack allows it: AllowFaultInjection in template.yaml.
 allow_faults = require_env("ALLOW_FAULT_INJECTION") == "true"

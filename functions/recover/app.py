@@ -25,6 +25,7 @@ from modelrun.batches.recovery import DeadLetter, Recoverer, parse_body
 from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import JobStore
 from modelrun.config import int_env, require_env
+from modelrun.datasets.history import PredictionHistory
 from modelrun.images.decode import Limits
 from modelrun.models.registry import ModelRegistry
 
@@ -44,6 +45,7 @@ recoverer = Recoverer(
         limits=Limits.from_env(),
         pool=ThreadPoolExecutor(max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="recover"),
         results=ResultObjects(s3, bucket),
+        history=PredictionHistory(dynamodb.Table(require_env("DATASETS_TABLE"))),
     ),
     closer=BatchCloser(store=store, s3=s3, bucket=bucket),
     store=store,

@@ -19,6 +19,7 @@ from modelrun.batches.requests import BatchRequest
 from modelrun.batches.store import JobStore
 from modelrun.batches.submit import BatchSubmitter
 from modelrun.config import require_env
+from modelrun.datasets.store import DatasetStore
 from modelrun.http.links import batch_links
 from modelrun.http.requests import header, json_body
 from modelrun.http.resolver import create_resolver
@@ -41,6 +42,7 @@ submitter = BatchSubmitter(
     state_machine_arn=require_env("STATE_MACHINE_ARN"),
     default_model=require_env("DEFAULT_MODEL"),
     allow_faults=require_env("ALLOW_FAULT_INJECTION") == "true",
+    datasets=DatasetStore(dynamodb.Table(require_env("DATASETS_TABLE"))),
 )
 tenants = TenantResolver.from_env(boto3.client("apigateway"))
 resolve_tenants(app, tenants)

@@ -5,8 +5,9 @@ shape, and never with a 5xx.
 Bounded and repeatable: a fixed number of examples per operation (fewer for the two that start executions), a fixed
 seed with Hypothesis derandomized and its example database off; every request has a timeout, and the batches the
 fuzzing started are waited for (with a deadline) before the test ends, so their work does not spill into later tests.
-Half the batch routes' requests name a real, finished batch instead of a generated id, so the success answers are
-checked too, not only 404s.
+Half the batch routes' requests name a real, finished batch instead of a generated id, and half the dataset routes'
+a real dataset and image (DELETE excepted: it would take the dataset from every later request), so the success
+answers are checked too, not only 404s.
 """
 
 from __future__ import annotations
@@ -83,6 +84,18 @@ def finished_batch(api: Api, s3: Any, images_bucket: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def real_dataset(api: Api, s3: Any, images_bucket: str) -> dict[str, str]:
+    """A READY dataset with an image that has a prediction: its listings, images and history answer 200."""
+    keys = upload(s3, images_bucket, {"fuzz/dataset/seven.png": sample(7).read_bytes()})
+    created = api.post("/datasets", json={"name": "fuzz", "images": keys})
+    assert created.status_code in (200, 201), created.text
+    dataset_id: str = created.json()["dataset_id"]
+    image_id: str = api.get(f"/datasets/{dataset_id}/images").json()["images"][0]["image_id"]
+    assert api.post("/predictions", json={"dataset_id": dataset_id, "image_id": image_id}).status_code == 200
+    return {"dataset_id": dataset_id, "image_id": image_id}
+
+
+@pytest.fixture(scope="module")
 def started_batches(api: Api) -> Iterator[set[str]]:
     """The batches the fuzzing starts; at the end, each must reach a terminal status within the deadline."""
     started: set[str] = set()
@@ -99,7 +112,14 @@ def started_batches(api: Api) -> Iterator[set[str]]:
 # Raw image bodies in the formats schemathesis has no sample file for are sent as the bytes it generates.
 schemathesis.serializer.alias(["image/bmp", "image/jpg", "image/tiff", "image/x-ms-bmp"], "application/octet-stream")
 schema = schemathesis.openapi.from_path(SPEC, config=fuzz_config())
-PAGED = ("/batches/{batch_id}/results", "/batches/{batch_id}/errors")
+PAGED = (
+    "/batches/{batch_id}/results",
+    "/batches/{batch_id}/errors",
+    "/datasets",
+    "/datasets/{dataset_id}/images",
+    "/datasets/{dataset_id}/images/{image_id}/predictions",
+    "/audit",
+)
 # What a paging token decodes to, and what a client that edits one could make it decode to: JSON objects with the
 # fields of a real token (of another listing, another batch, the wrong types) or any others.
 TOKEN_VALUES = st.recursive(
@@ -108,7 +128,11 @@ TOKEN_VALUES = st.recursive(
     max_leaves=5,
 )
 TOKEN_OBJECTS = st.dictionaries(
-    st.sampled_from(["batch_id", "item", "batch_status"]) | st.text(max_size=10), TOKEN_VALUES, min_size=1, max_size=4
+    st.sampled_from(["batch_id", "item", "batch_status", "pk", "sk", "tenant", "at", "tenant_resource"])
+    | st.text(max_size=10),
+    TOKEN_VALUES,
+    min_size=1,
+    max_size=4,
 )
 
 
@@ -139,20 +163,24 @@ def without_fault_injection(case: Case) -> None:
     case.body = {**body, "faults": None}
 
 
-def with_real_batch_half_the_time(case: Case, batch_id: str) -> None:
-    """Half the generated batch ids (chosen by the id's own checksum, so runs repeat) become a real batch's."""
-    generated = case.path_parameters.get("batch_id") if case.path_parameters else None
-    if isinstance(generated, str) and zlib.crc32(generated.encode("utf-8", "surrogatepass")) % 2 == 0:
-        case.path_parameters = {**case.path_parameters, "batch_id": batch_id}
+def with_real_ids_half_the_time(case: Case, real: dict[str, str]) -> None:
+    """Half the generated batch, dataset and image ids (chosen by the id's own checksum, so runs repeat) become real
+    ones; never a DELETE's."""
+    if case.method == "DELETE" or not case.path_parameters:
+        return
+    for name, value in real.items():
+        generated = case.path_parameters.get(name)
+        if isinstance(generated, str) and zlib.crc32(generated.encode("utf-8", "surrogatepass")) % 2 == 0:
+            case.path_parameters = {**case.path_parameters, name: value}
 
 
 @schema.parametrize()
 def test_every_answer_is_documented_and_no_input_is_a_server_error(
-    case: Case, stack: LocalRuntime, finished_batch: str, started_batches: set[str]
+    case: Case, stack: LocalRuntime, finished_batch: str, real_dataset: dict[str, str], started_batches: set[str]
 ) -> None:
     # Given a generated request, valid or not, that injects no fault the stack would honour
     without_fault_injection(case)
-    with_real_batch_half_the_time(case, finished_batch)
+    with_real_ids_half_the_time(case, {"batch_id": finished_batch, **real_dataset})
 
     # When it is sent to the local stack
     response = case.call_and_validate(base_url=stack.url, timeout=REQUEST_TIMEOUT_S)

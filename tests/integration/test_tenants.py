@@ -60,8 +60,18 @@ def a_batch(a: Api, a_keys: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def a_ids(a_batch: str) -> dict[str, str]:
-    return {"batch_id": a_batch, "name": "digits"}
+def a_dataset(a: Api, a_keys: list[str]) -> dict[str, str]:
+    """A dataset of tenant A and one of its images."""
+    created = a.post("/datasets", json={"name": "tenants-test", "images": a_keys})
+    assert created.status_code in (200, 201), created.text
+    dataset_id = created.json()["dataset_id"]
+    image = a.get(f"/datasets/{dataset_id}/images").json()["images"][0]
+    return {"dataset_id": dataset_id, "image_id": image["image_id"]}
+
+
+@pytest.fixture(scope="module")
+def a_ids(a_batch: str, a_dataset: dict[str, str]) -> dict[str, str]:
+    return {"batch_id": a_batch, "name": "digits", **a_dataset}
 
 
 @pytest.mark.parametrize(("method", "path"), WITH_ID, ids=[f"{m} {p}" for m, p in WITH_ID])
@@ -78,24 +88,29 @@ def test_another_tenants_resource_answers_404_as_a_missing_one(
     answer = b.session.request(method, b.base + theirs, timeout=60)
     nothing = b.session.request(method, b.base + missing, timeout=60)
 
-    # Then both are 404 not_found, alike but for the id they name; A still reads its own
+    # Then both are 404 with the same code (not_found, dataset_not_found), alike but for the id they name; A still
+    # reads its own
     assert answer.status_code == 404, answer.text
     assert nothing.status_code == 404
-    assert answer.json()["error"]["code"] == nothing.json()["error"]["code"] == "not_found"
+    assert answer.json()["error"]["code"] == nothing.json()["error"]["code"]
+    assert answer.json()["error"]["code"] in ("not_found", "dataset_not_found")
     assert a.get(fill("/batches/{batch_id}", a_ids)).status_code == 200
+    assert a.get(fill("/datasets/{dataset_id}/images/{image_id}/predictions", a_ids)).status_code == 200
 
 
 @pytest.mark.parametrize("path", LISTINGS)
-def test_a_listing_shows_only_the_callers_own(a: Api, api: Api, a_batch: str, path: str) -> None:
-    # Given tenant A's batch (and its requests)
-    a.get(f"/batches/{a_batch}")
+def test_a_listing_shows_only_the_callers_own(a: Api, api: Api, a_ids: dict[str, str], path: str) -> None:
+    # Given tenant A's batch and dataset (and its requests)
+    a.get(fill("/batches/{batch_id}", a_ids))
+    a.get(fill("/datasets/{dataset_id}", a_ids))
 
     # When another tenant lists (the default one, which never named A's ids: B's own attempts are B's records)
-    answer = api.get(path)
+    answer = api.get(path, params={"limit": "1000"})
 
     # Then nothing of A's is in it
     assert answer.status_code == 200, answer.text
-    assert a_batch not in answer.text
+    for name in ("batch_id", "dataset_id", "image_id"):
+        assert a_ids[name] not in answer.text
 
 
 def test_image_s3_naming_another_tenants_object_is_not_found(b: Api, a_keys: list[str], images_bucket: str) -> None:

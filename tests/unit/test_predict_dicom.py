@@ -130,6 +130,7 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         "CORS_ALLOW_ORIGIN": "*",
         "AUDIT_TABLE": AUDIT_TABLE,
         "API_KEY_ID": STACK_KEY_ID,
+        "DATASETS_TABLE": "unit-datasets",
     }
     with pytest.MonkeyPatch.context() as patch, mock_aws():
         for name, value in env.items():
@@ -137,6 +138,7 @@ def handler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
         patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         create_table(boto3.resource("dynamodb"), "AuditTable", AUDIT_TABLE)
+        create_table(boto3.resource("dynamodb"), "DatasetsTable", "unit-datasets")
         spec = importlib.util.spec_from_file_location("predict_dicom_under_test", HANDLER)
         assert spec is not None
         assert spec.loader is not None

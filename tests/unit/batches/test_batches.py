@@ -385,6 +385,7 @@ def test_a_submitted_batch_starts_an_execution_named_by_its_id_with_the_document
             "memory_rate": 0.0,
             "fail_chunks": [],
         },
+        "dataset": {},
     }
 
 

@@ -17,7 +17,9 @@ import pytest
 import requests
 from moto import mock_aws
 
-from modelrun.tenants import Tenant
+from modelrun.datasets.ids import image_id_of, new_dataset_id
+from modelrun.datasets.store import READY, DatasetStore
+from modelrun.tenants import DEFAULT_TENANT, Tenant
 from modelrun.uploads.presign import upload_id_for
 from tests.batchfixtures import create_table
 
@@ -66,12 +68,14 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
         "CORS_ALLOW_ORIGIN": "*",
         "API_KEY_ID": STACK_KEY_ID,
         "AUDIT_TABLE": "unit-audit",
+        "DATASETS_TABLE": "unit-datasets",
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         create_table(boto3.resource("dynamodb"), "AuditTable", "unit-audit")
+        create_table(boto3.resource("dynamodb"), "DatasetsTable", "unit-datasets")
         spec = importlib.util.spec_from_file_location("create_uploads_under_test", HANDLER)
         assert spec is not None
         assert spec.loader is not None
@@ -339,3 +343,47 @@ def test_an_octet_stream_file_is_refused_because_only_image_types_can_be_uploade
 
     # Then it is refused: the page sends the image type from the file name instead
     assert (answer.status, answer.error["code"]) == (415, "unsupported_media_type")
+
+
+# --- uploads into a dataset ----------------------------------------------------------------------------------
+
+
+def test_uploads_named_for_a_dataset_are_its_images_with_their_ids(handler: ModuleType) -> None:
+    # Given an empty dataset of the caller's (the stack's key: the default tenant)
+    store = DatasetStore(handler.datasets.table).for_tenant(Tenant(DEFAULT_TENANT))
+    dataset_id = new_dataset_id()
+    store.create(dataset_id, "knees", {}, READY)
+
+    # When two files are uploaded into it
+    answer = post(handler, {"files": [PNG, {**PNG, "name": "b.png"}], "dataset_id": dataset_id})
+
+    # Then each upload names its image, which the dataset has under the upload's key, counted
+    assert answer.status == 200
+    assert answer.body["dataset_id"] == dataset_id
+    for upload in answer.body["uploads"]:
+        assert upload["image_id"] == image_id_of(dataset_id, upload["key"])
+        assert store.image(dataset_id, upload["image_id"])["key"] == upload["key"]
+    assert store.get(dataset_id)["images"] == 2
+
+
+@pytest.mark.parametrize("dataset_id", ["d-20260101T000000-000000000000", "../x", ""])
+def test_uploads_for_a_dataset_that_is_not_the_callers_are_404_and_sign_nothing(
+    handler: ModuleType, dataset_id
+) -> None:
+    # Given a dataset of another tenant (and ids of none)
+    DatasetStore(handler.datasets.table).for_tenant(Tenant("other")).create(
+        "d-20260101T000000-000000000000", "theirs", {}, READY
+    )
+
+    # When the stack's key uploads into it
+    answer = post(handler, {"files": [PNG], "dataset_id": dataset_id})
+
+    # Then it is not found, as a missing one
+    assert answer.status == 404
+    assert answer.error["code"] == "dataset_not_found"
+
+
+def test_a_dataset_id_that_is_not_a_string_is_400(handler: ModuleType) -> None:
+    answer = post(handler, {"files": [PNG], "dataset_id": ["d-1"]})
+
+    assert answer.status == 400

@@ -109,6 +109,13 @@ class NotFound(ModelrunError):
     status = 404
 
 
+class DatasetNotFound(ModelrunError):
+    """No such dataset for this API key: never registered, deleted, or another tenant's (the same answer)."""
+
+    code = "dataset_not_found"
+    status = 404
+
+
 class ModelConfigError(ModelrunError):
     """A model folder whose model.json or ONNX graph is wrong. Raised at load, names the offending field."""
 
@@ -139,6 +146,12 @@ class Conflict(ModelrunError):
 
     code = "conflict"
     status = 409
+
+
+class DatasetNotReady(Conflict):
+    """A dataset that is still being registered (or whose registration failed) for what needs all of its images."""
+
+    code = "dataset_not_ready"
 
 
 class FaultsNotAllowed(InvalidRequest):

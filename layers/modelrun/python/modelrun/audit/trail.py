@@ -1,7 +1,10 @@
 """Audit records in DynamoDB: partition ``tenant``, sort ``at`` (time, then request id), newest read first.
 
 The sparse ``by_resource`` index (``tenant_resource`` = ``<tenant>#<resource id>``, sort ``at``) answers "who did
-what to this batch" in one query, for the caller's tenant only: the partition key starts with it.
+what to this batch" in one query, for the caller's tenant only: the partition key starts with it. A request can name
+a dataset and something in it (a batch over the dataset, a prediction of one of its images, an upload into it): its
+record is under that other resource in ``by_resource`` and under the dataset in the sparse ``by_dataset`` index
+(``tenant_dataset``), so a filter by a dataset id finds every request that touched the dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Final
 from aws_lambda_powertools import Logger
 
 from modelrun.config import int_env, require_env
+from modelrun.datasets.ids import is_dataset_id
 from modelrun.errors import InvalidRequest
 from modelrun.http.paging import decode_token, encode_token
 from modelrun.tenants import Tenant
@@ -22,13 +26,15 @@ from modelrun.tenants import Tenant
 logger = Logger(child=True)
 
 BY_RESOURCE: Final = "by_resource"
+BY_DATASET: Final = "by_dataset"
 DEFAULT_RETENTION_DAYS: Final = 365
-RESOURCE_FIELDS: Final = ("batch_id", "dataset_id", "image_id", "upload_id")
-"""The ids a record keeps, from the path and the response; the first one present is the record's resource."""
+RESOURCE_FIELDS: Final = ("batch_id", "upload_id", "image_id", "dataset_id")
+"""The ids a record keeps, from the path and the response; the first one present is the record's resource (in
+``by_resource``); a dataset id is also the record's dataset (in ``by_dataset``)."""
 # An id from the path is what the caller typed (maybe another tenant's, maybe not an id at all): kept, cut short.
 MAX_ID_CHARS: Final = 128
 TABLE_KEY: Final = {"tenant", "at"}
-INDEX_KEY: Final = {"tenant", "at", "tenant_resource"}
+INDEX_KEYS: Final = {BY_RESOURCE: "tenant_resource", BY_DATASET: "tenant_dataset"}
 
 
 def _now() -> datetime:
@@ -97,6 +103,8 @@ class AuditTrail:
         primary = next((ids[name] for name in RESOURCE_FIELDS if name in ids), None)
         if primary is not None:
             record["tenant_resource"] = tenant.partition(primary)
+        if "dataset_id" in ids:
+            record["tenant_dataset"] = tenant.partition(ids["dataset_id"])
         if model:
             record["model"] = model
         if version:
@@ -143,27 +151,31 @@ class AuditTrail:
     def page(
         self, tenant: Tenant, *, resource: str | None, limit: int, token: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of the tenant's records, newest first, optionally of one resource id.
+        """One page of the tenant's records, newest first, optionally of one resource id (a dataset id: every record
+        naming the dataset).
 
         Raises:
             InvalidRequest: a ``next_token`` this listing did not return (another tenant's included).
         """
         query: dict[str, Any] = {"Limit": limit, "ScanIndexForward": False}
+        index_key: str | None = None
         if resource is None:
             query["KeyConditionExpression"] = "tenant = :t"
             query["ExpressionAttributeValues"] = {":t": tenant.name}
         else:
-            query["IndexName"] = BY_RESOURCE
-            query["KeyConditionExpression"] = "tenant_resource = :r"
+            index = BY_DATASET if is_dataset_id(resource) else BY_RESOURCE
+            index_key = INDEX_KEYS[index]
+            query["IndexName"] = index
+            query["KeyConditionExpression"] = f"{index_key} = :r"
             query["ExpressionAttributeValues"] = {":r": tenant.partition(resource)}
         start = decode_token(token)
         if start is not None:
-            expected = TABLE_KEY if resource is None else INDEX_KEY
+            expected = TABLE_KEY if index_key is None else {*TABLE_KEY, index_key}
             if (
                 set(start) != expected
                 or start.get("tenant") != tenant.name
                 or not all(isinstance(value, str) for value in start.values())
-                or (resource is not None and start.get("tenant_resource") != tenant.partition(resource))
+                or (index_key is not None and start.get(index_key) != tenant.partition(str(resource)))
             ):
                 raise InvalidRequest('"next_token" is not a token this listing returned: start again without it')
             query["ExclusiveStartKey"] = start

@@ -16,6 +16,8 @@ from modelrun.batches.keys import BatchKeys
 from modelrun.batches.manifest import read_chunk_items
 from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import FAILED_OUTCOME, PREDICTED, JobStore, Outcome
+from modelrun.datasets.history import DatasetRun, PredictionHistory
+from modelrun.datasets.ids import image_id_of
 from modelrun.errors import ModelCodeError, ModelrunError
 from modelrun.images.decode import Limits, decode_image
 from modelrun.images.image import DecodedImage
@@ -42,6 +44,7 @@ class Chunk:
     tenant: Tenant
     attempt: int = 1
     faults: Faults = field(default_factory=Faults)
+    dataset: DatasetRun | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -50,6 +53,12 @@ class Chunk:
     @property
     def batch(self) -> BatchKeys:
         return BatchKeys(self.tenant, self.batch_id)
+
+    def ids_of(self, key: str) -> dict[str, str]:
+        """``dataset_id`` and ``image_id`` of an image of a batch over a dataset, for its outcome; else nothing."""
+        if self.dataset is None:
+            return {}
+        return {"dataset_id": self.dataset.dataset_id, "image_id": image_id_of(self.dataset.dataset_id, key)}
 
     @classmethod
     def from_event(cls, event: dict[str, Any], s3: Any) -> Chunk:
@@ -74,6 +83,7 @@ class Chunk:
             tenant=Tenant(str(event["tenant"])),
             attempt=int(event.get("attempt", 1)),
             faults=Faults.from_event(event),
+            dataset=DatasetRun.from_event(event),
         )
 
 
@@ -98,6 +108,8 @@ class ChunkPredictor:
     limits: Limits
     pool: ThreadPoolExecutor
     results: ResultObjects
+    # Where the outcomes of a batch over a dataset go into their images' prediction history.
+    history: PredictionHistory | None = None
 
     def prepare(self, model: LoadedModel, chunk: Chunk, item: int, key: str) -> Prepared | ModelrunError:
         """The model inputs of one image, or the permanent failure that image is (a bad image, or the model's own
@@ -140,7 +152,13 @@ class ChunkPredictor:
                 raise as_transient(exc, f"writing the result objects of item {image.item}") from exc
             raise
         return Outcome(
-            item=image.item, key=image.key, chunk=chunk.index, status=PREDICTED, attempt=chunk.attempt, result=kept
+            item=image.item,
+            key=image.key,
+            chunk=chunk.index,
+            status=PREDICTED,
+            attempt=chunk.attempt,
+            result=kept,
+            **chunk.ids_of(image.key),
         )
 
     def run(self, chunk: Chunk, only: set[int] | None = None) -> dict[str, Any]:
@@ -182,6 +200,7 @@ class ChunkPredictor:
             predicted = sum(delta[0] for delta in deltas)
             failed = sum(delta[1] for delta in deltas)
             self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+            self.record_history(chunk, [outcome for outcome, delta in zip(outcomes, deltas, strict=True) if any(delta)])
         except Exception as exc:
             # Outcomes already written stay (the next try skips them); the counters are reconciled at close.
             if is_transient(exc):
@@ -198,6 +217,16 @@ class ChunkPredictor:
         }
         logger.info("chunk predicted", extra=summary)
         return summary
+
+    def record_history(self, chunk: Chunk, recorded: list[Outcome]) -> None:
+        """The prediction history entries of the outcomes this run recorded, for a batch over a dataset.
+
+        Only outcomes recorded now: an image whose outcome another run recorded has its entry from that run."""
+        if chunk.dataset is None or self.history is None or not recorded:
+            return
+        self.history.record_outcomes(
+            chunk.dataset, batch_id=chunk.batch_id, model=chunk.model, version=chunk.version, outcomes=recorded
+        )
 
 
 def model_code_failure(error: ModelCodeError, chunk: Chunk, item: int, key: str) -> ModelCodeError:
@@ -219,4 +248,5 @@ def failure_outcome(item: int, key: str, chunk: Chunk, error: ModelrunError, cod
         attempt=chunk.attempt,
         error_code=code or error.code,
         error_message=error.message,
+        **chunk.ids_of(key),
     )

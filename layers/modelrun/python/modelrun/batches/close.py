@@ -18,7 +18,6 @@ from modelrun.batches.results import ResultObjects
 from modelrun.batches.store import (
     COMPLETED,
     COMPLETED_WITH_ERRORS,
-    ERROR_FIELDS,
     FAILED,
     FAILED_OUTCOME,
     PREDICTED,
@@ -26,6 +25,7 @@ from modelrun.batches.store import (
     TERMINAL,
     JobStore,
     error_entry,
+    error_fields,
     now_iso,
     public_outcome,
 )
@@ -78,7 +78,7 @@ class BatchCloser:
                 return {"batch_id": batch_id, "status": ended, "closed": False}
             logger.info("batch not complete", batch_id=batch_id, pending=pending, status=status)
             return {"batch_id": batch_id, "status": status, "pending": pending, "closed": False}
-        files = self.write_results(BatchKeys.of_job(job), attempt)
+        files = self.write_results(BatchKeys.of_job(job), attempt, dataset=bool(job.get("dataset_id")))
         status = final_status(predicted, failed)
         closed = self.store.close(
             batch_id,
@@ -106,10 +106,10 @@ class BatchCloser:
                 entry["detections"] = objects.full_detections(batch, shown["item"], entry.get("frame"))
         return shown
 
-    def write_results(self, batch: BatchKeys, attempt: int) -> dict[str, Any]:
+    def write_results(self, batch: BatchKeys, attempt: int, *, dataset: bool = False) -> dict[str, Any]:
         """Every outcome as JSON lines, and the failed ones as the error report (CSV and JSON lines), in one pass
         over the outcomes streamed page by page to S3 (no error files when nothing failed), in the batch's tenant's
-        space.
+        space. For a batch over a dataset (``dataset``), the CSV has the ``dataset_id`` and ``image_id`` columns.
 
         Returns what ``close`` stores on the job: the files' keys (None for error files not written, so a retry that
         fixed everything drops the last attempt's) and ``error_summary`` ({code: count}), so the report's summary
@@ -125,14 +125,15 @@ class BatchCloser:
         with ExitStack() as files:
             spools = [files.enter_context(tempfile.TemporaryFile("w+b")) for _ in keys]
             results, errors_csv, errors_jsonl = spools
-            errors_csv.write(csv_line(ERROR_FIELDS))
+            columns = error_fields(dataset=dataset)
+            errors_csv.write(csv_line(columns))
             for record in self.store.iter_outcomes(batch.batch_id):
                 results.write(json.dumps(self.file_entry(batch, record), separators=(",", ":")).encode() + b"\n")
                 if record["status"] != FAILED_OUTCOME:
                     continue
                 entry = error_entry(record)
                 summary[str(entry["code"])] = summary.get(str(entry["code"]), 0) + 1
-                errors_csv.write(csv_line(entry[name] for name in ERROR_FIELDS))
+                errors_csv.write(csv_line(entry.get(name) for name in columns))
                 errors_jsonl.write(json.dumps(entry, separators=(",", ":")).encode("utf-8") + b"\n")
             written = spools if summary else spools[:1]
             for spool, key, content_type in zip(written, keys.values(), content_types, strict=False):

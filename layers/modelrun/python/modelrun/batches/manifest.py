@@ -61,10 +61,12 @@ def inline_keys(images: Any) -> Iterator[str]:
         yield check_key(key, f"images[{position}]")
 
 
-def prefix_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
-    """Every object under the prefix, in key order, page by page (folder placeholders skipped)."""
+def prefix_keys(s3: Any, bucket: str, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+    """Every object under the prefix, in key order, page by page (folder placeholders skipped); with
+    ``start_after``, only the keys after it (where an earlier listing stopped)."""
     paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
+    after = {"StartAfter": start_after} if start_after else {}
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}, **after):
         for entry in page.get("Contents", []):
             if not entry["Key"].endswith("/"):
                 yield entry["Key"]
@@ -95,13 +97,22 @@ _OUT_OF_TIME_ADVICE = {
         "split the list into smaller files, one batch each, or upload it under batches/ (the upload trigger "
         "reads it with a longer time limit)"
     ),
+    "dataset_id": (
+        'submit it in parts, naming its images in "image_ids" (GET /datasets/{id}/images lists them), or as a list '
+        'file of their keys ({"manifest": "<its key>"})'
+    ),
     "retry": (
         'the batch is unchanged: submit its failed images as a new batch, {"manifest": "<its error report file>"} '
         "(the JSON-lines error report of an ended batch, results/<batch id>/errors-<attempt>.jsonl in your space, "
         "is a list of their keys)"
     ),
 }
-_WHAT = {"s3_prefix": "s3_prefix {!r}", "manifest": "manifest file {!r}", "retry": "the images to retry of {}"}
+_WHAT = {
+    "s3_prefix": "s3_prefix {!r}",
+    "manifest": "manifest file {!r}",
+    "dataset_id": "the images of dataset {}",
+    "retry": "the images to retry of {}",
+}
 
 
 def until_deadline[T](
@@ -114,8 +125,9 @@ def until_deadline[T](
     check_every: int = DEADLINE_CHECK_EVERY,
 ) -> Iterator[T]:
     """``keys`` as they come, until less than ``margin_ms`` is left (asked every ``check_every`` keys): then
-    ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix`` or
-    ``manifest`` (``value`` the prefix or the list file's key), or ``retry`` (``value`` the batch id)."""
+    ``TooManyToList``, naming how many keys were read and what to send instead. ``source`` is ``s3_prefix``,
+    ``manifest`` or ``dataset_id`` (``value`` the prefix, the list file's key or the dataset id), or ``retry``
+    (``value`` the batch id)."""
     for listed, key in enumerate(keys):
         if listed % check_every == 0 and remaining_ms() < margin_ms:
             what = _WHAT[source].format(value)

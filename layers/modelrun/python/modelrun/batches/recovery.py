@@ -180,9 +180,12 @@ class Recoverer:
             attempt=chunk.attempt,
             error_code=code,
             error_message=reason,
+            **chunk.ids_of(key),
         )
         predicted, failed = self.store.record_outcome(chunk.batch_id, outcome)
         self.store.add_counts(chunk.batch_id, predicted=predicted, failed=failed)
+        if chunk.dataset is not None and (predicted or failed):
+            self.predictor.record_history(chunk, [outcome])
 
     def delay(self, message: DeadLetter, seconds: int | None = None) -> None:
         """Hand the message back with a backoff that grows with its receive count."""

@@ -20,6 +20,7 @@ from modelrun.batches.manifest import (
 from modelrun.batches.requests import BatchLimits
 from modelrun.batches.store import COMPLETED_WITH_ERRORS, FAILED, FAILED_OUTCOME, RECOVERING, JobStore, now_iso
 from modelrun.batches.submit import start_execution
+from modelrun.datasets.history import DatasetRun
 from modelrun.errors import Conflict, InvalidRequest
 
 logger = Logger(child=True)
@@ -106,6 +107,7 @@ class BatchRetrier:
             concurrency,
             attempt,
             Faults.from_event(job),
+            DatasetRun.start(str(job["tenant"]), str(job["dataset_id"])) if job.get("dataset_id") else None,
         )
         logger.info("batch retried", batch_id=batch_id, attempt=attempt, images=summary.total)
         return {

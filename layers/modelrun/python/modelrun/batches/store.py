@@ -37,6 +37,9 @@ FAILED_OUTCOME = "failed"
 
 RETENTION_DAYS = 30
 
+DATASET_FIELDS = ("dataset_id", "image_id")
+"""What an outcome of a batch over a dataset carries next to its key."""
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -56,7 +59,8 @@ class Outcome:
     """The final result for one image of a batch: a prediction, or a failure with a stable code.
 
     ``result`` is a prediction's task result as the item keeps it (``label, score, top_k`` for a classification;
-    see :meth:`modelrun.batches.results.ResultObjects.keep` for masks and long detection lists).
+    see :meth:`modelrun.batches.results.ResultObjects.keep` for masks and long detection lists). An image of a
+    batch over a dataset carries its ``dataset_id`` and ``image_id``.
     """
 
     item: int
@@ -67,12 +71,15 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error_message: str | None = None
+    dataset_id: str | None = None
+    image_id: str | None = None
 
     def record(self, batch_id: str) -> dict[str, Any]:
         record: dict[str, Any] = {
             "batch_id": batch_id,
             "item": self.item,
             "key": self.key,
+            **({"dataset_id": self.dataset_id, "image_id": self.image_id} if self.image_id else {}),
             "chunk": self.chunk,
             "status": self.status,
             "batch_status": f"{batch_id}#{self.status}",
@@ -95,6 +102,7 @@ def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "item": record["item"],
         "key": record["key"],
+        **{name: record[name] for name in DATASET_FIELDS if record.get(name)},
         "status": record["status"],
         "attempt": record.get("attempt", 1),
         "updated_at": record.get("updated_at"),
@@ -107,8 +115,14 @@ def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-# The error report's fields, in this order in errors-<attempt>.csv and in GET /batches/{id}/errors.
+# The error report's fields, in this order in errors-<attempt>.csv and in GET /batches/{id}/errors; a batch over a
+# dataset adds DATASET_FIELDS after the key.
 ERROR_FIELDS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
+
+
+def error_fields(*, dataset: bool) -> tuple[str, ...]:
+    """The error report's columns: :data:`ERROR_FIELDS`, with :data:`DATASET_FIELDS` for a batch over a dataset."""
+    return (*ERROR_FIELDS[:2], *DATASET_FIELDS, *ERROR_FIELDS[2:]) if dataset else ERROR_FIELDS
 
 
 def error_entry(record: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +132,7 @@ def error_entry(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "item": shown["item"],
         "key": shown["key"],
+        **{name: shown[name] for name in DATASET_FIELDS if name in shown},
         "code": error.get("code"),
         "message": error.get("message"),
         "attempts": shown["attempt"],
@@ -353,6 +368,8 @@ def job_document(job: dict[str, Any], links: dict[str, str]) -> dict[str, Any]:
         "execution_arn": job.get("execution_arn"),
         "links": links,
     }
+    if job.get("dataset_id"):
+        document["dataset_id"] = job["dataset_id"]
     if job.get("parked"):
         document["parked"] = job["parked"]
     return document

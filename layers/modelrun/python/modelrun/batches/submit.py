@@ -24,7 +24,9 @@ from modelrun.batches.manifest import (
 )
 from modelrun.batches.requests import BatchLimits, BatchRequest, resolve_version
 from modelrun.batches.store import RECOVERING, JobStore, new_batch_id
-from modelrun.errors import ImageNotFound
+from modelrun.datasets.history import DatasetRun
+from modelrun.datasets.store import READY, DatasetStore
+from modelrun.errors import DatasetNotReady, ImageNotFound
 from modelrun.models.registry import ModelRegistry
 from modelrun.tenants import Tenant
 
@@ -50,20 +52,26 @@ class BatchSubmitter:
     remaining_ms: Callable[[], int] = lambda_max_remaining_ms
     deadline_check_every: int = DEADLINE_CHECK_EVERY
     tenant: Tenant | None = None
+    # The DatasetsTable, where batches over a dataset are submitted (POST /batches); upload triggers have none.
+    datasets: DatasetStore | None = None
 
     def for_tenant(self, tenant: Tenant) -> BatchSubmitter:
-        """This submitter for one tenant (same clients): its sources and its jobs are the tenant's."""
-        return replace(self, store=self.store.for_tenant(tenant), tenant=tenant)
+        """This submitter for one tenant (same clients): its sources, datasets and jobs are the tenant's."""
+        datasets = self.datasets.for_tenant(tenant) if self.datasets is not None else None
+        return replace(self, store=self.store.for_tenant(tenant), tenant=tenant, datasets=datasets)
 
     def keys(self, request: BatchRequest) -> Iterator[str]:
         """The request's keys; a prefix listing or a list file stops, refused, when the invocation runs short of
         time (an inline list is already in memory).
 
         For a tenant, a prefix lists only the tenant's keys and a list file outside its space does not exist, exactly
-        as missing ones; a key outside it, inline or in a list, refuses the batch (ImageNotFound, naming it)."""
+        as missing ones; a key outside it, inline or in a list, refuses the batch (ImageNotFound, naming it). A
+        dataset's keys are its image entries (registered in the tenant's space)."""
         if request.source == "images":
             return self._own(inline_keys(request.value))
-        if request.source == "s3_prefix":
+        if request.source == "dataset_id":
+            keys: Iterator[str] = self._dataset_keys(request)
+        elif request.source == "s3_prefix":
             # Listed keys are filtered, not the prefix tested: a short prefix ("t") also lists other spaces' keys.
             listed = prefix_keys(self.s3, self.bucket, request.value)
             tenant = self.tenant
@@ -79,6 +87,39 @@ class BatchSubmitter:
             value=request.value,
             check_every=self.deadline_check_every,
         )
+
+    def _dataset_keys(self, request: BatchRequest) -> Iterator[str]:
+        """The keys of a dataset's images (all, or those ``image_ids`` names, in its order), streamed.
+
+        Raises:
+            DatasetNotFound: no such dataset of the tenant.
+            DatasetNotReady: it is being registered, or its registration failed.
+            ImageNotFound: some of ``image_ids`` name no image of it (all of those are in ``details``).
+        """
+        if self.datasets is None:
+            raise RuntimeError("this submitter has no DatasetsTable: batches over a dataset come through the API")
+        dataset_id = str(request.value)
+        header = self.datasets.get(dataset_id)
+        if header["status"] != READY:
+            why = f": {header['reason']}" if header.get("reason") else ""
+            raise DatasetNotReady(
+                f"dataset {dataset_id} is {header['status']}{why}; a batch runs over a READY dataset "
+                "(wait for it, or register its images again)",
+                dataset_id=dataset_id,
+                status=header["status"],
+            )
+        if request.image_ids is None:
+            yield from self.datasets.iter_keys(dataset_id)
+            return
+        found, unknown = self.datasets.keys_of(dataset_id, request.image_ids)
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ImageNotFound(
+                f"dataset {dataset_id} has no image {shown}: GET /datasets/{dataset_id}/images lists its images",
+                image_ids=unknown,
+            )
+        for image_id in request.image_ids:
+            yield found[image_id]
 
     def _own(self, keys: Iterator[str]) -> Iterator[str]:
         if self.tenant is None:
@@ -107,6 +148,7 @@ class BatchSubmitter:
         faults = Faults.parse(request.faults, allowed=self.allow_faults)
         batch = BatchKeys(self.tenant, new_batch_id())
         batch_id = batch.batch_id
+        dataset_id = str(request.value) if request.source == "dataset_id" else None
         summary = write_manifest(
             self.s3,
             self.keys(request),
@@ -129,8 +171,10 @@ class BatchSubmitter:
                 "keys_object": summary.keys_key,
                 "attempt": 1,
                 "faults": faults.to_dict(),
+                **({"dataset_id": dataset_id} if dataset_id else {}),
             }
         )
+        run = DatasetRun.start(self.tenant.name, dataset_id) if dataset_id and self.tenant else None
         execution_arn = start_execution(
             self.sfn,
             self.store,
@@ -142,6 +186,7 @@ class BatchSubmitter:
             request.max_concurrency,
             1,
             faults,
+            run,
         )
         logger.info(
             "batch submitted",
@@ -150,6 +195,7 @@ class BatchSubmitter:
             total=summary.total,
             chunks=summary.chunks,
             model=model,
+            dataset_id=dataset_id,
         )
         return {
             "batch_id": batch_id,
@@ -158,6 +204,7 @@ class BatchSubmitter:
             "version": version,
             "total": summary.total,
             "execution_arn": execution_arn,
+            **({"dataset_id": dataset_id} if dataset_id else {}),
         }
 
 
@@ -172,8 +219,10 @@ def start_execution(
     concurrency: int,
     attempt: int,
     faults: Faults,
+    dataset: DatasetRun | None = None,
 ) -> str:
-    """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on).
+    """Start the attempt's execution, named by the batch id (``-a<n>`` from the second attempt on). A batch over a
+    dataset passes the attempt's :class:`DatasetRun` to every chunk (``dataset``; ``{}`` for any other batch).
 
     One that cannot start leaves the job RECOVERING (its files are written, nothing runs them), which
     POST /batches/{id}/retry accepts: the error is raised, as a transient one where it is.
@@ -191,6 +240,7 @@ def start_execution(
         "max_concurrency": concurrency,
         "attempt": attempt,
         "faults": faults.to_dict(),
+        "dataset": dataset.to_event() if dataset is not None else {},
     }
     name = batch_id if attempt == 1 else f"{batch_id}-a{attempt}"
     try:

@@ -1,4 +1,4 @@
-"""Links in responses: the base URL the client called, and the API routes of one batch."""
+"""Links in responses: the base URL the client called, and the API routes of one batch or dataset."""
 
 from __future__ import annotations
 
@@ -21,3 +21,9 @@ def batch_links(event: APIGatewayProxyEvent, batch_id: str) -> dict[str, str]:
     """The API routes of one batch: its job document, its paged results and its error report."""
     base = f"{api_base(event)}/batches/{batch_id}"
     return {"self": base, "results": f"{base}/results", "errors": f"{base}/errors"}
+
+
+def dataset_links(event: APIGatewayProxyEvent, dataset_id: str) -> dict[str, str]:
+    """The API routes of one dataset: its document and its paged images."""
+    base = f"{api_base(event)}/datasets/{dataset_id}"
+    return {"self": base, "images": f"{base}/images"}

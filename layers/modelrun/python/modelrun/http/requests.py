@@ -34,9 +34,17 @@ class S3Ref:
 
 
 @dataclass(frozen=True)
+class DatasetImageRef:
+    """An image named by its dataset and image id (whether both exist and are the caller's is for the dataset)."""
+
+    dataset_id: str
+    image_id: str
+
+
+@dataclass(frozen=True)
 class ImageRequest:
-    """What a prediction request asks for: the image bytes or an S3 reference, which model, whether a
-    segmentation mask is returned, and whether the model's view of the image is (``preview``)."""
+    """What a prediction request asks for: the image bytes, an S3 reference or a dataset image, which model, whether
+    a segmentation mask is returned, and whether the model's view of the image is (``preview``)."""
 
     model: str | None
     version: str | None
@@ -44,6 +52,7 @@ class ImageRequest:
     ref: S3Ref | None = None
     masks: bool = True
     preview: bool = False
+    dataset_image: DatasetImageRef | None = None
 
 
 def header(headers: dict[str, str], name: str) -> str | None:
@@ -135,10 +144,11 @@ def parse_image_request(
     headers: dict[str, str],
     query: dict[str, str],
 ) -> ImageRequest:
-    """Read one of the three request forms.
+    """Read one of the four request forms.
 
     - JSON ``{"model", "version"?, "image": "<base64>"}``
     - JSON ``{"model", "version"?, "image_s3": {"bucket", "key"}}``
+    - JSON ``{"model", "version"?, "dataset_id", "image_id"}``: an image of one of the caller's datasets
     - a raw image body with an image content type; model and version as query parameters.
 
     ``masks`` (``"masks": false`` in JSON, or ``?masks=false``) leaves a segmentation's mask out of the response;
@@ -172,8 +182,22 @@ def _image_request_from_json(body: dict[str, Any], query: dict[str, str]) -> Ima
     masks = _json_bool(body, query, "masks", default=True)
     preview = _json_bool(body, query, "preview", default=False)
     has_image, has_ref = "image" in body, "image_s3" in body
-    if has_image == has_ref:
-        raise InvalidRequest('send exactly one of "image" (base64) or "image_s3" ({"bucket", "key"})')
+    has_dataset_image = "dataset_id" in body or "image_id" in body
+    if has_image + has_ref + has_dataset_image != 1:
+        raise InvalidRequest(
+            'send exactly one of "image" (base64), "image_s3" ({"bucket", "key"}) or "dataset_id" with "image_id"'
+        )
+    if has_dataset_image:
+        dataset_id, image_id = body.get("dataset_id"), body.get("image_id")
+        if not isinstance(dataset_id, str) or not dataset_id or not isinstance(image_id, str) or not image_id:
+            raise InvalidRequest('"dataset_id" and "image_id" must both be given, as strings')
+        return ImageRequest(
+            model=model,
+            version=version,
+            masks=masks,
+            preview=preview,
+            dataset_image=DatasetImageRef(dataset_id, image_id),
+        )
     if has_image:
         encoded = body["image"]
         if not isinstance(encoded, str):

@@ -68,7 +68,7 @@ class FileSpec:
 def parse_files(body: Any, *, max_bytes: int) -> list[FileSpec]:
     if not isinstance(body, dict):
         raise InvalidRequest('the request body must be a JSON object {"files": [...]}')
-    unknown = sorted(set(body) - {"files"})
+    unknown = sorted(set(body) - {"files", "dataset_id"})  # dataset_id: the handler's (modelrun.datasets)
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
     files = body.get("files")
