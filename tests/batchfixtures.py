@@ -143,9 +143,8 @@ class TimeLeft:
 
 
 def import_batch_status_handler(monkeypatch: pytest.MonkeyPatch, module_name: str) -> ModuleType:
-    """functions/batch_status/app.py imported fresh (inside ``batch_aws``, with the audit table it writes) with the
-    environment its template entry gives it, under ``module_name``; send it events :func:`from_stack_key`."""
-    create_table(boto3.resource("dynamodb"), "AuditTable", AUDIT_TABLE)
+    """functions/batch_status/app.py imported fresh (inside ``batch_aws``, which makes the audit table it writes) with
+    the environment its template entry gives it, under ``module_name``; send it events :func:`from_stack_key`."""
     for name, value in {
         "JOBS_TABLE": JOBS_TABLE,
         "ITEMS_TABLE": ITEMS_TABLE,
