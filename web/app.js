@@ -1,5 +1,7 @@
 // modelrun web page: upload images with presigned URLs, run a batch, follow it live, show results and errors;
 // or predict one image at once. Detection boxes and segmentation masks are drawn over the image on a canvas.
+// Datasets: list the caller's, upload images into a new one, run a batch over one, browse its images, predict one
+// by id and show each image's prediction history.
 // Plain modern JavaScript, no build step. Reads config.json next to this file:
 //   {"apiUrl": "https://.../v1/", "webSocketUrl": "wss://.../v1" (optional), "apiKey": "..." (local mode only)}
 "use strict";
@@ -10,6 +12,7 @@
   const UPLOADS_PER_CALL = 1000; // POST /uploads accepts at most 1,000 files per call
   const UPLOAD_CONCURRENCY = 6;
   const PAGE_SIZE = 100;
+  const IMAGES_PAGE_SIZE = 50;
   const POLL_MS = 1000;
   const SOCKET_CHECK_MS = 10000; // a GET now and then while the socket is quiet, in case a message was lost
   const TERMINAL = new Set(["COMPLETED", "COMPLETED_WITH_ERRORS", "FAILED"]);
@@ -58,6 +61,17 @@
     finished: false,
     resultsToken: null,
     errorsToken: null,
+    datasetFiles: [], // files chosen for a new dataset
+    datasetsToken: null,
+    dataset: null, // the dataset picked, as GET /datasets/{id} last answered
+    datasetTimer: null,
+    imagesToken: null,
+    images: new Map(), // image id -> S3 key, for the picked dataset's images listed so far
+    history: null, // {imageId, token}: the image whose prediction history is shown
+    // Per dataset id, what this page uploaded into it: S3 key -> the name the user picked, and -> the File itself
+    // (its results can then be drawn over the image without asking the API for a preview).
+    datasetNames: new Map(),
+    datasetUploads: new Map(),
   };
 
   class ApiError extends Error {
@@ -214,8 +228,10 @@
     }
   }
 
-  async function addFiles(list) {
-    const seen = new Set(state.files.map((file) => `${file.name}|${file.size}|${file.lastModified}`));
+  /** The chosen files with the images of `list` added (a file already chosen, or not an image, is left out). */
+  async function acceptFiles(chosen, list) {
+    const files = [...chosen];
+    const seen = new Set(files.map((file) => `${file.name}|${file.size}|${file.lastModified}`));
     const skipped = [];
     for (const file of [...list]) {
       const id = `${file.name}|${file.size}|${file.lastModified}`;
@@ -228,22 +244,31 @@
         dicomFiles.add(file);
       }
       seen.add(id);
-      state.files.push(file);
+      files.push(file);
     }
-    renderSelection();
     if (skipped.length) {
       const types = "PNG, JPEG, GIF, BMP, TIFF, WebP or DICOM";
       showError(new ApiError("unsupported_media_type", `not a ${types} image, left out: ${skipped.join(", ")}`));
     }
+    return files;
+  }
+
+  async function addFiles(list) {
+    state.files = await acceptFiles(state.files, list);
+    renderSelection();
   }
 
   function renderSelection() {
-    const files = state.files;
+    renderFiles(state.files, $("selection"), $("file-list"));
+    $("clear-files").hidden = !state.files.length;
+    updateSubmit();
+  }
+
+  function renderFiles(files, selection, list) {
     const bytes = files.reduce((sum, file) => sum + file.size, 0);
-    $("selection").textContent = files.length
+    selection.textContent = files.length
       ? `${files.length} image${files.length === 1 ? "" : "s"} selected (${formatBytes(bytes)}).`
       : "No images selected.";
-    const list = $("file-list");
     list.replaceChildren(
       ...files.slice(0, 12).map((file) => {
         const item = document.createElement("li");
@@ -257,19 +282,23 @@
       more.textContent = `and ${files.length - 12} more`;
       list.append(more);
     }
-    $("clear-files").hidden = !files.length;
-    updateSubmit();
   }
 
   function updateSubmit() {
     const ready = !state.busy && $("model").value && state.apiKey;
     $("submit").disabled = !ready || !state.files.length;
     $("predict-one").disabled = !ready || state.files.length !== 1;
+    const dataset = state.dataset;
+    $("create-dataset").disabled = state.busy || !state.apiKey;
+    $("dataset-batch").disabled = !ready || dataset?.status !== "READY" || !dataset.images;
+    $("predict-id").disabled = !ready || !dataset;
+    for (const button of document.querySelectorAll("#images-table .predict-image")) button.disabled = !ready;
+    $("dataset-model").textContent = $("model").value || "(none chosen)";
   }
 
   function setBusy(busy) {
     state.busy = busy;
-    for (const id of ["model", "files", "clear-files"]) $(id).disabled = busy;
+    for (const id of ["model", "files", "clear-files", "dataset-name", "dataset-files"]) $(id).disabled = busy;
     $("drop-zone").classList.toggle("disabled", busy);
     updateSubmit();
   }
@@ -542,6 +571,10 @@
       renderResultsHeader(job);
       await loadResults(batchId);
       await loadErrors(batchId);
+      // A batch over the picked dataset added an entry to the history shown.
+      if (job.dataset_id && job.dataset_id === state.dataset?.dataset_id && state.history) {
+        await showHistory(state.history.imageId, { focus: false });
+      }
     } catch (error) {
       showError(error);
     }
@@ -699,22 +732,402 @@
         raw: { data: file, type: contentType(file) || "application/octet-stream" },
       });
       setStatus("");
-      $("prediction-summary").textContent =
-        `${file.name}: ${summarise(result)} · model ${result.model} version ${result.version}` +
-        (typeof result.timings_ms?.total === "number" ? ` · ${numbers.format(result.timings_ms.total)} ms` : "");
-      $("prediction-section").hidden = false;
-      if (dicom) {
-        await renderDicomView($("prediction-view"), { name: file.name, result });
-      } else {
-        await renderResultView($("prediction-view"), { file, name: file.name, result, model: result.model });
-      }
-      $("prediction-title").focus();
+      await showPrediction({ name: file.name, result, file: dicom ? null : file });
     } catch (error) {
       setStatus("");
       showError(error);
     } finally {
       setBusy(false);
     }
+  }
+
+  /** A single prediction in the "Prediction" card: drawn over `file`, or over the API's preview of the image when
+   * the page has no file the browser can show (DICOM, or a dataset image it did not upload). */
+  async function showPrediction({ name, result, file, note = "" }) {
+    $("prediction-summary").textContent =
+      `${name}: ${summarise(result)} · model ${result.model} version ${result.version}` +
+      (typeof result.timings_ms?.total === "number" ? ` · ${numbers.format(result.timings_ms.total)} ms` : "") +
+      note;
+    $("prediction-section").hidden = false;
+    if (file) {
+      await renderResultView($("prediction-view"), { file, name, result, model: result.model });
+    } else {
+      await renderPreviewView($("prediction-view"), { name, result });
+    }
+    $("prediction-title").focus();
+  }
+
+  // -- datasets ----------------------------------------------------------------------------------------------
+  const datasetPath = (...parts) => ["datasets", ...parts].map(encodeURIComponent).join("/");
+
+  function perDataset(maps, datasetId) {
+    if (!maps.has(datasetId)) maps.set(datasetId, new Map());
+    return maps.get(datasetId);
+  }
+
+  function imageName(datasetId, key) {
+    return state.datasetNames.get(datasetId)?.get(key) || String(key).split("/").pop();
+  }
+
+  function statusBadge(status) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = status || "";
+    badge.dataset.status = status || "";
+    return badge;
+  }
+
+  function formatTime(iso) {
+    const time = iso ? new Date(iso) : null;
+    return time && !Number.isNaN(time.getTime()) ? time.toLocaleString() : iso || "—";
+  }
+
+  /** The caller's datasets, newest first: the first page again, or (`more`) the next one added below. */
+  async function loadDatasets(more = false) {
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (more && state.datasetsToken) params.set("next_token", state.datasetsToken);
+    const page = await api(`datasets?${params}`);
+    const body = $("datasets-table").tBodies[0];
+    if (!more) body.replaceChildren();
+    for (const dataset of page.datasets || []) body.append(datasetRow(dataset));
+    state.datasetsToken = page.next_token || null;
+    $("more-datasets").hidden = !state.datasetsToken;
+    $("datasets-table-wrap").hidden = !body.rows.length;
+    $("datasets-empty").hidden = Boolean(body.rows.length);
+  }
+
+  function datasetRow(dataset) {
+    const row = tableRow([
+      [dataset.name, "name"],
+      [""],
+      [dataset.images ?? 0, "num"],
+      [formatTime(dataset.created_at)],
+      [""],
+    ]);
+    row.dataset.datasetId = dataset.dataset_id;
+    row.cells[1].append(statusBadge(dataset.status));
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "secondary small";
+    open.textContent = "Open";
+    open.setAttribute("aria-label", `Open the dataset ${dataset.name}`);
+    open.addEventListener("click", () => pickDataset(dataset.dataset_id).catch(showError));
+    row.cells[4].append(open);
+    if (state.dataset?.dataset_id === dataset.dataset_id) row.setAttribute("aria-current", "true");
+    return row;
+  }
+
+  /** The list's row of a dataset, brought up to date in place (a button in it keeps the focus). */
+  function updateDatasetRow(dataset) {
+    for (const row of $("datasets-table").tBodies[0].rows) {
+      const picked = row.dataset.datasetId === state.dataset?.dataset_id;
+      row.toggleAttribute("aria-current", picked);
+      if (picked) row.setAttribute("aria-current", "true");
+      if (row.dataset.datasetId !== dataset.dataset_id) continue;
+      row.cells[0].textContent = dataset.name;
+      row.cells[1].replaceChildren(statusBadge(dataset.status));
+      row.cells[2].textContent = String(dataset.images ?? 0);
+    }
+  }
+
+  async function pickDataset(datasetId) {
+    clearTimeout(state.datasetTimer);
+    const dataset = await api(datasetPath(datasetId));
+    state.dataset = dataset;
+    state.imagesToken = null;
+    state.images = new Map();
+    state.history = null;
+    $("images-table").tBodies[0].replaceChildren();
+    $("history").hidden = true;
+    $("image-id").value = "";
+    $("dataset-action-status").textContent = "";
+    renderDataset(dataset);
+    $("dataset-section").hidden = false;
+    $("dataset-title").focus();
+    if (dataset.status === "REGISTERING") followRegistration(datasetId);
+    await loadImages(datasetId);
+  }
+
+  function renderDataset(dataset) {
+    const count = dataset.images ?? 0;
+    $("dataset-shown-name").textContent = dataset.name;
+    $("dataset-id").textContent = dataset.dataset_id;
+    const badge = $("dataset-status");
+    badge.textContent = dataset.status;
+    badge.dataset.status = dataset.status;
+    $("dataset-count").textContent =
+      dataset.status === "REGISTERING"
+        ? `${count} image${count === 1 ? "" : "s"} so far (${dataset.keys_read ?? 0} keys read), registering…`
+        : `${count} image${count === 1 ? "" : "s"}`;
+    $("dataset-reason").textContent = dataset.reason || "";
+    $("dataset-reason").hidden = !dataset.reason;
+    updateDatasetRow(dataset);
+    updateSubmit();
+  }
+
+  /** A dataset being registered from a prefix or a list file: asked again every second until READY or FAILED. */
+  function followRegistration(datasetId) {
+    clearTimeout(state.datasetTimer);
+    const tick = async () => {
+      if (state.dataset?.dataset_id !== datasetId) return;
+      try {
+        const dataset = await api(datasetPath(datasetId));
+        if (state.dataset?.dataset_id !== datasetId) return;
+        state.dataset = dataset;
+        renderDataset(dataset);
+        if (dataset.status !== "REGISTERING") {
+          state.imagesToken = null;
+          state.images = new Map();
+          $("images-table").tBodies[0].replaceChildren();
+          await loadImages(datasetId);
+          return;
+        }
+      } catch (error) {
+        showError(error);
+        if (error.status >= 400 && error.status < 500 && error.status !== 429) return; // asking again won't help
+      }
+      state.datasetTimer = setTimeout(tick, POLL_MS);
+    };
+    state.datasetTimer = setTimeout(tick, POLL_MS);
+  }
+
+  async function loadImages(datasetId) {
+    const params = new URLSearchParams({ limit: String(IMAGES_PAGE_SIZE) });
+    if (state.imagesToken) params.set("next_token", state.imagesToken);
+    const page = await api(`${datasetPath(datasetId, "images")}?${params}`);
+    if (state.dataset?.dataset_id !== datasetId) return; // another dataset was picked meanwhile
+    const body = $("images-table").tBodies[0];
+    for (const image of page.images || []) {
+      state.images.set(image.image_id, image.key);
+      const name = imageName(datasetId, image.key);
+      const row = tableRow([
+        [body.rows.length + 1, "num"],
+        [name, "file", image.key],
+        [image.image_id, "id"],
+        ["", "row-actions"],
+      ]);
+      row.dataset.imageId = image.image_id;
+      const predict = document.createElement("button");
+      predict.type = "button";
+      predict.className = "secondary small predict-image";
+      predict.textContent = "Predict";
+      predict.setAttribute("aria-label", `Predict ${name}`);
+      predict.addEventListener("click", () => predictDatasetImage(image.image_id));
+      const past = document.createElement("button");
+      past.type = "button";
+      past.className = "link-button";
+      past.textContent = "History";
+      past.setAttribute("aria-label", `Prediction history of ${name}`);
+      past.addEventListener("click", () => showHistory(image.image_id).catch(showError));
+      row.cells[3].append(predict, past);
+      body.append(row);
+    }
+    state.imagesToken = page.next_token || null;
+    $("more-images").hidden = !state.imagesToken;
+    $("images-table-wrap").hidden = !body.rows.length;
+    $("images-empty").hidden = Boolean(body.rows.length);
+    updateSubmit();
+  }
+
+  async function createDataset(event) {
+    event.preventDefault();
+    if (state.busy) return;
+    const name = $("dataset-name").value.trim();
+    if (!name) {
+      showError(new ApiError("invalid_request", "give the new dataset a name"));
+      $("dataset-name").focus();
+      return;
+    }
+    clearError();
+    setBusy(true);
+    const files = [...state.datasetFiles];
+    const status = (text) => {
+      $("dataset-form-status").textContent = text;
+    };
+    const progress = $("dataset-progress");
+    try {
+      status(`Creating the dataset ${name}…`);
+      const dataset = await api("datasets", { method: "POST", body: { name } });
+      const datasetId = dataset.dataset_id;
+      const names = perDataset(state.datasetNames, datasetId);
+      const uploads = perDataset(state.datasetUploads, datasetId);
+      const failures = [];
+      let done = 0;
+      progress.max = Math.max(files.length, 1);
+      progress.value = 0;
+      progress.hidden = !files.length;
+      for (let start = 0; start < files.length; start += UPLOADS_PER_CALL) {
+        const group = files.slice(start, start + UPLOADS_PER_CALL);
+        status(`Preparing uploads into ${name} (${start + group.length} of ${files.length})…`);
+        const plan = await api("uploads", {
+          method: "POST",
+          body: { dataset_id: datasetId, files: group.map(describeFile) },
+        });
+        // One file refused by the storage does not stop the others: they are reported together at the end.
+        const tasks = plan.uploads.map((upload, index) => async () => {
+          try {
+            await putFile(upload, group[index]);
+            names.set(upload.key, upload.name);
+            uploads.set(upload.key, group[index]);
+          } catch (error) {
+            failures.push(error);
+          }
+          done += 1;
+          progress.value = done;
+          status(`Uploaded ${done - failures.length} of ${files.length} images into ${name}…`);
+        });
+        await runPool(tasks, UPLOAD_CONCURRENCY);
+      }
+      state.datasetFiles = [];
+      $("dataset-files").value = "";
+      $("dataset-name").value = "";
+      renderDatasetSelection();
+      status(
+        files.length
+          ? `${name}: ${files.length - failures.length} of ${files.length} images uploaded.`
+          : `${name}: an empty dataset, ready for uploads.`,
+      );
+      await loadDatasets();
+      await pickDataset(datasetId);
+      if (failures.length) {
+        const why = failures.map((error) => error.message).join("; ");
+        showError(new ApiError("upload_failed", `${failures.length} of ${files.length} images were not uploaded: ${why}`));
+      }
+    } catch (error) {
+      status("");
+      showError(error);
+    } finally {
+      progress.hidden = true;
+      setBusy(false);
+    }
+  }
+
+  function describeFile(file) {
+    return { name: file.name, content_type: contentType(file), size: file.size };
+  }
+
+  async function addDatasetFiles(list) {
+    state.datasetFiles = await acceptFiles(state.datasetFiles, list);
+    renderDatasetSelection();
+  }
+
+  function renderDatasetSelection() {
+    renderFiles(state.datasetFiles, $("dataset-selection"), $("dataset-file-list"));
+    const count = state.datasetFiles.length;
+    $("create-dataset").textContent = count
+      ? `Create the dataset and upload ${count} image${count === 1 ? "" : "s"}`
+      : "Create the dataset";
+  }
+
+  async function runDatasetBatch() {
+    const dataset = state.dataset;
+    if (state.busy || dataset?.status !== "READY") return;
+    clearError();
+    setBusy(true);
+    const status = $("dataset-action-status");
+    try {
+      status.textContent = `Submitting a batch over ${dataset.name}…`;
+      const batch = await api("batches", {
+        method: "POST",
+        body: { dataset_id: dataset.dataset_id, model: $("model").value },
+        headers: { "Idempotency-Key": newIdempotencyKey() },
+      });
+      status.textContent = `Batch ${batch.batch_id} submitted.`;
+      const names = new Map(state.datasetNames.get(dataset.dataset_id) || []);
+      saveNames(batch.batch_id, names);
+      history.replaceState(null, "", `#batch=${encodeURIComponent(batch.batch_id)}`);
+      watchBatch(batch.batch_id, batch, names, new Map(state.datasetUploads.get(dataset.dataset_id) || []));
+    } catch (error) {
+      status.textContent = "";
+      showError(error);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function predictDatasetImage(imageId) {
+    const dataset = state.dataset;
+    if (state.busy || !dataset || !imageId) return;
+    clearError();
+    setBusy(true);
+    const status = $("dataset-action-status");
+    const known = state.images.get(imageId);
+    const file = known && state.datasetUploads.get(dataset.dataset_id)?.get(known);
+    // The page has the image only if it uploaded it (and can draw it only if it is not DICOM): otherwise the API
+    // sends the model's view of it to draw the result on.
+    const drawable = file && !isDicom(file) ? file : null;
+    try {
+      status.textContent = `Predicting image ${imageId}…`;
+      const result = await api("predictions", {
+        method: "POST",
+        body: { dataset_id: dataset.dataset_id, image_id: imageId, model: $("model").value, preview: !drawable },
+      });
+      status.textContent = "";
+      const name = imageName(dataset.dataset_id, result.key || known || imageId);
+      await showPrediction({ name, result, file: drawable, note: ` · dataset ${dataset.name}, image ${imageId}` });
+      if (state.history?.imageId === imageId) await showHistory(imageId, { focus: false });
+    } catch (error) {
+      status.textContent = "";
+      showError(error);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  /** An image's predictions, newest first: the first page, or (`more`) the next one added below. */
+  async function showHistory(imageId, { more = false, focus = true } = {}) {
+    const dataset = state.dataset;
+    if (!dataset) return;
+    const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (more && state.history?.token) params.set("next_token", state.history.token);
+    const page = await api(`${datasetPath(dataset.dataset_id, "images", imageId, "predictions")}?${params}`);
+    if (state.dataset?.dataset_id !== dataset.dataset_id) return;
+    state.history = { imageId, token: page.next_token || null };
+    const body = $("history-table").tBodies[0];
+    if (!more) body.replaceChildren();
+    for (const entry of page.predictions || []) {
+      const failed = entry.status === "failed";
+      body.append(
+        tableRow([
+          [formatTime(entry.time), "time"],
+          [entry.batch_id === "single" ? "single prediction" : `batch ${entry.batch_id}`, "run"],
+          [entry.model ? `${entry.model} ${entry.version ?? ""}`.trim() : "—"],
+          [entry.status || "", `status ${entry.status}`],
+          [summariseEntry(entry), failed ? "message" : ""],
+        ]),
+      );
+    }
+    const name = imageName(dataset.dataset_id, page.key || state.images.get(imageId) || imageId);
+    $("history-image").textContent = `${name} (${imageId})`;
+    $("history-table-wrap").hidden = !body.rows.length;
+    $("history-empty").hidden = Boolean(body.rows.length);
+    $("more-history").hidden = !state.history.token;
+    $("history").hidden = false;
+    if (focus && !more) $("history-title").focus();
+  }
+
+  /** A history entry's result in a few words, from the summary the API keeps (not the full result). */
+  function summariseEntry(entry) {
+    if (entry.status === "failed") return `${entry.error?.code || "error"}: ${entry.error?.message || ""}`;
+    const summary = entry.summary || {};
+    if (Array.isArray(summary.frames)) {
+      return summary.frames
+        .map((frame) => `frame ${frame.frame}: ${summariseEntry({ status: "predicted", summary: frame })}`)
+        .join("; ");
+    }
+    if (typeof summary.count === "number") {
+      if (!summary.count) return "no objects";
+      const labels = Array.isArray(summary.labels) && summary.labels.length ? `: ${summary.labels.join(", ")}` : "";
+      return `${summary.count} object${summary.count === 1 ? "" : "s"}${labels}`;
+    }
+    if (Array.isArray(summary.classes)) {
+      return summary.classes.map((entry) => `${entry.label} ${percentText(entry.fraction)}`).join(", ") || "—";
+    }
+    if (summary.label !== undefined) {
+      return `${summary.label} (${typeof summary.score === "number" ? summary.score.toFixed(4) : "?"})`;
+    }
+    if (Array.isArray(summary.labels)) return summary.labels.join(", ") || "no label above its threshold";
+    return "—";
   }
 
   // -- results of every task ---------------------------------------------------------------------------------
@@ -973,9 +1386,9 @@
     return list;
   }
 
-  /** A DICOM prediction: the model's view of each predicted frame (the preview PNGs the API sent) with that
-   * frame's result drawn over it; a choice of frame when there are several. */
-  async function renderDicomView(view, { name, result }) {
+  /** A prediction the browser has no picture of (DICOM, a dataset image): the model's view of each predicted frame
+   * (the preview PNGs the API sent) with that frame's result drawn over it; a choice of frame when there are several. */
+  async function renderPreviewView(view, { name, result }) {
     const frames = Array.isArray(result.frames) ? result.frames : [{ ...result, frame: null }];
     const previews = new Map((result.preview || []).map((preview) => [preview.frame, preview]));
     const single = frames.length === 1;
@@ -1167,6 +1580,23 @@
     $("more-results").addEventListener("click", () => loadResults(state.batchId).catch(showError));
     $("more-errors").addEventListener("click", () => loadErrors(state.batchId).catch(showError));
     $("new-batch").addEventListener("click", resetForNewBatch);
+    $("refresh-datasets").addEventListener("click", () => loadDatasets().catch(showError));
+    $("more-datasets").addEventListener("click", () => loadDatasets(true).catch(showError));
+    $("dataset-form").addEventListener("submit", createDataset);
+    $("dataset-files").addEventListener("change", (event) => addDatasetFiles(event.target.files).catch(showError));
+    $("dataset-batch").addEventListener("click", runDatasetBatch);
+    $("more-images").addEventListener("click", () => {
+      if (state.dataset) loadImages(state.dataset.dataset_id).catch(showError);
+    });
+    $("predict-id-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const imageId = $("image-id").value.trim();
+      if (imageId) predictDatasetImage(imageId);
+      else showError(new ApiError("invalid_request", "give the id of one of the dataset's images"));
+    });
+    $("more-history").addEventListener("click", () => {
+      if (state.history) showHistory(state.history.imageId, { more: true }).catch(showError);
+    });
     $("change-key").addEventListener("click", () => {
       sessionStorage.removeItem(KEY_STORAGE);
       state.apiKey = null;
@@ -1193,6 +1623,7 @@
 
   async function start() {
     await loadModels();
+    await loadDatasets();
     const batchId = new URLSearchParams(location.hash.slice(1)).get("batch");
     if (batchId && batchId !== state.batchId) watchBatch(batchId, null, null);
   }
