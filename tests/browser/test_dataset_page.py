@@ -12,11 +12,13 @@ from typing import Any
 
 from playwright.sync_api import Locator, Page, Route, expect
 
+from tests.browser.conftest import PHONE
 from tests.browser.test_web_page import BATCH_TIMEOUT_MS, good_samples, open_page, true_label
 from tests.integration.conftest import Api
 from tests.integration.helpers import upload
 
 SCREENSHOT = Path("/tmp/modelrun-web-page-datasets.png")
+PHONE_SCREENSHOT = Path("/tmp/modelrun-web-page-datasets-phone.png")
 HOSTILE = '<img src=x onerror="window.pwned = true">'
 
 
@@ -176,3 +178,68 @@ def test_an_unknown_image_id_is_shown_as_the_api_worded_it(page: Page, page_url:
     expect(page.locator("#alert-message")).to_have_text(expected["message"])
     assert expected["code"] == "image_not_found"
     expect(page.locator("#prediction-section")).to_be_hidden()
+
+
+def test_a_file_the_storage_refuses_is_reported_and_the_others_are_uploaded(page: Page, page_url: str) -> None:
+    # Given three images, and a storage that refuses the PUT of one of them as S3 would
+    images = good_samples(per_label=1)[:3]
+    refused = images[1]
+    denied = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+    page.route(
+        re.compile(rf".*/{re.escape(refused.name)}\?.*"),
+        lambda route: (
+            route.fulfill(status=403, body=denied, content_type="application/xml")
+            if route.request.method == "PUT"
+            else route.fallback()
+        ),
+    )
+    name = unique("partly uploaded")
+    open_page(page, page_url)
+    page.evaluate(
+        """() => {
+          window.uploadStatus = [];
+          const status = document.getElementById("dataset-form-status");
+          new MutationObserver(() => window.uploadStatus.push(status.textContent))
+            .observe(status, {childList: true, characterData: true});
+        }"""
+    )
+
+    # When they are uploaded into a new dataset
+    create_dataset_on_the_page(page, name, images)
+
+    # Then the refused file is reported with the storage's own words, the others are uploaded, and progress was shown
+    expect(page.locator("#alert-code")).to_have_text("upload_failed")
+    expect(page.locator("#alert-message")).to_contain_text("1 of 3 images were not uploaded")
+    expect(page.locator("#alert-message")).to_contain_text(f"{refused.name}: storage answered 403 AccessDenied")
+    expect(page.locator("#dataset-form-status")).to_have_text(f"{name}: 2 of 3 images uploaded.")
+    seen = page.evaluate("window.uploadStatus")
+    assert any(text.startswith("Uploaded ") and f"of 3 images into {name}" in text for text in seen), seen
+    expect(page.locator("#dataset-status")).to_have_text("READY")
+
+    # And predicting the refused one says its image is missing, as the API words it
+    row = page.locator("#images-table tbody tr").filter(has=page.locator("td.file", has_text=refused.name))
+    row.get_by_role("button", name=f"Predict {refused.name}").click()
+    expect(page.locator("#alert-code")).to_have_text("image_not_found")
+
+
+def test_the_dataset_cards_fit_a_phone_screen_without_sideways_scrolling(
+    page: Page, page_url: str, api: Api, s3: Any, images_bucket: str
+) -> None:
+    # Given a phone-sized window and a dataset with images and a long name
+    page.set_viewport_size(PHONE)
+    name = unique("a rather long dataset name that has to wrap on a phone screen")
+    folder = f"browser-datasets/{uuid.uuid4().hex}/"
+    keys = upload(s3, images_bucket, {folder + path.name: path.read_bytes() for path in good_samples(per_label=1)[:3]})
+    assert api.post("/datasets", json={"name": name, "images": keys}).status_code == 201
+
+    # When it is opened and an image's history shown
+    open_page(page, page_url)
+    dataset_row(page, name).get_by_role("button", name=f"Open the dataset {name}").click()
+    expect(page.locator("#images-table tbody tr")).to_have_count(3)
+    page.locator("#images-table tbody tr").first.get_by_role("button", name="History").click()
+    expect(page.locator("#history-empty")).to_be_visible()
+
+    # Then nothing is wider than the screen (the tables scroll inside their frames)
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], widths
+    page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
