@@ -820,9 +820,8 @@
   /** The list's row of a dataset, brought up to date in place (a button in it keeps the focus). */
   function updateDatasetRow(dataset) {
     for (const row of $("datasets-table").tBodies[0].rows) {
-      const picked = row.dataset.datasetId === state.dataset?.dataset_id;
-      row.toggleAttribute("aria-current", picked);
-      if (picked) row.setAttribute("aria-current", "true");
+      if (row.dataset.datasetId === state.dataset?.dataset_id) row.setAttribute("aria-current", "true");
+      else row.removeAttribute("aria-current");
       if (row.dataset.datasetId !== dataset.dataset_id) continue;
       row.cells[0].textContent = dataset.name;
       row.cells[1].replaceChildren(statusBadge(dataset.status));

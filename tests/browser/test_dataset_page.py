@@ -10,9 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Request, Route, expect
 
 from tests.browser.conftest import PHONE
+from tests.browser.test_dicom_page import sample_as_monochrome1_dicom
 from tests.browser.test_web_page import BATCH_TIMEOUT_MS, good_samples, open_page, true_label
 from tests.integration.conftest import Api
 from tests.integration.helpers import upload
@@ -243,3 +244,31 @@ def test_the_dataset_cards_fit_a_phone_screen_without_sideways_scrolling(
     widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], widths
     page.screenshot(path=str(PHONE_SCREENSHOT), full_page=True)
+
+
+def test_a_dcm_uploaded_into_a_dataset_is_predicted_by_id_on_the_model_view_the_api_sends(
+    page: Page, page_url: str, tmp_path: Path
+) -> None:
+    # Given a DICOM file of a cells sample, and the page with the cells model chosen
+    path, _ = sample_as_monochrome1_dicom(tmp_path)
+    sent: list[Request] = []
+    page.on("request", lambda request: sent.append(request) if request.method == "PUT" else None)
+    name = unique("dicom")
+    open_page(page, page_url)
+    page.select_option("#model", "cells")
+
+    # When it is uploaded into a new dataset and predicted from the images list
+    page.get_by_label("Name", exact=True).fill(name)
+    page.set_input_files("#dataset-files", [path])
+    page.get_by_role("button", name="Create the dataset and upload 1 image").click()
+    expect(page.locator("#dataset-count")).to_have_text("1 image")
+    with page.expect_request(lambda request: request.url.endswith("/predictions")) as asked:
+        page.get_by_role("button", name=f"Predict {path.name}").click()
+
+    # Then it went up as DICOM, the prediction asked for the model's view, and the mask is drawn over that view
+    [put] = sent
+    assert put.headers["content-type"] == "application/dicom"
+    assert json.loads(asked.value.post_data or "{}")["preview"] is True
+    expect(page.locator('#prediction-view figure[data-drawn="true"]')).to_be_visible()
+    expect(page.locator("#prediction-summary")).to_contain_text(f"{path.name}: ")
+    expect(page.locator("#prediction-summary")).to_contain_text("model cells version 1")
