@@ -129,6 +129,18 @@ def tenant_apis(stack: LocalRuntime) -> dict[str, Api]:
 
 
 @pytest.fixture(scope="session")
+def a(tenant_apis: dict[str, Api]) -> Api:
+    """Tenant A's client (``tenant-a``), for the tests of what one tenant owns."""
+    return tenant_apis["tenant-a"]
+
+
+@pytest.fixture(scope="session")
+def b(tenant_apis: dict[str, Api]) -> Api:
+    """Tenant B's client (``tenant-b``), the other tenant those tests try A's resources with."""
+    return tenant_apis["tenant-b"]
+
+
+@pytest.fixture(scope="session")
 def images_bucket(stack: LocalRuntime) -> str:
     assert stack.stack is not None
     return stack.stack.ref("ImagesBucket")

@@ -58,16 +58,6 @@ def every_image(api: Api, dataset_id: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def a(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-a"]
-
-
-@pytest.fixture(scope="module")
-def b(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-b"]
-
-
-@pytest.fixture(scope="module")
 def prefix(s3: Any, images_bucket: str) -> str:
     """2,000 small PNGs of tenant A under one prefix, uploaded on threads."""
     root = f"tenants/tenant-a/datasets-test/{uuid.uuid4().hex[:8]}/"

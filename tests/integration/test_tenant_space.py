@@ -27,16 +27,6 @@ CELLS = sorted(path for path in (REPO / "samples" / "cells").glob("cells-*.png")
 A_SPACE = "tenants/tenant-a/"
 
 
-@pytest.fixture(scope="module")
-def a(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-a"]
-
-
-@pytest.fixture(scope="module")
-def b(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-b"]
-
-
 def keys_under(s3: Any, bucket: str, prefix: str = "") -> list[str]:
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

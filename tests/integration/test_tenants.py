@@ -34,16 +34,6 @@ def fill(path: str, ids: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def a(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-a"]
-
-
-@pytest.fixture(scope="module")
-def b(tenant_apis: dict[str, Api]) -> Api:
-    return tenant_apis["tenant-b"]
-
-
-@pytest.fixture(scope="module")
 def a_keys(s3: Any, images_bucket: str) -> list[str]:
     files = {f"tenants/tenant-a/scans/{n}.png": sample(n).read_bytes() for n in (3, 7)}
     return upload(s3, images_bucket, files)
