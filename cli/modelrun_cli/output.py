@@ -534,7 +534,10 @@ def format_dataset(dataset: Mapping[str, Any]) -> str:
     lines = [str(dataset.get("dataset_id"))]
     lines.append(f"  name     {dataset.get('name')}")
     lines.append(f"  status   {dataset.get('status')}")
-    lines.append(f"  images   {dataset.get('images')} ({dataset.get('keys_read')} keys read from {_source(dataset)})")
+    if dataset.get("source"):
+        lines.append(f"  images   {dataset.get('images')} ({dataset.get('keys_read')} keys read from {_source(dataset)})")
+    else:
+        lines.append(f"  images   {dataset.get('images')} (uploaded through POST /uploads)")
     if dataset.get("reason"):
         lines.append(f"  reason   {dataset['reason']}")
     when = ", ".join(
