@@ -11,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from modelrun_local import stack as stack_module
+from modelrun_local.runtime import LOCAL_PARAMETERS
 from modelrun_local.stack import LocalStack
 from modelrun_local.template import Template
 
@@ -54,3 +55,21 @@ def test_checking_api_keys_makes_no_client_per_request(made_clients: list[str]) 
     # then each check answered, and at most one client was made for all of them
     assert found == [None] * 10
     assert made_clients.count("apigateway") <= 1
+
+
+def test_a_function_sandbox_gets_the_onnx_runtime_threads_that_fit_the_machine(
+    monkeypatch: pytest.MonkeyPatch, made_clients: list[str]
+) -> None:
+    # given a two-core machine, on which PredictBatchFunction (3538 MB: two vCPUs on Lambda) runs up to four sandboxes
+    monkeypatch.setattr(stack_module, "LOCAL_SANDBOX_CAP", 4)
+    monkeypatch.setattr("modelrun_local.lambdas.os.cpu_count", lambda: 2)
+
+    # when the stack is deployed
+    stack = LocalStack(Template.load(overrides=LOCAL_PARAMETERS), api_key="key").deploy()
+    stack.dispatcher.stop()
+
+    # then each of its sandboxes runs one intra-op thread, and the function's own settings are untouched
+    function = stack.dispatcher.by_logical_id("PredictBatchFunction")
+    assert function.max_sandboxes == 4
+    assert function.environment["INTRA_OP_THREADS"] == "1"
+    assert function.environment["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "3538"
