@@ -35,6 +35,24 @@ log = logging.getLogger(LOGGER)
 LOCAL_SANDBOX_CAP = max(4, 2 * (os.cpu_count() or 1))
 # Lambda keeps an unused environment for minutes; so does local mode, then gives its memory back.
 IDLE_TIMEOUT_S = 300.0
+# What Lambda gives a function: one vCPU per 1,769 MB of memory, up to six (modelrun.models.onnx, which local code
+# does not import).
+LAMBDA_MB_PER_VCPU = 1769
+LAMBDA_MAX_VCPUS = 6
+
+
+def sandbox_threads(memory_mb: int, max_sandboxes: int, cpus: int | None = None) -> int:
+    """The ONNX Runtime intra-op threads each of a function's sandboxes gets (``INTRA_OP_THREADS``).
+
+    On Lambda each execution environment has vCPUs of its own (one per 1,769 MB); here a function's sandboxes are
+    processes sharing this machine's cores, up to ``max_sandboxes`` of them at once, and ONNX Runtime's threads
+    spin while they wait for each other, so more threads than cores burn CPU for nothing (four sandboxes of two
+    threads on two cores ran ``session.run`` 11 % slower than four of one thread). Each gets the vCPUs its memory
+    size buys on Lambda, but no more than its share of the cores when all its sandboxes run: at least one.
+    """
+    cores = cpus if cpus is not None else (os.cpu_count() or 1)
+    vcpus = min(max(-(-memory_mb // LAMBDA_MB_PER_VCPU), 1), LAMBDA_MAX_VCPUS)
+    return max(1, min(vcpus, cores // max(1, max_sandboxes)))
 
 
 @dataclass(frozen=True)

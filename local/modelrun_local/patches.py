@@ -6,6 +6,8 @@ the string AWS gives.
 2. moto's S3 -> Lambda notifications: synchronous inside PutObject and not shaped as S3 shapes them (section 2 below).
 3. moto's Step Functions retry counters: the iterations of a Map running at once could grant a state more tries than
 its ``Retry`` allows (section 3 below).
+4. moto's DynamoDB responses: the same JSON, written without trying each of an attribute value's ten types on every
+value (section 4 below), so that reading a batch's outcomes does not cost seconds of the runtime's CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def install() -> None:
     _install_iso_start_time()
     _install_s3_notification_delivery()
     _install_heap_keys_made_once()
+    _install_attribute_values_by_their_own_type()
 
 
 def iso8601(moment: datetime) -> str:
@@ -183,3 +186,40 @@ def _install_heap_keys_made_once() -> None:
     if vars(EvalComponent)["heap_key"].fget is _heap_key_made_once:
         return
     EvalComponent.heap_key = property(_heap_key_made_once)  # type: ignore[method-assign,assignment]
+
+
+# -- 4. DynamoDB attribute values in responses -----------------------------------------------------------------------
+# moto writes every response from the service's botocore model: for each member of a structure it looks the value up
+# under half a dozen possible names (the member's, its snake_case form, its shape's name, ...). An AttributeValue has
+# ten members (S, N, B, SS, NS, BS, M, L, NULL, BOOL) and holds one, and every attribute of every item, nested ones
+# included, is one: a query returning 400 outcomes took about a second of CPU, most of it finding nine members absent.
+# moto's items are plain dicts keyed by those member names, and no other name the lookup tries can be a key of such a
+# dict, so the members that are not keys can only be absent: only the keys are written, each exactly as moto writes
+# it, in the model's member order. Any other value (an object, a dict with another key) takes moto's own path.
+
+ATTRIBUTE_VALUE_SHAPE = "AttributeValue"
+
+
+def _install_attribute_values_by_their_own_type() -> None:
+    from moto.core.serialize import BaseJSONSerializer
+
+    original = BaseJSONSerializer._serialize_type_structure
+    if getattr(original, "modelrun_patched", False):
+        return
+
+    def serialize_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        members = shape.members
+        if shape.name != ATTRIBUTE_VALUE_SHAPE or type(value) is not dict or not value.keys() <= members.keys():
+            original(self, serialized, value, shape, key)
+            return
+        wrapper = self.MAP_TYPE() if key else serialized
+        for member_key, member_shape in members.items():
+            if member_key in value:
+                member_shape.parent = shape
+                self._serialize_structure_member(wrapper, value, member_shape, member_key)
+        if key:
+            self._default_serialize(serialized, wrapper, shape, key)
+
+    serialize_structure.modelrun_patched = True  # type: ignore[attr-defined]
+    serialize_structure.moto_original = original  # type: ignore[attr-defined]
+    BaseJSONSerializer._serialize_type_structure = serialize_structure  # type: ignore[method-assign]

@@ -44,6 +44,8 @@ class SqsPoller(PollingLoop):
 
     def poll_once(self) -> int:
         """One receive and one invocation; returns how many messages were received."""
+        if not self.has_messages():
+            return 0
         received = self.sqs.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=min(self.batch_size, 10),
@@ -68,6 +70,21 @@ class SqsPoller(PollingLoop):
                 ],
             )
         return len(received)
+
+    def has_messages(self) -> bool:
+        """Whether moto's queue holds a message a receive would return: one visible and not delayed.
+
+        An empty receive through the SDK costs about 2 ms of this process's CPU, five times a second per queue while
+        nothing happens; asking moto's queue costs nothing, and a receive finding no such message changes nothing
+        (a message only reaches the redrive queue when it is visible again)."""
+        from moto.sqs.models import sqs_backends
+
+        account_id, name = self.queue_url.rstrip("/").rsplit("/", 2)[-2:]
+        try:
+            queue = sqs_backends[account_id][self.region].get_queue(name)
+        except Exception:  # gone or not moto's: the receive says what is wrong
+            return True
+        return bool(queue.messages)
 
     def failed_ids(self, payload: Any, received: list[dict[str, Any]]) -> set[str]:
         if not self.report_batch_item_failures:

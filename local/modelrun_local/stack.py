@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import threading
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,13 @@ from typing import Any
 import boto3
 
 from modelrun_local import LOGGER
-from modelrun_local.lambdas import Dispatcher, LocalFunction, lambda_runtime_environment
+from modelrun_local.lambdas import (
+    LOCAL_SANDBOX_CAP,
+    Dispatcher,
+    LocalFunction,
+    lambda_runtime_environment,
+    sandbox_threads,
+)
 from modelrun_local.sqs import SqsPoller
 from modelrun_local.streams import StreamPoller
 from modelrun_local.template import Resolver, Template, creation_order
@@ -80,6 +87,8 @@ class LocalStack:
     credentials: Mapping[str, str] = field(default_factory=dict)
     resolver: Resolver = field(init=False)
     skipped: list[str] = field(default_factory=list)
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.resolver = Resolver(
@@ -91,7 +100,13 @@ class LocalStack:
         self.mounts.setdefault("/opt/models", self.template.root / "models")
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
+        """The stack's one client of ``service`` (in-process moto), made on first use: a client costs about 5 ms of
+        CPU to make, and the gateway asks the usage plans about the API key at every request. boto3 clients are
+        thread-safe once made; making them is not, hence the lock."""
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = boto3.client(service, region_name=self.region)  # type: ignore[call-overload]
+            return self._clients[service]
 
     # -- deployment -----------------------------------------------------------------------------------------
     def deploy(self) -> LocalStack:
@@ -336,17 +351,20 @@ class LocalStack:
         arn = self.resolver.attributes[(logical_id, "Arn")]
         variables = {key: str(self.resolver.resolve(value)) for key, value in self._variables(props).items()}
         variables = {key: self._mounted(value) for key, value in variables.items()}
-        environment = {
-            **lambda_runtime_environment(props, name=name, region=self.region, credentials=self.credentials),
-            **LOCAL_FUNCTION_SETTINGS,
-            **variables,
-            **self.environment_overrides,
-        }
-        code_dir = (self.template.root / str(props["CodeUri"])).resolve()
         # Reserved concurrency caps a function's environments on AWS; locally it caps its sandboxes the same way.
         reserved = self.resolver.resolve(props.get("ReservedConcurrentExecutions"))
         reserved = int(reserved) if isinstance(reserved, int | str) and str(reserved).isdigit() else 0
         cap = {"max_sandboxes": reserved} if reserved > 0 else {}
+        # The sandboxes share this machine's cores: ONNX Runtime's threads sized to fit (a template value wins).
+        threads = sandbox_threads(memory_mb, reserved or LOCAL_SANDBOX_CAP)
+        environment = {
+            **lambda_runtime_environment(props, name=name, region=self.region, credentials=self.credentials),
+            **LOCAL_FUNCTION_SETTINGS,
+            "INTRA_OP_THREADS": str(threads),
+            **variables,
+            **self.environment_overrides,
+        }
+        code_dir = (self.template.root / str(props["CodeUri"])).resolve()
         self.client("lambda").create_function(
             FunctionName=name,
             Runtime=props.get("Runtime", "python3.12"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelrun_local.lambdas import LocalFunction
+from modelrun_local.lambdas import LocalFunction, sandbox_threads
 
 WAIT_S = 10.0  # deadline for anything a test waits on; never reached when the code works
 
@@ -455,3 +455,22 @@ def test_the_handler_gets_a_context_describing_the_function_and_the_invocation(t
     assert first["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:modelrun-local-reporter"
     assert 0 < first["remaining_ms"] <= 3000
     assert first["request_id"] != second["request_id"]
+
+
+# --- ONNX Runtime threads per sandbox ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "max_sandboxes", "cpus", "expected"),
+    [
+        pytest.param(3538, 4, 2, 1, id="four sandboxes on two cores: one thread each"),
+        pytest.param(3538, 1, 8, 2, id="one sandbox: the two vCPUs its memory buys"),
+        pytest.param(10240, 1, 4, 4, id="one sandbox: no more than the machine's cores"),
+        pytest.param(10240, 2, 16, 6, id="never more than Lambda's six vCPUs"),
+        pytest.param(1769, 16, 8, 1, id="more sandboxes than cores: still one"),
+    ],
+)
+def test_sandbox_threads_fit_every_sandbox_of_the_function_on_the_cores(
+    memory_mb: int, max_sandboxes: int, cpus: int, expected: int
+) -> None:
+    assert sandbox_threads(memory_mb, max_sandboxes, cpus) == expected

@@ -1,13 +1,16 @@
-"""Local-mode patches of moto: the Step Functions context's StartTime as the ISO-8601 string AWS gives, and Retry
-counters that concurrent Map iterations cannot reset."""
+"""Local-mode patches of moto: the Step Functions context's StartTime as the ISO-8601 string AWS gives, Retry
+counters that concurrent Map iterations cannot reset, and DynamoDB responses written without trying every attribute
+value type."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -92,3 +95,80 @@ def test_map_iterations_failing_at_once_each_get_exactly_max_attempts_retries(mo
 
     # then every one was granted its three retries, no more
     assert granted == [3] * iterations
+
+
+# --- DynamoDB attribute values in responses -------------------------------------------------------------------------
+
+# An outcome as the items table holds it, with every attribute value type, nested in maps and lists.
+OUTCOME_ITEM: dict[str, Any] = {
+    "batch_id": {"S": "b-1"},
+    "item": {"N": "7"},
+    "status": {"S": "predicted"},
+    "done": {"BOOL": True},
+    "error": {"NULL": True},
+    "digest": {"B": "AAEC"},
+    "tags": {"SS": ["a", "b"]},
+    "sizes": {"NS": ["1", "2.5"]},
+    "blobs": {"BS": ["AAEC", "AwQ="]},
+    "result": {
+        "M": {
+            "label": {"S": "cat"},
+            "top_k": {"L": [{"M": {"label": {"S": "cat"}, "score": {"N": "0.9"}}}, {"L": [{"N": "1"}]}]},
+            "empty": {"M": {}},
+        }
+    },
+}
+
+
+def query_response(items: list[dict[str, Any]]) -> Any:
+    """What moto's DynamoDB server answers a Query that found ``items`` (status, headers and body)."""
+    from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+    from moto.core.utils import get_service_model
+
+    service = get_service_model("dynamodb")
+    serializer = get_serializer_class("dynamodb", service.protocol)(
+        operation_model=service.operation_model("Query"),
+        pretty_print=False,
+        value_picker=XFormedAttributePicker(),
+    )
+    return serializer.serialize({"Items": items, "Count": len(items), "ScannedCount": len(items)})
+
+
+def test_a_query_response_is_the_json_moto_itself_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given moto's own response to a query returning an item with every attribute value type
+    from moto.core.serialize import BaseJSONSerializer
+
+    patched = BaseJSONSerializer._serialize_type_structure
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", patched.moto_original)
+    expected = query_response([OUTCOME_ITEM])
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", patched)
+
+    # when the patched serializer writes the same response
+    response = query_response([OUTCOME_ITEM])
+
+    # then it is the same, byte for byte
+    assert response == expected
+    assert json.loads(response["body"])["Items"][0]["result"] == OUTCOME_ITEM["result"]
+
+
+def test_an_attribute_value_is_written_without_looking_for_the_types_it_does_not_have(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a count of the member lookups moto's serializer makes
+    from moto.core.serialize import ResponseSerializer
+
+    lookups: list[str] = []
+    look_up = ResponseSerializer.get_value
+
+    def counted(self: Any, value: Any, key: str, shape: Any) -> Any:
+        lookups.append(key)
+        return look_up(self, value, key, shape)
+
+    monkeypatch.setattr(ResponseSerializer, "get_value", counted)
+
+    # when a query response with one item of one string attribute is written
+    query_response([{"batch_id": {"S": "b-1"}}])
+
+    # then the attribute value's only lookup is its own type's (not N, B, SS, ... as well)
+    assert lookups.count("S") == 1
+    assert not {"N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"} & set(lookups)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelrun.config import ConfigurationError
 from modelrun.errors import ModelConfigError, UnknownModel
 from modelrun.images.decode import Limits
 from modelrun.inference import predict_arrays
@@ -482,6 +483,7 @@ def test_default_threads_follow_the_lambda_memory_size(
     monkeypatch: pytest.MonkeyPatch, memory_mb: str, cpus: int, expected: int
 ) -> None:
     # given a Lambda memory size and a machine's CPU count
+    monkeypatch.delenv("INTRA_OP_THREADS", raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
     monkeypatch.setattr(registry_module.os, "cpu_count", lambda: cpus)
 
@@ -493,8 +495,32 @@ def test_default_threads_follow_the_lambda_memory_size(
 def test_default_threads_outside_lambda_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
     # given no Lambda memory variable on a 3-CPU machine
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    monkeypatch.delenv("INTRA_OP_THREADS", raising=False)
     monkeypatch.setattr(registry_module.os, "cpu_count", lambda: 3)
 
     # when the default thread count is computed
     # then it is the CPU count
     assert default_threads() == 3
+
+
+def test_intra_op_threads_set_outright_win_over_the_memory_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a 3538 MB function (two vCPUs) on an 8-CPU machine, told to use one thread
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3538")
+    monkeypatch.setenv("INTRA_OP_THREADS", "1")
+    monkeypatch.setattr(registry_module.os, "cpu_count", lambda: 8)
+
+    # when the default thread count is computed
+    # then it is the one set
+    assert default_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_intra_op_threads_that_are_not_a_positive_integer_fail_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # given a malformed setting
+    monkeypatch.setenv("INTRA_OP_THREADS", value)
+
+    # when the default thread count is computed, then the function's configuration is refused, naming the variable
+    with pytest.raises(ConfigurationError, match="INTRA_OP_THREADS"):
+        default_threads()

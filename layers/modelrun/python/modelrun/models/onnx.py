@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from PIL import Image
 
+from modelrun.config import int_env
 from modelrun.decoders import Dim, Mask, decoder_for
 from modelrun.decoders.classification import softmax
 from modelrun.decoders.common import static
@@ -67,12 +68,24 @@ Outputs = dict[str, np.ndarray]
 """One image's graph outputs by name, without the batch dimension."""
 
 
+INTRA_OP_THREADS_ENV: Final = "INTRA_OP_THREADS"
+"""Sets the intra-op threads outright. Unset on AWS; the local runtime sets it for its sandboxes, processes that
+share the machine's cores (``modelrun_local.lambdas.sandbox_threads``)."""
+
+
 def default_threads() -> int:
     """Intra-op threads matched to the vCPUs the Lambda function gets.
 
-    From ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` (MB): ``ceil(mem / 1769)`` clamped to 1..6 and capped by
-    ``os.cpu_count()``. Outside Lambda (variable unset or not a positive integer): ``os.cpu_count()``.
+    ``INTRA_OP_THREADS`` when it is set. Otherwise from ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` (MB): ``ceil(mem /
+    1769)`` clamped to 1..6 and capped by ``os.cpu_count()``; outside Lambda (variable unset or not a positive
+    integer): ``os.cpu_count()``.
+
+    Raises:
+        ConfigurationError: ``INTRA_OP_THREADS`` is set but not a positive integer.
     """
+    configured = int_env(INTRA_OP_THREADS_ENV, default=0)
+    if configured:
+        return configured
     cpus = os.cpu_count() or 1
     raw = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "").strip()
     if not raw.isdigit() or int(raw) == 0:
