@@ -535,7 +535,8 @@ def format_dataset(dataset: Mapping[str, Any]) -> str:
     lines.append(f"  name     {dataset.get('name')}")
     lines.append(f"  status   {dataset.get('status')}")
     if dataset.get("source"):
-        lines.append(f"  images   {dataset.get('images')} ({dataset.get('keys_read')} keys read from {_source(dataset)})")
+        read = f"{dataset.get('keys_read')} keys read from {_source(dataset)}"
+        lines.append(f"  images   {dataset.get('images')} ({read})")
     else:
         lines.append(f"  images   {dataset.get('images')} (uploaded through POST /uploads)")
     if dataset.get("reason"):
