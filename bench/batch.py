@@ -25,8 +25,6 @@ import hashlib
 import io
 import json
 import os
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -212,31 +210,6 @@ def run_child(kind: str, spec: dict[str, Any], env: dict[str, str], scratch: Pat
         raise RuntimeError(f"{kind} worker failed ({finished.returncode}); its stderr is above")
     result: dict[str, Any] = json.loads(result_file.read_text())
     return result
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process."""
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size since the process started (or since :func:`reset_peak_rss`), from VmHWM."""
-    found = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    return int(found.group(1)) / 1024 if found else float("nan")
-
-
-def maxrss_mb() -> float:
-    """``getrusage`` peak RSS (ru_maxrss, KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak RSS mark (Linux: write 5 to /proc/self/clear_refs); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 class Api:
@@ -494,8 +467,8 @@ def throughput_worker(spec: dict[str, Any]) -> dict[str, Any]:
             "bare": {**bare.ready, "per_image": per_image},
             "probes": probes,
             "predict_batch_sandboxes": sandboxes(runtime, "PredictBatchFunction"),
-            "rss_mb_end": round(rss_mb(), 1),
-            "maxrss_mb": round(maxrss_mb(), 1),
+            "rss_mb_end": round(harness.rss_mb(), 1),
+            "maxrss_mb": round(harness.maxrss_mb(), 1),
         }
     finally:
         runtime.stop()
@@ -643,7 +616,7 @@ def manifest_worker(spec: dict[str, Any]) -> dict[str, Any]:
         s3 = boto3.client("s3", region_name=harness.REGION)
         s3.create_bucket(Bucket=MANIFEST_BUCKET)
         if source == "baseline":
-            result.update(rss_mb=round(rss_mb(), 1), maxrss_mb=round(maxrss_mb(), 1))
+            result.update(rss_mb=round(harness.rss_mb(), 1), maxrss_mb=round(harness.maxrss_mb(), 1))
             return result
         prefix = f"{IMAGE_PREFIX}/objects/"
         if source == "prefix":
@@ -666,14 +639,14 @@ def manifest_worker(spec: dict[str, Any]) -> dict[str, Any]:
             )
 
         gc.collect()
-        result["maxrss_mb_before_call"] = round(maxrss_mb(), 1)
-        result["rss_mb_before_call"] = round(rss_mb(), 1)
-        result["peak_reset"] = reset_peak_rss()
+        result["maxrss_mb_before_call"] = round(harness.maxrss_mb(), 1)
+        result["rss_mb_before_call"] = round(harness.rss_mb(), 1)
+        result["peak_reset"] = harness.reset_peak_rss()
         started = time.perf_counter()
         summary = write("bench-untraced")
         result["duration_s"] = round(time.perf_counter() - started, 2)
-        result["peak_rss_mb_during_call"] = round(peak_rss_mb(), 1)
-        result["maxrss_mb"] = round(max(maxrss_mb(), result["maxrss_mb_before_call"]), 1)
+        result["peak_rss_mb_during_call"] = round(harness.peak_rss_mb(), 1)
+        result["maxrss_mb"] = round(max(harness.maxrss_mb(), result["maxrss_mb_before_call"]), 1)
         result["total"] = summary.total
         result["chunks"] = summary.chunks
         for key in (summary.key, getattr(summary, "keys_key", None)):
@@ -748,39 +721,39 @@ def sfn_memory_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     count, chunk_size, concurrency = spec["keys"], spec["chunk_size"], spec["max_concurrency"]
     result: dict[str, Any] = {"keys": count, "chunk_size": chunk_size, "max_concurrency": concurrency}
-    result["rss_mb_process_start"] = round(rss_mb(), 1)
+    result["rss_mb_process_start"] = round(harness.rss_mb(), 1)
     runtime = start_stack(Path(spec["models_dir"]))
     try:
-        result["rss_mb_stack_started"] = round(rss_mb(), 1)
+        result["rss_mb_stack_started"] = round(harness.rss_mb(), 1)
         clock = InvocationClock(stack_functions(runtime))
         api = Api(runtime.url)
         keys = [f"{IMAGE_PREFIX}/missing/{index:07d}.png" for index in range(count)]
         warm = {"model": "digits", "images": keys[:concurrency], "chunk_size": 1, "max_concurrency": concurrency}
         run_batch(api, clock, warm, poll_s=spec["poll_s"], deadline_s=spec["deadline_s"])
         gc.collect()
-        result["rss_mb_ready"] = round(rss_mb(), 1)
+        result["rss_mb_ready"] = round(harness.rss_mb(), 1)
         before = clock.snapshot()
         started = time.perf_counter()
         batch_id = api.submit(
             {"model": "digits", "images": keys, "chunk_size": chunk_size, "max_concurrency": concurrency}
         )["batch_id"]
         result["submit_s"] = round(time.perf_counter() - started, 2)
-        result["rss_mb_after_submit"] = round(rss_mb(), 1)
+        result["rss_mb_after_submit"] = round(harness.rss_mb(), 1)
         timeline: list[dict[str, float]] = []
         while True:
             time.sleep(spec["poll_s"])
             job = api.job(batch_id)
             done = job["counts"]["predicted"] + job["counts"]["failed"]
             timeline.append(
-                {"t_s": round(time.perf_counter() - started, 1), "done": done, "rss_mb": round(rss_mb(), 1)}
+                {"t_s": round(time.perf_counter() - started, 1), "done": done, "rss_mb": round(harness.rss_mb(), 1)}
             )
             if job["status"] in TERMINAL:
                 break
             if time.perf_counter() - started > spec["deadline_s"]:
                 raise TimeoutError(f"batch {batch_id} not terminal after {spec['deadline_s']} s: {job}")
         result["submit_to_terminal_s"] = round(time.perf_counter() - started, 1)
-        result["maxrss_mb"] = round(maxrss_mb(), 1)
-        result["rss_mb_end"] = round(rss_mb(), 1)
+        result["maxrss_mb"] = round(harness.maxrss_mb(), 1)
+        result["rss_mb_end"] = round(harness.rss_mb(), 1)
         result["status"] = job["status"]
         result["counts"] = job["counts"]
         result["chunks"] = job.get("chunks")

@@ -20,7 +20,6 @@ import argparse
 import gc
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import harness
+
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 DEFAULT_OUT = REPO / "bench" / "results" / "datasets-latest.json"
@@ -40,23 +41,6 @@ MANIFEST = "tenants/bench/lists/scans.jsonl"
 TENANT = "bench"
 MB = 1024 * 1024
 STEP_KEYS = 25_000
-
-
-def rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
-
-
-def peak_rss_mb() -> float:
-    found = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    return int(found.group(1)) / 1024 if found else float("nan")
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 class Sink:
@@ -127,7 +111,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         queue_url = sqs.create_queue(QueueName="bench-datasets")["QueueUrl"]
         table = create_table(boto3.resource("dynamodb", region_name="us-east-1"), "DatasetsTable", "bench-datasets")
         if spec["source"] == "baseline":
-            result.update(rss_mb=round(rss_mb(), 1), peak_rss_mb=round(peak_rss_mb(), 1))
+            result.update(rss_mb=round(harness.rss_mb(), 1), peak_rss_mb=round(harness.peak_rss_mb(), 1))
             return result
         keys = spec["keys"]
         result["create_objects_s"] = round(create_objects(s3, keys), 1)
@@ -158,12 +142,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             return {"status": ready["status"], "images": ready["images"], "steps": steps}
 
         gc.collect()
-        result["rss_mb_before"] = round(rss_mb(), 1)
-        result["peak_reset"] = reset_peak_rss()
+        result["rss_mb_before"] = round(harness.rss_mb(), 1)
+        result["peak_reset"] = harness.reset_peak_rss()
         started = time.perf_counter()
         result.update(register("bench"))
         result["duration_s"] = round(time.perf_counter() - started, 1)
-        result["peak_rss_mb_during"] = round(peak_rss_mb(), 1)
+        result["peak_rss_mb_during"] = round(harness.peak_rss_mb(), 1)
         result["peak_minus_before_mb"] = round(result["peak_rss_mb_during"] - result["rss_mb_before"], 1)
         result["maxrss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if spec["entries"] != "stored":

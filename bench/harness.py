@@ -11,6 +11,8 @@ import json
 import math
 import os
 import platform
+import re
+import resource
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -200,3 +202,32 @@ def _loads(values: Sequence[float]) -> str:
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# -- memory of this process (Linux /proc) ----------------------------------------------------------------------
+MB: Final = 1024 * 1024
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MB
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size since the process started (or since :func:`reset_peak_rss`), from VmHWM."""
+    found = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(found.group(1)) / 1024 if found else float("nan")
+
+
+def maxrss_mb() -> float:
+    """``getrusage`` peak RSS (ru_maxrss, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak RSS mark (Linux: write 5 to /proc/self/clear_refs); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
