@@ -4,23 +4,19 @@ into a dataset through ``POST /uploads`` (presigned PUTs: only the API key is ne
 from __future__ import annotations
 
 import argparse
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelrun_cli import output
 from modelrun_cli.errors import CliError
-from modelrun_cli.uploads import UPLOAD_WORKERS, LocalImage, collect_images, content_type_for, parse_s3_url
+from modelrun_cli.uploads import collect_images, parse_s3_url, stage_through_api
 
 if TYPE_CHECKING:
-    from modelrun_cli.client import ApiClient
     from modelrun_cli.commands import App
 
 # POST /uploads signs at most this many files per call.
-UPLOADS_PER_CALL = 1000
 POLL_S = 1.0
 READY, FAILED, REGISTERING = "READY", "FAILED", "REGISTERING"
 
@@ -50,7 +46,7 @@ def datasets_create(args: argparse.Namespace, app: App) -> int:
     dataset = app.client.create_dataset(body)
     if images:
         app.say(f"uploading {len(images)} images into dataset {dataset['dataset_id']}")
-        upload_into(app.client, dataset["dataset_id"], images, progress=output_progress(app))
+        stage_through_api(app.client, images, dataset_id=dataset["dataset_id"], progress=output_progress(app))
         dataset = app.client.dataset(dataset["dataset_id"])
     if args.wait and dataset["status"] == REGISTERING:
         dataset = wait_registered(app, dataset["dataset_id"], timeout_s=args.timeout)
@@ -75,46 +71,6 @@ def output_progress(app: App) -> Callable[[int, int], None]:
             app.say(f"uploaded {done}/{total} images ({now - started:.1f}s)")
 
     return update
-
-
-def upload_into(
-    client: ApiClient,
-    dataset_id: str,
-    images: Sequence[LocalImage],
-    *,
-    workers: int = UPLOAD_WORKERS,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[str]:
-    """Upload local images into a dataset: presigned PUTs from ``POST /uploads {dataset_id}``, 1,000 files per call,
-    the files of a call put concurrently. Returns the image ids, in the images' order."""
-    image_ids: list[str] = []
-    done = 0
-    lock = threading.Lock()
-
-    def put(pair: tuple[LocalImage, dict[str, Any]]) -> None:
-        nonlocal done
-        image, upload = pair
-        client.upload(upload["url"], image.path, upload["headers"])
-        with lock:
-            done += 1
-            if progress is not None:
-                progress(done, len(images))
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(images), UPLOADS_PER_CALL):
-            part = images[start : start + UPLOADS_PER_CALL]
-            files = []
-            for image in part:
-                try:
-                    size = image.path.stat().st_size
-                except OSError as exc:
-                    raise CliError(f"cannot read {image.path}: {exc.strerror or exc}") from exc
-                files.append({"name": image.relative, "content_type": content_type_for(image.path), "size": size})
-            signed = client.create_uploads(files, dataset_id=dataset_id)
-            uploads = signed["uploads"]
-            list(pool.map(put, zip(part, uploads, strict=True)))
-            image_ids += [str(upload["image_id"]) for upload in uploads]
-    return image_ids
 
 
 def wait_registered(app: App, dataset_id: str, *, timeout_s: float) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -303,6 +303,8 @@ class Staged:
 
     bucket: str
     keys: list[str]
+    image_ids: list[str] = field(default_factory=list)
+    """Into a dataset: each image's id, in the images' order (empty otherwise)."""
 
     @property
     def location(self) -> str:
@@ -316,12 +318,14 @@ def stage_through_api(
     images: Sequence[LocalImage],
     *,
     idempotency_key: str | None = None,
+    dataset_id: str | None = None,
     workers: int = UPLOAD_WORKERS,
     progress: Progress | None = None,
 ) -> Staged:
     """Upload the images with presigned PUTs from POST /uploads (at most :data:`API_UPLOAD_FILES` per call), so they
     land where the API key's tenant may name them. With an idempotency key each call sends ``<key>#<part>``, so a
-    retried submit signs and uploads to the same keys, and POST /batches gets the same body.
+    retried submit signs and uploads to the same keys, and POST /batches gets the same body. With ``dataset_id``
+    the files are registered in that dataset as they are signed, and their image ids come back too.
 
     Raises:
         CliError: a file POST /uploads does not take (no image extension and no DICOM marker: only images are
@@ -357,18 +361,20 @@ def stage_through_api(
             if progress is not None:
                 progress(done, len(images))
 
-    bucket, keys = "", []
+    bucket, keys, image_ids = "", [], []
+    into = {"dataset_id": dataset_id} if dataset_id else {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for part, start in enumerate(range(0, len(images), API_UPLOAD_FILES)):
             window = slice(start, start + API_UPLOAD_FILES)
             answer = client.create_uploads(
-                specs[window], idempotency_key=f"{idempotency_key}#{part}" if idempotency_key else None
+                specs[window], idempotency_key=f"{idempotency_key}#{part}" if idempotency_key else None, **into
             )
             signed: list[dict[str, Any]] = answer["uploads"]
             list(pool.map(put, zip(images[window], signed, strict=True)))
             bucket = str(answer["bucket"])
             keys += [str(item["key"]) for item in signed]
-    return Staged(bucket, keys)
+            image_ids += [str(item["image_id"]) for item in signed if "image_id" in item]
+    return Staged(bucket, keys, image_ids)
 
 
 def download_object(s3: Any, bucket: str, key: str) -> bytes:

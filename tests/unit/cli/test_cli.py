@@ -715,10 +715,15 @@ class SigningApi:
         self.tenant_space = tenant_space
         self.refuse = refuse
         self.calls: list[tuple[list[dict[str, Any]], str | None]] = []
+        self.datasets: list[str] = []
         self.put: dict[str, tuple[bytes, dict[str, str]]] = {}
 
-    def create_uploads(self, files: list[dict[str, Any]], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    def create_uploads(
+        self, files: list[dict[str, Any]], *, idempotency_key: str | None = None, dataset_id: str | None = None
+    ) -> dict[str, Any]:
         self.calls.append((files, idempotency_key))
+        if dataset_id is not None:
+            self.datasets.append(dataset_id)
         upload_id = f"u-{len(self.calls)}"
         uploads_ = [
             {
@@ -726,6 +731,7 @@ class SigningApi:
                 "key": f"{self.tenant_space}inputs/{upload_id}/{Path(spec['name']).name}",
                 "url": f"https://s3.example/{upload_id}/{Path(spec['name']).name}",
                 "headers": {"Content-Type": spec["content_type"]},
+                **({"image_id": f"i-{upload_id}-{Path(spec['name']).name}"} if dataset_id else {}),
             }
             for spec in files
         ]
@@ -784,6 +790,30 @@ def test_staging_with_an_idempotency_key_sends_one_key_per_call(
     stage_through_api(api, collect_images([tmp_path]), idempotency_key="nightly")  # type: ignore[arg-type]
 
     assert [key for _, key in api.calls] == ["nightly#0", "nightly#1"]
+
+
+def test_staging_into_a_dataset_names_it_in_every_call_and_returns_the_image_ids_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(uploads, "API_UPLOAD_FILES", 2)
+    make_files(tmp_path, "b.png", "a.png", "c.dcm")
+    api = SigningApi()
+
+    staged = stage_through_api(api, collect_images([tmp_path]), dataset_id="d-1")  # type: ignore[arg-type]
+
+    assert api.datasets == ["d-1", "d-1"]
+    assert staged.image_ids == ["i-u-1-a.png", "i-u-1-b.png", "i-u-2-c.dcm"]
+    assert len(api.put) == 3
+
+
+def test_staging_outside_a_dataset_returns_no_image_ids(tmp_path: Path) -> None:
+    make_files(tmp_path, "a.png")
+    api = SigningApi()
+
+    staged = stage_through_api(api, collect_images([tmp_path]))  # type: ignore[arg-type]
+
+    assert api.datasets == []
+    assert staged.image_ids == []
 
 
 def test_one_upload_folder_is_the_staged_location() -> None:
