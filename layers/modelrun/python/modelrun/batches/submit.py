@@ -174,7 +174,7 @@ class BatchSubmitter:
                 **({"dataset_id": dataset_id} if dataset_id else {}),
             }
         )
-        run = DatasetRun.start(self.tenant.name, dataset_id) if dataset_id and self.tenant else None
+        run = DatasetRun.start(self.tenant.name, dataset_id) if dataset_id else None
         execution_arn = start_execution(
             self.sfn,
             self.store,
