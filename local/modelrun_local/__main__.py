@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from modelrun_local import LOGGER
 from modelrun_local.demo import run_demo_batch
+from modelrun_local.endpoint import ACCESS_LOG
 from modelrun_local.runtime import STATE_FILE, LocalRuntime
 
 # A tenant name as modelrun.tenants accepts it: it goes into S3 keys and table keys.
@@ -50,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="also show the libraries' records at --log-level (botocore, moto, werkzeug: one per AWS request)",
+        help="also show the libraries' records at --log-level (botocore, moto) and the AWS endpoint's line per request",
     )
     args = parser.parse_args(argv)
     for name in args.tenant:
@@ -68,7 +69,7 @@ def configure_logging(level: str, *, verbose: bool) -> None:
     )
     logging.getLogger(LOGGER).setLevel(level)
     if verbose:  # the local endpoint's line per request, which the runtime otherwise keeps quiet
-        logging.getLogger("werkzeug").setLevel(level)
+        logging.getLogger(ACCESS_LOG).setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

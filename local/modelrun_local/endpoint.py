@@ -36,8 +36,9 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import secrets
-import threading
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -51,9 +52,13 @@ from xml.sax.saxutils import escape
 from botocore.auth import HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials
-from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY
+from moto.core.request import (
+    PRESERVED_HEADER_NAMES_ENVIRON_KEY,
+    environ_key_for_header,
+    should_preserve_original_header_name,
+)
 
-from modelrun_local import origins
+from modelrun_local import LOGGER, http11, origins
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -61,6 +66,9 @@ MAX_SKEW_S = 15 * 60  # AWS refuses a signed request whose time is further than 
 MAX_EXPIRES_S = 7 * 24 * 3600  # the longest a presigned URL may be valid
 ADMIN_PREFIXES = ("/moto-api", "/favicon.ico", "/latest/")
 LITERAL_PAYLOADS = ("UNSIGNED-PAYLOAD", "STREAMING-")  # S3 payload hashes that are not a digest of the body
+# Every sandbox keeps up to ten connections per client open (botocore's pool): more than the gateway's cap.
+MAX_CONNECTIONS = 1024
+ACCESS_LOG = f"{LOGGER}.aws_endpoint"  # a line per AWS request: shown by ``modelrun-local --verbose`` only
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -479,27 +487,117 @@ def _moto_app() -> Any:
     return Dispatcher(create_backend_app)
 
 
+MAX_BODY_BYTES = 1024**3  # the largest request body the endpoint reads: it holds a body in memory, as moto does
+
+
+class WsgiOverHttp11:
+    """The guarded moto app as an ``http11.Application``: HTTP/1.1 with keep-alive, h11's parsing and its limits.
+
+    werkzeug's development server, which moto's own ``ThreadedMotoServer`` uses, closes the connection after every
+    answer, so each AWS call of every function paid a new connection and a new server thread; botocore keeps its
+    connections open, and this server serves them. The environ is the one werkzeug builds (``make_environ``),
+    including moto's preserved spelling of ``x-amz-meta-`` names with underscores (``MotoRequestHandler``).
+    """
+
+    def __init__(self, app: WsgiApp, host: str, port: int) -> None:
+        self.app = app
+        self.host, self.port = host, port
+
+    def head(self, head: http11.Head) -> http11.BodyHandler:
+        return lambda body: self.call(head, body)
+
+    def refusal(self, status: int, code: str, message: str) -> http11.Response:
+        return status, {"Content-Type": "application/json"}, origins.error_body(code, message)
+
+    def too_large(self) -> http11.Response:
+        message = f"Your proposed upload exceeds the local endpoint's maximum of {MAX_BODY_BYTES} bytes."
+        return render(Refusal(400, "EntityTooLarge", message), "s3")
+
+    def environ(self, head: http11.Head, body: bytes) -> dict[str, Any]:
+        """WSGI's environ for a request, as werkzeug's ``make_environ`` builds it."""
+        url = urlsplit(head.target)
+        path = f"/{url.netloc}{url.path}" if url.netloc and not url.scheme else url.path
+        environ: dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.input_terminated": True,
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "REQUEST_METHOD": head.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path).encode().decode("latin-1"),
+            "QUERY_STRING": url.query,
+            "REQUEST_URI": head.target,
+            "RAW_URI": head.target,
+            "REMOTE_ADDR": head.client,
+            "SERVER_NAME": self.host,
+            "SERVER_PORT": str(self.port),
+            "SERVER_PROTOCOL": "HTTP/1.1",
+        }
+        spelt: dict[str, str] = {}
+        for name, value in head.pairs:
+            key = environ_key_for_header(name)
+            if "_" in name:
+                # WSGI cannot tell X_Foo from X-Foo: only S3 metadata keeps its underscores, never over a dashed name.
+                if not should_preserve_original_header_name(name) or any(
+                    "_" not in other and environ_key_for_header(other) == key for other, _ in head.pairs
+                ):
+                    continue
+                spelt.setdefault(key, name)
+            repeated = key in environ and key.startswith("HTTP_")
+            environ[key] = f"{environ[key]},{value}" if repeated else value
+        environ[PRESERVED_HEADER_NAMES_ENVIRON_KEY] = spelt
+        if url.scheme and url.netloc:
+            environ["HTTP_HOST"] = url.netloc
+        return environ
+
+    def call(self, head: http11.Head, body: bytes) -> http11.Response:
+        answer: dict[str, Any] = {}
+        written: list[bytes] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
+            answer["status"], answer["headers"] = int(status.split(" ", 1)[0]), headers
+            return written.append
+
+        chunks = self.app(self.environ(head, body), start_response)
+        try:
+            written.extend(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        headers: dict[str, str] = {}
+        for name, value in answer["headers"]:
+            headers[name] = f"{headers[name]}, {value}" if name in headers and name.lower() != "set-cookie" else value
+        return answer["status"], headers, b"".join(written)
+
+
 @dataclass
 class LocalAwsEndpoint:
-    """moto's server app behind ``AwsEndpointGuard``, on a thread (moto's ``ThreadedMotoServer``, guarded)."""
+    """moto's server app behind ``AwsEndpointGuard``, served by ``http11.Http11Server`` on a thread per connection
+    (moto's ``ThreadedMotoServer`` uses werkzeug's development server instead: see ``WsgiOverHttp11``)."""
 
     credentials: LocalCredentials
     host: str = "127.0.0.1"
     port: int = 5001
-    _server: Any = None
-    _thread: threading.Thread | None = None
+    _server: http11.Http11Server | None = None
     guard: AwsEndpointGuard | None = field(default=None, init=False)
 
     def start(self) -> LocalAwsEndpoint:
-        from moto.moto_server.werkzeug_app import MotoRequestHandler
-        from werkzeug.serving import make_server
-
         moto_app = _moto_app()
-        self._server = make_server(self.host, self.port, moto_app, threaded=True, request_handler=MotoRequestHandler)
-        self.guard = AwsEndpointGuard(moto_app, self.credentials, origins.HostRule(self._server.port, self.host))
-        self._server.app = self.guard
-        self._thread = threading.Thread(target=self._server.serve_forever, name="aws-endpoint", daemon=True)
-        self._thread.start()
+        # Bound first, so that the guard knows the port (0: a free one); nothing is served before start().
+        application = WsgiOverHttp11(moto_app, self.host, self.port)
+        limits = http11.Limits(max_body_bytes=MAX_BODY_BYTES, max_connections=MAX_CONNECTIONS)
+        self._server = http11.Http11Server(
+            application, self.host, self.port, limits, "aws-endpoint", logging.getLogger(ACCESS_LOG)
+        )
+        application.port = self._server.port
+        self.guard = AwsEndpointGuard(moto_app, self.credentials, self._server.host_rule)
+        application.app = self.guard
+        self._server.start()
         return self
 
     def allow_origins(self, allowed: Iterable[str]) -> None:
@@ -510,13 +608,9 @@ class LocalAwsEndpoint:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        return f"http://{origins._bracketed(self.host)}:{self._server.port}"
+        return self._server.url
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None

@@ -109,12 +109,14 @@ class Head:
         headers: names as the client spelled them, values decoded as ISO-8859-1; a repeated header keeps its last
             value.
         client: the client's address.
+        pairs: every header in the order sent, repeats included (names as spelled, values as in ``headers``).
     """
 
     method: str
     target: str
     headers: dict[str, str]
     client: str
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 class Application(Protocol):
@@ -176,11 +178,18 @@ class Http11Server:
     """
 
     def __init__(
-        self, app: Application, host: str = "127.0.0.1", port: int = 0, limits: Limits | None = None, name: str = "http"
+        self,
+        app: Application,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: Limits | None = None,
+        name: str = "http",
+        access_log: logging.Logger | None = None,
     ) -> None:
         self.app = app
         self.limits = limits or Limits()
         self.name = name
+        self.access_log = access_log or log  # a line per answer, at INFO
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.listener = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
         self.listener.settimeout(ACCEPT_POLL_S)
@@ -276,6 +285,15 @@ class Http11Server:
             with self._lock:
                 self._turning_away -= 1
             sock.close()
+
+
+def _length(headers: dict[str, str], data: bytes, head_only: bool) -> int:
+    """The Content-Length to send: the body's, or for a HEAD the application's own (what a GET would send)."""
+    if head_only and not data:
+        given = next((value for name, value in headers.items() if name.lower() == "content-length"), "")
+        if given.isdigit():
+            return int(given)
+    return len(data)
 
 
 class _Connection:
@@ -389,12 +407,8 @@ class _Connection:
         target = request.target.decode("ascii", errors="replace")
         hosts = [value for name, value in request.headers if name == b"host"]
         framing = {name for name, _ in request.headers if name in (b"content-length", b"transfer-encoding")}
-        head = Head(
-            method=method,
-            target=target,
-            headers={name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers.raw_items()},
-            client=self.client,
-        )
+        pairs = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw_items())
+        head = Head(method=method, target=target, headers=dict(pairs), client=self.client, pairs=pairs)
         length = next((int(value) for name, value in request.headers if name == b"content-length"), None)
         if b"transfer-encoding" not in framing and not length:
             # No body: h11 ends the message without reading, and the connection stays usable whatever the answer.
@@ -451,18 +465,19 @@ class _Connection:
             self._close(linger=unread)
             return False
         status, headers, data = response
+        head_only = request is not None and request.method == b"HEAD"
         # h11 takes a 2xx to CONNECT as the switch to a tunnel: this server never switches protocols.
         tunnel = request is not None and request.method == b"CONNECT" and 200 <= status < 300
-        event = None if tunnel else self._response_event(status, headers, len(data), close)
+        event = None if tunnel else self._response_event(status, headers, _length(headers, data, head_only), close)
         if event is None:
             log.error("unsendable response headers or status %r from %s", status, self.server.name)
             status, headers, data = INTERNAL_ERROR
             event = self._response_event(status, headers, len(data), close)
             assert event is not None
-        head_only = request is not None and request.method == b"HEAD"
         # The access log line goes first, so that it is written by the time the client has its answer.
-        line = f"{request.method.decode()} {request.target.decode('ascii', 'replace')}" if request else "-"
-        log.info('%s "%s" %d %d', self.client, line, status, len(data))
+        if self.server.access_log.isEnabledFor(logging.INFO):
+            line = f"{request.method.decode()} {request.target.decode('ascii', 'replace')}" if request else "-"
+            self.server.access_log.info('%s "%s" %d %d', self.client, line, status, len(data))
         try:
             out = self.h11.send(event) or b""
             if data and not head_only and status not in NO_BODY_STATUSES:

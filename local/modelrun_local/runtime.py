@@ -15,7 +15,7 @@ from typing import Any
 from moto import mock_aws
 
 from modelrun_local import LOGGER
-from modelrun_local.endpoint import LocalAwsEndpoint, LocalCredentials
+from modelrun_local.endpoint import ACCESS_LOG, LocalAwsEndpoint, LocalCredentials
 from modelrun_local.gateway import Gateway, GatewayServer, cors_rule, gateway_response_headers
 from modelrun_local.origins import page_origins
 from modelrun_local.stack import LocalStack
@@ -82,11 +82,10 @@ class LocalRuntime:
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._mock.start()
         self._aws_server = LocalAwsEndpoint(self.aws_credentials, host=self.host, port=self.aws_port).start()
-        # werkzeug logs a line per request (every AWS call of every function) on a handler of its own unless logging
-        # says otherwise: library chatter, shown by `modelrun-local --verbose`.
-        werkzeug = logging.getLogger("werkzeug")
-        if werkzeug.level == logging.NOTSET:
-            werkzeug.setLevel(logging.WARNING)
+        # A line per AWS call of every function: chatter, shown by `modelrun-local --verbose`.
+        access_log = logging.getLogger(ACCESS_LOG)
+        if access_log.level == logging.NOTSET:
+            access_log.setLevel(logging.WARNING)
         template = Template.load(self.template_path, {**LOCAL_PARAMETERS, **self.parameter_overrides})
         mounts = {"/opt/models": self.models_dir} if self.models_dir else {}
         # The functions run in processes of their own (modelrun_local.sandbox) and reach every AWS service through

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,66 @@ def test_a_request_signed_by_hand_with_botocore_reaches_dynamodb_and_a_wrong_sig
     assert good.status_code == 200
     assert stack.stack.ref("JobsTable") in good.json()["TableNames"]
     assert (forged.status_code, forged.json()["__type"]) == (403, "InvalidSignatureException")
+
+
+# -- HTTP ------------------------------------------------------------------------------------------------------
+def test_boto3_keeps_one_connection_for_its_calls_and_put_head_get_see_the_same_object(
+    stack: LocalRuntime, images_bucket: str
+) -> None:
+    # Given an outside client whose pool holds one connection, and a body large enough that botocore sends
+    # "Expect: 100-continue" before it
+    credentials = stack.aws_credentials
+    client = boto3.client(
+        "s3",
+        region_name=stack.region,
+        endpoint_url=stack.aws_endpoint,
+        aws_access_key_id=credentials.access_key_id,
+        aws_secret_access_key=credentials.secret_access_key,
+        config=Config(max_pool_connections=1),
+    )
+    key, body = f"endpoint-tests/{secrets.token_hex(4)}.bin", secrets.token_bytes(300_000)
+    sockets = set()
+
+    # When it writes the object, asks for its head, and reads it back
+    client.put_object(Bucket=images_bucket, Key=key, Body=body, Metadata={"scan_id": "s-1"})
+    for _ in range(3):
+        head = client.head_object(Bucket=images_bucket, Key=key)
+        got = client.get_object(Bucket=images_bucket, Key=key)
+        read = got["Body"].read()
+        pool = client._endpoint.http_session._manager.connection_from_url(stack.aws_endpoint)
+        sockets.update(
+            connection.sock.getsockname() for connection in list(pool.pool.queue) if connection and connection.sock
+        )
+
+    # Then the head gives the object's real length (not the empty HEAD body's), the metadata keeps its
+    # underscore, and every call went over the same open connection
+    assert head["ContentLength"] == len(body) == len(read)
+    assert read == body
+    assert head["Metadata"] == {"scan_id": "s-1"}
+    assert len(sockets) == 1
+
+
+def test_a_request_body_over_the_endpoint_s_limit_is_refused_before_it_is_read(
+    stack: LocalRuntime, images_bucket: str
+) -> None:
+    # Given a PUT announcing a body of more than the endpoint holds in memory (none of it sent)
+    host, port = urlsplit(stack.aws_endpoint).hostname or "", urlsplit(stack.aws_endpoint).port or 0
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(
+            f"PUT /{images_bucket}/too-large.bin HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Length: {5 * 1024**3}\r\n\r\n".encode()
+        )
+        # When the endpoint answers
+        answer = b""
+        while b"</Error>" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+
+    # Then it is S3's EntityTooLarge, at once
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"<Code>EntityTooLarge</Code>" in answer
 
 
 # -- Host and Origin ---------------------------------------------------------------------------------------------

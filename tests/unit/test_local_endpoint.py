@@ -3,7 +3,6 @@ ways a forger or a hostile page would change them, checked against a stand-in fo
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -14,8 +13,10 @@ import pytest
 from botocore.auth import HmacV1QueryAuth, S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY
 
-from modelrun_local.endpoint import AwsEndpointGuard, LocalCredentials
+from modelrun_local.endpoint import AwsEndpointGuard, LocalCredentials, WsgiOverHttp11
+from modelrun_local.http11 import Head
 from modelrun_local.origins import HostRule
 
 PORT = 5001
@@ -69,32 +70,17 @@ def credentials(secret: str = CREDENTIALS.secret_access_key, key_id: str = CREDE
 def send(
     app: AwsEndpointGuard, request: AWSRequest, *, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """Through the guard as werkzeug's server hands it a request (the request line as RAW_URI)."""
+    """Through the guard as the endpoint's server hands it a request: the head and the body read by the HTTP server,
+    the WSGI environ made by ``WsgiOverHttp11``."""
     url = urlsplit(request.url)
-    raw_uri = url.path + (f"?{url.query}" if url.query else "")
+    target = url.path + (f"?{url.query}" if url.query else "")
     data = request.body if body is None else body
     data = data if isinstance(data, bytes) else (data or b"").encode() if isinstance(data, str) else b""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method,
-        "RAW_URI": raw_uri,
-        "PATH_INFO": url.path,
-        "QUERY_STRING": url.query,
-        "wsgi.input": io.BytesIO(data),
-        "CONTENT_LENGTH": str(len(data)),
-        "HTTP_HOST": url.netloc,
-    }
-    for name, value in {**dict(request.headers), **(headers or {})}.items():
-        if name.lower() == "content-type":
-            environ["CONTENT_TYPE"] = value
-        elif name.lower() != "content-length":
-            environ["HTTP_" + name.upper().replace("-", "_")] = value
-    answer: dict[str, Any] = {}
-
-    def start_response(status: str, header_list: list[tuple[str, str]]) -> None:
-        answer["status"], answer["headers"] = int(status.split()[0]), dict(header_list)
-
-    content = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], content
+    pairs = {"Host": url.netloc, **dict(request.headers), **(headers or {})}
+    pairs = {name: value for name, value in pairs.items() if name.lower() != "content-length"}
+    pairs["Content-Length"] = str(len(data))
+    head = Head(request.method, target, dict(pairs), "127.0.0.1", tuple(pairs.items()))
+    return WsgiOverHttp11(app, "127.0.0.1", PORT).call(head, data)
 
 
 def xml_code(content: bytes) -> str:
@@ -339,3 +325,35 @@ def test_generated_credentials_look_like_aws_ones_and_differ_at_every_start() ->
         "AWS_ACCESS_KEY_ID": first.access_key_id,
         "AWS_SECRET_ACCESS_KEY": first.secret_access_key,
     }
+
+
+# -- the WSGI environ ------------------------------------------------------------------------------------------
+def test_the_environ_joins_repeated_headers_and_keeps_only_s3_metadata_underscores() -> None:
+    # Given a head with a repeated header, an underscored name that could pose as a dashed one, and S3 metadata
+    # spelt with underscores (one of them beside its dashed twin)
+    pairs = (
+        ("Host", f"127.0.0.1:{PORT}"),
+        ("X-Amz-Acl", "private"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-for", "10.0.0.2"),
+        ("X_Amz_Acl", "public-read"),
+        ("x-amz-meta-scan_id", "s-1"),
+        ("x-amz-meta-site-name", "dashed"),
+        ("x-amz-meta-site_name", "underscored"),
+        ("Content-Type", "image/png"),
+    )
+    head = Head("PUT", "/bucket/a%20b.png?x=1", dict(pairs), "127.0.0.1", pairs)
+
+    # When the endpoint makes its environ
+    environ = WsgiOverHttp11(Moto(), "127.0.0.1", PORT).environ(head, b"body")
+
+    # Then the repeat is joined, the poser is dropped, the metadata keeps its spelling unless a dashed twin exists
+    assert environ["HTTP_X_FORWARDED_FOR"] == "10.0.0.1,10.0.0.2"
+    assert environ["HTTP_X_AMZ_ACL"] == "private"
+    assert environ["HTTP_X_AMZ_META_SCAN_ID"] == "s-1"
+    assert environ["HTTP_X_AMZ_META_SITE_NAME"] == "dashed"
+    assert environ[PRESERVED_HEADER_NAMES_ENVIRON_KEY] == {"HTTP_X_AMZ_META_SCAN_ID": "x-amz-meta-scan_id"}
+    assert (environ["CONTENT_TYPE"], environ["PATH_INFO"]) == ("image/png", "/bucket/a b.png")
+    assert environ["QUERY_STRING"] == "x=1"
+    assert environ["RAW_URI"] == "/bucket/a%20b.png?x=1"
+    assert environ["wsgi.input"].read() == b"body"
