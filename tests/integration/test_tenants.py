@@ -224,5 +224,11 @@ def test_a_key_added_while_the_stack_runs_is_its_tenants_at_once(stack: LocalRun
     assert late.get("/audit").status_code == 200
     assert late.get(f"/batches/{a_batch}").status_code == 404
 
+    disable = [{"op": "replace", "path": "/enabled", "value": "false"}]
+    apigateway.update_api_key(apiKey=key["id"], patchOperations=disable)
+    assert late.get("/audit").status_code == 403
+    apigateway.update_api_key(apiKey=key["id"], patchOperations=[{**disable[0], "value": "true"}])
+    assert late.get("/audit").status_code == 200
+
     apigateway.delete_api_key(apiKey=key["id"])
     assert late.get("/audit").status_code == 403

@@ -1,6 +1,6 @@
 """Local-mode patches of moto: the Step Functions context's StartTime as the ISO-8601 string AWS gives, Retry
-counters that concurrent Map iterations cannot reset, and DynamoDB responses written without trying every attribute
-value type."""
+counters that concurrent Map iterations cannot reset, DynamoDB responses written without trying every attribute
+value type, and one SDK client per service for the Step Functions interpreter."""
 
 from __future__ import annotations
 
@@ -172,3 +172,33 @@ def test_an_attribute_value_is_written_without_looking_for_the_types_it_does_not
     # then the attribute value's only lookup is its own type's (not N, B, SS, ... as well)
     assert lookups.count("S") == 1
     assert not {"N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL"} & set(lookups)
+
+
+# --- Step Functions' SDK clients ---------------------------------------------------------------------------------
+
+
+def test_every_module_of_the_interpreter_gets_one_client_per_region_and_service() -> None:
+    # given the modules of moto's interpreter that make SDK clients for their Tasks
+    import sys
+
+    from moto import mock_aws
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service_sqs
+
+    makers = [module for name, module in sys.modules.items() if hasattr(module, "boto_client_for")]
+
+    # when Tasks ask for clients, from two modules and many threads at once
+    with mock_aws():
+        with ThreadPoolExecutor(8) as pool:
+            lambdas = set(pool.map(lambda _: id(lambda_eval_utils.boto_client_for("us-east-1", "lambda")), range(16)))
+        again = lambda_eval_utils.boto_client_for("us-east-1", "lambda", state_credentials=object())
+        sqs = state_task_service_sqs.boto_client_for("us-east-1", "sqs")
+        other_region = lambda_eval_utils.boto_client_for("eu-west-1", "lambda")
+
+    # then each module has the patched maker, and one client serves each region and service
+    assert len(makers) >= 13
+    assert all(getattr(module.boto_client_for, "modelrun_patched", False) for module in makers)
+    assert lambdas == {id(again)}
+    assert sqs.meta.service_model.service_name == "sqs"
+    assert other_region is not again
+    assert other_region.meta.region_name == "eu-west-1"
