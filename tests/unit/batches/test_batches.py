@@ -901,12 +901,13 @@ def test_closing_calls_back_once_with_the_closed_job(aws: BatchAws) -> None:
 
 
 class FinalizeAndRecoverRace(JobStore):
-    """A store on which another closer closes the job right after this one has recounted it."""
+    """A store on which another closer closes the job right after this one has read (recounted) its outcomes."""
 
-    def recount(self, batch_id: str, *, attempt: int = 1) -> dict[str, int]:
-        counts = super().recount(batch_id, attempt=attempt)
-        assert self.close(batch_id, COMPLETED, predicted=counts[PREDICTED], failed=counts[FAILED_OUTCOME])
-        return counts
+    def iter_outcomes(self, batch_id: str, *, status: str | None = None) -> Iterator[dict[str, Any]]:
+        outcomes = list(super().iter_outcomes(batch_id, status=status))
+        yield from outcomes
+        predicted = sum(1 for outcome in outcomes if outcome["status"] == PREDICTED)
+        assert self.close(batch_id, COMPLETED, predicted=predicted, failed=len(outcomes) - predicted)
 
 
 def test_a_closer_that_loses_the_race_reports_closed_false_and_does_not_call_back(aws: BatchAws) -> None:
@@ -1087,11 +1088,10 @@ def test_a_retry_that_runs_out_of_time_is_too_many_to_list_and_leaves_the_batch_
 class RecoverClosesAfterTheRecount(JobStore):
     """A store on which recover records the last outcome and closes the job right after this closer's recount."""
 
-    def recount(self, batch_id: str, *, attempt: int = 1) -> dict[str, int]:
-        counts = super().recount(batch_id, attempt=attempt)
+    def iter_outcomes(self, batch_id: str, *, status: str | None = None) -> Iterator[dict[str, Any]]:
+        yield from list(super().iter_outcomes(batch_id, status=status))
         record(self, 1)
         assert JobStore(self.jobs, self.items).close(batch_id, COMPLETED, predicted=2, failed=0)
-        return counts
 
 
 def test_a_finalize_that_loses_the_race_to_recover_does_not_reopen_the_job_it_closed(aws: BatchAws) -> None:
