@@ -427,10 +427,14 @@ def throughput_worker(spec: dict[str, Any]) -> dict[str, Any]:
         upload_s = time.perf_counter() - began
         clock = InvocationClock(stack_functions(runtime))
         api = Api(runtime.url)
-        # Warm-up: eight one-image chunks at once, so up to eight execution environments exist (and have loaded
-        # the model) before the clock starts; every function the batch path uses has had its cold start.
+        # Warm-up: as many chunks of the largest chunk size as the largest max_concurrency, at once, so that many
+        # execution environments exist, have loaded the model and have run it on a batch of that size (ONNX
+        # Runtime sizes its buffers for a batch shape on first use: the bare loop is warmed the same way) before
+        # the clock starts; every function the batch path uses has had its cold start.
         concurrency = max(mc for _, mc in spec["configs"])
-        warm_body = {"model": model, "images": keys[:concurrency], "chunk_size": 1, "max_concurrency": concurrency}
+        chunk = min(max(size for size, _ in spec["configs"]), len(keys))  # no chunk of a batch is larger
+        warm_keys = [keys[index % len(keys)] for index in range(concurrency * chunk)]
+        warm_body = {"model": model, "images": warm_keys, "chunk_size": chunk, "max_concurrency": concurrency}
         warm_up = run_batch(api, clock, warm_body, poll_s=spec["poll_s"], deadline_s=spec["deadline_s"])
         configs = [tuple(config) for config in spec["configs"]]
         runs: list[dict[str, Any]] = []
