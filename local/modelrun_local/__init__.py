@@ -1,7 +1,7 @@
 """The embedded local runtime: the real template.yaml and handlers on AWS services embedded through moto.
 
 This package is glue around moto, not a cloud emulator: it reads the template, creates its resources in moto,
-dispatches Lambda invocations in-process to the unchanged handlers, and serves the template's Api events over
+runs the unchanged handlers in a worker process per Lambda sandbox, and serves the template's Api events over
 HTTP. Nothing in ``functions/`` or ``layers/`` knows it exists.
 """
 

@@ -8,7 +8,8 @@ the string AWS gives.
 its ``Retry`` allows (section 3 below).
 4. moto's DynamoDB responses: the same JSON, written without trying each of an attribute value's ten types on every
 value (section 4 below), so that reading a batch's outcomes does not cost seconds of the runtime's CPU.
-5. moto's Step Functions service calls: one SDK client per service, not a new one for every Task (section 5 below).
+5. moto's Step Functions interpreter: one SDK client per service, not a new one for every Task, and each JSONPath
+parsed once, not at every evaluation (section 5 below).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def install() -> None:
     _install_heap_keys_made_once()
     _install_attribute_values_by_their_own_type()
     _install_one_client_per_service()
+    _install_json_paths_parsed_once()
 
 
 def iso8601(moment: datetime) -> str:
@@ -266,3 +268,24 @@ def _install_one_client_per_service() -> None:
     for module in list(sys.modules.values()):
         if getattr(module, "boto_client_for", None) is original:
             setattr(module, "boto_client_for", client_for)  # noqa: B010 (a module attribute rebound)
+
+
+# moto's interpreter also parses a state's JSONPath (InputPath, Parameters, ResultSelector, ResultPath...) with
+# jsonpath_ng at every evaluation: 0.7 ms each, some dozen per chunk a batch runs, where evaluating a parsed path takes
+# microseconds. A parsed path is not changed by evaluating it, so each distinct path is parsed once.
+
+JSON_PATHS_KEPT = 4096
+
+
+def _install_json_paths_parsed_once() -> None:
+    import functools
+
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    for module in (json_path, result_path):
+        if getattr(module.parse, "modelrun_patched", False):
+            continue
+        cached = functools.lru_cache(maxsize=JSON_PATHS_KEPT)(module.parse)
+        cached.modelrun_patched = True  # type: ignore[attr-defined]
+        setattr(module, "parse", cached)  # noqa: B010 (a module attribute rebound)

@@ -1,6 +1,6 @@
 """Local-mode patches of moto: the Step Functions context's StartTime as the ISO-8601 string AWS gives, Retry
 counters that concurrent Map iterations cannot reset, DynamoDB responses written without trying every attribute
-value type, and one SDK client per service for the Step Functions interpreter."""
+value type, and one SDK client per service and each JSONPath parsed once for the Step Functions interpreter."""
 
 from __future__ import annotations
 
@@ -202,3 +202,20 @@ def test_every_module_of_the_interpreter_gets_one_client_per_region_and_service(
     assert sqs.meta.service_model.service_name == "sqs"
     assert other_region is not again
     assert other_region.meta.region_name == "eu-west-1"
+
+
+def test_each_json_path_of_the_interpreter_is_parsed_once_and_still_evaluates() -> None:
+    # given the interpreter's JSONPath helpers
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    # when one path is evaluated on two documents, from many threads at once
+    with ThreadPoolExecutor(8) as pool:
+        found = list(
+            pool.map(lambda n: json_path.extract_json("$.chunk.items[1]", {"chunk": {"items": [0, n]}}), range(8))
+        )
+
+    # then each document gives its own value, and the path was parsed once for all of them
+    assert found == list(range(8))
+    assert json_path.parse("$.chunk.items[1]") is json_path.parse("$.chunk.items[1]")
+    assert result_path.parse("$.result") is result_path.parse("$.result")
