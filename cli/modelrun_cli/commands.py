@@ -27,7 +27,6 @@ from modelrun_cli.uploads import (
     images_source,
     parse_s3_url,
     s3_client,
-    stage_image,
     stage_through_api,
     throttled_progress,
     upload_images,
@@ -154,12 +153,15 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _stage_for_prediction(app: App, path: Path, size: int) -> tuple[str, str]:
+    """Upload an image too large for a request body through the API (POST /uploads), into the API key's tenant's
+    space as batch submit uploads local files, so any tenant's key may name it; its bucket and key (``image_s3``)."""
     limit = output.size(uploads.DIRECT_BODY_LIMIT)
-    too_large = f"{path} ({output.size(size)}) is over the {limit} a request body can carry through API Gateway"
-    bucket = _images_bucket(app, f"{too_large}; sending it by image_s3")
-    prefix = upload_prefix()
-    app.say(f"{too_large}: uploading it to s3://{bucket}/{prefix}/ and predicting it from there (image_s3)")
-    return bucket, stage_image(app.s3, bucket, path, prefix)
+    app.say(
+        f"{path} ({output.size(size)}) is over the {limit} a request body can carry through API Gateway: uploading "
+        "it through the API (POST /uploads) into this API key's space and predicting it from there (image_s3)"
+    )
+    staged = stage_through_api(app.client, [LocalImage(path, path.name)])
+    return staged.bucket, staged.keys[0]
 
 
 def _images_bucket(app: App, purpose: str) -> str:

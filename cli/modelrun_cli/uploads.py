@@ -245,15 +245,6 @@ def fits_in_a_request(size: int) -> bool:
     return size <= DIRECT_BODY_LIMIT
 
 
-def stage_image(s3: Any, bucket: str, path: Path, prefix: str) -> str:
-    """Upload one image for POST /predictions to name by ``image_s3``, the way a batch's images go; its key.
-
-    ``prefix`` is an ``upload_prefix()``: under ``uploads/batches/`` the upload triggers leave it alone.
-    """
-    [key] = upload_images(s3, bucket, collect_images([path]), prefix, workers=1)
-    return key
-
-
 def throttled_progress(report: Callable[[str], None], *, every_s: float = 1.0) -> Progress:
     """A progress callback that reports at most once per ``every_s`` seconds, and always at the end."""
     started = last = time.monotonic()

@@ -103,19 +103,31 @@ def test_predict_with_json_prints_the_api_answer(flags: list[str]) -> None:
     assert (answer["label"], answer["model"], answer["version"]) == ("3", "digits", "1")
 
 
-def test_predict_of_a_file_over_the_body_limit_uploads_it_and_predicts_it_by_image_s3(
-    flags: list[str], monkeypatch: pytest.MonkeyPatch, s3: Any, images_bucket: str
+@pytest.mark.parametrize("tenant", [None, "tenant-a"])
+def test_predict_of_a_file_over_the_body_limit_uploads_it_through_the_api_and_predicts_it_by_image_s3(
+    stack: LocalRuntime, flags: list[str], monkeypatch: pytest.MonkeyPatch, s3: Any, tenant: str | None
 ) -> None:
-    # The real limit (4 MiB) is past this stack's MaxImageBytes: lowered, a committed sample takes the same path.
+    # Given a file over the body limit (the real limit, 4 MiB, is past this stack's MaxImageBytes: lowered, a
+    # committed sample takes the same path), sent with the default key or a named tenant's
     monkeypatch.setattr(uploads, "DIRECT_BODY_LIMIT", 64)
     image = sample(4, 2)
-    code, out, err = cli("predict", str(image), "--json", *flags)
+    key_flags = flags if tenant is None else [*flags, "--api-key", stack.tenant_keys[tenant]]
+
+    # When it is predicted
+    code, out, err = cli("predict", str(image), "--json", *key_flags)
+
+    # Then it was uploaded through POST /uploads into that key's space and predicted from there
     assert code == 0, err
     assert json.loads(out)["label"] == "4"
     [note] = err.splitlines()
-    assert f"uploading it to s3://{images_bucket}/uploads/batches/" in note
-    key = note.split(f"s3://{images_bucket}/", 1)[1].split()[0] + image.name
-    assert s3.get_object(Bucket=images_bucket, Key=key)["Body"].read() == image.read_bytes()
+    assert "uploading it through the API (POST /uploads) into this API key's space" in note
+    assert stack.stack is not None
+    bucket = stack.stack.ref("ImagesBucket")
+    space = "" if tenant is None else f"tenants/{tenant}/"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{space}inputs/")
+    uploaded = [item["Key"] for item in listed.get("Contents", []) if item["Key"].endswith(f"/{image.name}")]
+    assert uploaded
+    assert s3.get_object(Bucket=bucket, Key=uploaded[-1])["Body"].read() == image.read_bytes()
 
 
 def test_predict_of_an_unknown_model_exits_1_with_the_api_error(flags: list[str]) -> None:

@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -1712,27 +1712,30 @@ def test_the_job_summary_lists_the_error_files() -> None:
 PREDICTION = {"model": "digits", "version": "1", "label": "7", "score": 0.99, "top_k": [{"label": "7", "score": 0.99}]}
 
 
-class LoggingS3:
-    """S3 for the uploads, writing each put into a log the API calls share (so their order shows)."""
-
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
-        self.log = log
-
-    def put_object(self, Bucket: str, Key: str, Body: Any, ContentType: str) -> None:
-        self.log.append(("put", {"bucket": Bucket, "key": Key, "body": Body.read(), "content_type": ContentType}))
-
-
 @pytest.fixture
 def predict_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """Every S3 put and API request of a ``predict`` run, in order, with a body limit of 100 bytes."""
+    """Every API request and presigned upload of a ``predict`` run, in order, with a body limit of 100 bytes; POST
+    /uploads signs into a tenant's space, as it does for a named tenant's key."""
     log: list[tuple[str, Any]] = []
 
     def request(self: ApiClient, method: str, path: str, **kwargs: Any) -> Any:
         log.append(("request", {"method": method, "path": path, **kwargs}))
-        return PREDICTION
+        if path != "uploads":
+            return PREDICTION
+        [spec] = kwargs["json"]["files"]
+        key = f"tenants/acme/inputs/u-1/{spec['name']}"
+        signed = {"name": spec["name"], "key": key, "url": f"https://s3.example/{key}", "headers": {"X": "signed"}}
+        return {"upload_id": "u-1", "bucket": "images", "expires_in": 900, "uploads": [signed]}
+
+    def upload(self: ApiClient, url: str, path: Path, headers: Mapping[str, str]) -> None:
+        log.append(("put", {"url": url, "body": path.read_bytes(), "headers": dict(headers)}))
+
+    def no_s3(target: Any) -> Any:
+        raise AssertionError("predict needs no S3 client of its own")
 
     monkeypatch.setattr(ApiClient, "request", request)
-    monkeypatch.setattr(commands, "s3_client", lambda target: LoggingS3(log))
+    monkeypatch.setattr(ApiClient, "upload", upload)
+    monkeypatch.setattr(commands, "s3_client", no_s3)
     monkeypatch.setattr(uploads, "DIRECT_BODY_LIMIT", 100)
     return log
 
@@ -1766,39 +1769,46 @@ def test_an_image_of_up_to_the_body_limit_goes_as_the_request_body(
     ]
 
 
-def test_an_image_over_the_body_limit_is_uploaded_then_predicted_by_image_s3(
+def test_an_image_over_the_body_limit_is_uploaded_through_the_api_then_predicted_by_image_s3(
     tmp_path: Path, predict_calls: list[tuple[str, Any]]
 ) -> None:
+    # given an image one byte over the body limit, and no images bucket named anywhere
     (tmp_path / "big.png").write_bytes(b"p" * 101)
-    env = {**ENDPOINT, "MODELRUN_BUCKET": "images"}
     argv = ["predict", str(tmp_path / "big.png"), "--model", "digits", "--version", "1", "--json"]
-    code, out, err = run_cli(argv, tmp_path, env=env)
+
+    # when it is predicted
+    code, out, err = run_cli(argv, tmp_path, env=ENDPOINT)
+
+    # then it is signed by POST /uploads (into the key's tenant's space), put to the signed link, then named by
+    # image_s3; stdout is the answer alone
     assert code == 0
-    assert json.loads(out) == PREDICTION  # stdout is the answer alone
-    assert [kind for kind, _ in predict_calls] == ["put", "request"]  # uploaded first, then named
-    put, request = (details for _, details in predict_calls)
-    assert put["bucket"] == "images"
-    assert put["key"].startswith("uploads/batches/")  # where batch uploads go (the upload triggers ignore it)
-    assert put["key"].endswith("/big.png")
-    assert (put["body"], put["content_type"]) == (b"p" * 101, "image/png")
-    assert request == {
+    assert json.loads(out) == PREDICTION
+    assert [kind for kind, _ in predict_calls] == ["request", "put", "request"]
+    (_, sign), (_, put), (_, predict) = predict_calls
+    assert (sign["method"], sign["path"]) == ("POST", "uploads")
+    assert sign["json"] == {"files": [{"name": "big.png", "content_type": "image/png", "size": 101}]}
+    key = "tenants/acme/inputs/u-1/big.png"
+    assert put == {"url": f"https://s3.example/{key}", "body": b"p" * 101, "headers": {"X": "signed"}}
+    assert predict == {
         "method": "POST",
         "path": "predictions",
-        "json": {"model": "digits", "version": "1", "image_s3": {"bucket": "images", "key": put["key"]}},
+        "json": {"model": "digits", "version": "1", "image_s3": {"bucket": "images", "key": key}},
         "retry": True,
     }
-    prefix = put["key"].rsplit("/", 1)[0]
     assert err.splitlines() == [
         f"{tmp_path / 'big.png'} (101 bytes) is over the 100 bytes a request body can carry through API Gateway: "
-        f"uploading it to s3://images/{prefix}/ and predicting it from there (image_s3)"
+        "uploading it through the API (POST /uploads) into this API key's space and predicting it from there "
+        "(image_s3)"
     ]
 
 
-def test_an_image_over_the_body_limit_without_a_known_bucket_asks_for_one_before_any_request(
+def test_a_file_over_the_body_limit_that_is_no_image_is_refused_before_any_request(
     tmp_path: Path, predict_calls: list[tuple[str, Any]]
 ) -> None:
-    (tmp_path / "big.png").write_bytes(b"p" * 101)
-    code, out, err = run_cli(["predict", str(tmp_path / "big.png")], tmp_path, env=ENDPOINT)
+    # given a large file with no image extension and no DICOM marker
+    (tmp_path / "notes.txt").write_bytes(b"n" * 101)
+
+    # when it is predicted, then nothing is signed, uploaded or predicted, and the message says why
+    code, out, err = run_cli(["predict", str(tmp_path / "notes.txt")], tmp_path, env=ENDPOINT)
     assert (code, out, predict_calls) == (1, "", [])
-    assert "sending it by image_s3 needs the stack's images bucket" in err
-    assert "--bucket NAME" in err
+    assert "not an image by its extension nor a DICOM file" in err
