@@ -292,6 +292,7 @@
     $("create-dataset").disabled = state.busy || !state.apiKey;
     $("dataset-batch").disabled = !ready || dataset?.status !== "READY" || !dataset.images;
     $("predict-id").disabled = !ready || !dataset;
+    $("delete-dataset").disabled = state.busy || !state.apiKey || !dataset;
     for (const button of document.querySelectorAll("#images-table .predict-image")) button.disabled = !ready;
     $("dataset-model").textContent = $("model").value || "(none chosen)";
   }
@@ -359,7 +360,7 @@
       });
       setStatus(`Batch ${batch.batch_id} submitted.`);
       saveNames(batch.batch_id, names);
-      history.replaceState(null, "", `#batch=${encodeURIComponent(batch.batch_id)}`);
+      setAddress("batch", batch.batch_id);
       watchBatch(batch.batch_id, batch, names, uploadedFiles);
     } catch (error) {
       setStatus("");
@@ -757,6 +758,16 @@
     $("prediction-title").focus();
   }
 
+  /** The page's place in the address bar (`#batch=...&dataset=...`), so a reload or a shared link opens the same
+   * batch and dataset; a null `value` drops the entry. */
+  function setAddress(name, value) {
+    const params = new URLSearchParams(location.hash.slice(1));
+    if (value) params.set(name, value);
+    else params.delete(name);
+    const hash = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (hash ? `#${hash}` : ""));
+  }
+
   // -- datasets ----------------------------------------------------------------------------------------------
   const datasetPath = (...parts) => ["datasets", ...parts].map(encodeURIComponent).join("/");
 
@@ -841,6 +852,8 @@
     $("image-id").value = "";
     $("dataset-action-status").textContent = "";
     renderDataset(dataset);
+    setAddress("dataset", datasetId);
+    $("datasets-status").textContent = "";
     $("dataset-section").hidden = false;
     $("dataset-title").focus();
     if (dataset.status === "REGISTERING") followRegistration(datasetId);
@@ -862,6 +875,41 @@
     $("dataset-reason").hidden = !dataset.reason;
     updateDatasetRow(dataset);
     updateSubmit();
+  }
+
+  /** DELETE the open dataset once the user confirms: its registration and image entries go, its images stay in S3
+   * and the batches that ran over it keep their results (the API's 409 for one being registered is shown as is). */
+  async function deleteDataset() {
+    const dataset = state.dataset;
+    if (!dataset) return;
+    const count = dataset.images ?? 0;
+    const question =
+      `Delete the dataset "${dataset.name}" and its ${count} image entr${count === 1 ? "y" : "ies"}? ` +
+      "The images stay in storage, and batches that ran over it keep their results.";
+    if (!window.confirm(question)) return;
+    const status = $("dataset-action-status");
+    status.textContent = "Deleting…";
+    clearError();
+    try {
+      await api(datasetPath(dataset.dataset_id), { method: "DELETE" });
+    } catch (error) {
+      status.textContent = "";
+      showError(error);
+      return;
+    }
+    clearTimeout(state.datasetTimer);
+    if (state.dataset?.dataset_id === dataset.dataset_id) {
+      state.dataset = null;
+      state.history = null;
+      state.images = new Map();
+      $("dataset-section").hidden = true;
+      setAddress("dataset", null);
+    }
+    status.textContent = "";
+    $("datasets-status").textContent = `Dataset ${dataset.name} deleted.`;
+    updateSubmit();
+    await loadDatasets();
+    $("datasets-title").scrollIntoView({ behavior: "smooth", block: "start" });
   }
 
   /** A dataset being registered from a prefix or a list file: asked again every second until READY or FAILED. */
@@ -1034,7 +1082,7 @@
       status.textContent = `Batch ${batch.batch_id} submitted.`;
       const names = new Map(state.datasetNames.get(dataset.dataset_id) || []);
       saveNames(batch.batch_id, names);
-      history.replaceState(null, "", `#batch=${encodeURIComponent(batch.batch_id)}`);
+      setAddress("batch", batch.batch_id);
       watchBatch(batch.batch_id, batch, names, new Map(state.datasetUploads.get(dataset.dataset_id) || []));
     } catch (error) {
       status.textContent = "";
@@ -1541,7 +1589,7 @@
     setStatus("");
     clearError();
     for (const id of ["progress-section", "results-section", "errors-section", "new-batch"]) $(id).hidden = true;
-    history.replaceState(null, "", location.pathname + location.search);
+    setAddress("batch", null);
     $("submit-section").scrollIntoView({ behavior: "smooth", block: "start" });
   }
 
@@ -1580,6 +1628,7 @@
     $("more-errors").addEventListener("click", () => loadErrors(state.batchId).catch(showError));
     $("new-batch").addEventListener("click", resetForNewBatch);
     $("refresh-datasets").addEventListener("click", () => loadDatasets().catch(showError));
+    $("delete-dataset").addEventListener("click", () => deleteDataset().catch(showError));
     $("more-datasets").addEventListener("click", () => loadDatasets(true).catch(showError));
     $("dataset-form").addEventListener("submit", createDataset);
     $("dataset-files").addEventListener("change", (event) => addDatasetFiles(event.target.files).catch(showError));
@@ -1623,8 +1672,16 @@
   async function start() {
     await loadModels();
     await loadDatasets();
-    const batchId = new URLSearchParams(location.hash.slice(1)).get("batch");
+    const address = new URLSearchParams(location.hash.slice(1));
+    const batchId = address.get("batch");
     if (batchId && batchId !== state.batchId) watchBatch(batchId, null, null);
+    const datasetId = address.get("dataset");
+    if (datasetId && datasetId !== state.dataset?.dataset_id) {
+      await pickDataset(datasetId).catch((error) => {
+        setAddress("dataset", null); // gone, or never this key's: the link does not open it again
+        showError(error);
+      });
+    }
   }
 
   async function init() {

@@ -1,6 +1,7 @@
 """Datasets on the page: upload sample digits into a new dataset, see it READY, run a batch over it, predict one of
 its images by id and read that image's prediction history; a dataset being registered is followed until READY; a
-name that looks like HTML is shown as text; the API's errors are shown as it worded them."""
+name that looks like HTML is shown as text; the API's errors are shown as it worded them; the open dataset is kept in
+the address, and deleted only after a confirmation."""
 
 from __future__ import annotations
 
@@ -159,6 +160,74 @@ def test_a_dataset_name_that_looks_like_html_is_shown_as_text(page: Page, page_u
     expect(page.locator("#images-empty")).to_be_visible()
     assert page.locator("#datasets-section img, #dataset-section img").count() == 0
     assert page.evaluate("window.pwned") is None
+
+
+def test_an_opened_dataset_is_kept_in_the_address_so_a_reload_opens_it_again(
+    page: Page, page_url: str, api: Api
+) -> None:
+    # Given a dataset, opened on the page
+    name = unique("kept in the address")
+    dataset_id = api.post("/datasets", json={"name": name}).json()["dataset_id"]
+    open_page(page, page_url)
+    dataset_row(page, name).get_by_role("button", name=f"Open the dataset {name}").click()
+    expect(page.locator("#dataset-shown-name")).to_have_text(name)
+
+    # When the page is reloaded
+    assert page.evaluate("location.hash") == f"#dataset={dataset_id}"
+    page.reload()
+
+    # Then the same dataset is open again
+    expect(page.locator("#dataset-section")).to_be_visible()
+    expect(page.locator("#dataset-shown-name")).to_have_text(name)
+    expect(page.locator("#dataset-id")).to_have_text(dataset_id)
+
+
+def test_a_dataset_is_deleted_only_once_the_user_confirms(page: Page, page_url: str, api: Api) -> None:
+    # Given a dataset opened from a link to it
+    name = unique("to delete")
+    dataset_id = api.post("/datasets", json={"name": name}).json()["dataset_id"]
+    page.goto(f"{page_url}#dataset={dataset_id}")
+    expect(page.locator("#dataset-shown-name")).to_have_text(name)
+    questions: list[str] = []
+
+    # When its deletion is asked for and the confirmation dismissed
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Delete this dataset").click()
+
+    # Then nothing is deleted
+    expect(page.locator("#dataset-section")).to_be_visible()
+    assert api.get(f"/datasets/{dataset_id}").status_code == 200
+    [question] = questions
+    assert name in question
+
+    # When it is asked for again and confirmed
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete this dataset").click()
+
+    # Then the dataset is gone: from the page, the list, the address and the API
+    expect(page.locator("#datasets-status")).to_have_text(f"Dataset {name} deleted.")
+    expect(page.locator("#dataset-section")).to_be_hidden()
+    expect(dataset_row(page, name)).to_have_count(0)
+    assert "dataset=" not in page.evaluate("location.hash")
+    assert api.get(f"/datasets/{dataset_id}").status_code == 404
+
+
+def test_a_link_to_a_dataset_that_is_gone_shows_the_api_s_answer_and_opens_nothing(
+    page: Page, page_url: str, api: Api
+) -> None:
+    # Given a link to a dataset deleted since (as another tenant's dataset, it is not found for this key)
+    dataset_id = api.post("/datasets", json={"name": unique("gone")}).json()["dataset_id"]
+    assert api.delete(f"/datasets/{dataset_id}").status_code == 200
+    expected = api.get(f"/datasets/{dataset_id}").json()["error"]
+
+    # When the page is opened from it
+    page.goto(f"{page_url}#dataset={dataset_id}")
+
+    # Then the API's not-found is shown, no dataset is open, and the link is dropped from the address
+    expect(page.locator("#alert-code")).to_have_text(expected["code"])
+    expect(page.locator("#alert-message")).to_have_text(expected["message"])
+    expect(page.locator("#dataset-section")).to_be_hidden()
+    assert "dataset=" not in page.evaluate("location.hash")
 
 
 def test_an_unknown_image_id_is_shown_as_the_api_worded_it(page: Page, page_url: str, api: Api) -> None:

@@ -116,6 +116,9 @@ class Api:
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.session.get(self.base + path, timeout=60, **kwargs)
 
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.delete(self.base + path, timeout=60, **kwargs)
+
 
 @pytest.fixture(scope="session")
 def api(stack: LocalRuntime) -> Api:

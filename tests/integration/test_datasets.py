@@ -256,7 +256,7 @@ def test_another_tenant_finds_none_of_it_and_cannot_register_it(
         theirs, nothing = b.get(path.format(dataset_id)), b.get(path.format(missing))
         assert theirs.status_code == nothing.status_code == 404
         assert theirs.json()["error"]["code"] == nothing.json()["error"]["code"] == "dataset_not_found"
-    assert b.session.delete(f"{b.base}/datasets/{dataset_id}", timeout=60).status_code == 404
+    assert b.delete(f"/datasets/{dataset_id}").status_code == 404
     predicted = b.post("/predictions", json={"dataset_id": dataset_id, "image_id": image_id})
     assert predicted.json()["error"]["code"] == "dataset_not_found"
     batched = b.post("/batches", json={"dataset_id": dataset_id})
@@ -283,7 +283,7 @@ def test_deleting_keeps_the_objects_and_the_batch_results(
     a: Api, s3: Any, images_bucket: str, prefix: str, registered: dict[str, Any], batch: dict[str, Any]
 ) -> None:
     # Last in this module: the dataset goes.
-    deleted = a.session.delete(f"{a.base}/datasets/{registered['dataset_id']}", timeout=60)
+    deleted = a.delete(f"/datasets/{registered['dataset_id']}")
 
     assert deleted.status_code == 200, deleted.text
     assert deleted.json() == {
