@@ -188,7 +188,7 @@ def test_modelrun_predict_of_a_large_dcm_goes_by_s3_and_answers_the_same(
     path = write(tmp_path / "IM0001", data)  # extensionless: the marker decides
     code, out, err = cli("predict", str(path), "--model", DICOM_MODEL, "--json", *flags)
     assert code == 0, err
-    assert "uploading it to s3://" in err
+    assert "uploading it through the API (POST /uploads) into this API key's space" in err
     answer = json.loads(out)
     assert answer["frames"][0]["label"] == "top-left"
     assert answer["dicom"]["sop_instance_uid"] == uids(data)["sop_instance_uid"]
