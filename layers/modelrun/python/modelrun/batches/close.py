@@ -26,6 +26,7 @@ from modelrun.batches.store import (
     JobStore,
     error_entry,
     error_fields,
+    is_final,
     now_iso,
     public_outcome,
 )
@@ -73,8 +74,8 @@ class BatchCloser:
         with ResultFiles(batch, attempt, dataset=bool(job.get("dataset_id"))) as files:
             counts = {PREDICTED: 0, FAILED_OUTCOME: 0}
             for record in self.store.iter_outcomes(batch_id):
-                if record["status"] == FAILED_OUTCOME and int(record.get("attempt", 1)) < attempt:
-                    continue  # an earlier attempt's failure: this attempt runs the image again, it is pending
+                if not is_final(record, attempt):
+                    continue  # pending: this attempt runs the image again
                 counts[record["status"]] = counts.get(record["status"], 0) + 1
                 files.add(self.file_entry(batch, record), record)
             predicted, failed = counts[PREDICTED], counts[FAILED_OUTCOME]

@@ -120,6 +120,12 @@ def public_outcome(record: dict[str, Any]) -> dict[str, Any]:
 ERROR_FIELDS = ("item", "key", "code", "message", "attempts", "last_attempt_at")
 
 
+def is_final(record: dict[str, Any], attempt: int) -> bool:
+    """Whether a stored outcome is final for the job's ``attempt``: a failure an earlier attempt recorded is pending,
+    as ``attempt`` runs that image again."""
+    return not (record["status"] == FAILED_OUTCOME and int(record.get("attempt", 1)) < attempt)
+
+
 def error_fields(*, dataset: bool) -> tuple[str, ...]:
     """The error report's columns: :data:`ERROR_FIELDS`, with :data:`DATASET_FIELDS` for a batch over a dataset."""
     return (*ERROR_FIELDS[:2], *DATASET_FIELDS, *ERROR_FIELDS[2:]) if dataset else ERROR_FIELDS
@@ -332,9 +338,8 @@ class JobStore:
                 query["ExclusiveStartKey"] = start
             page = self.items.query(**query)
             for record in page.get("Items", []):
-                if record["status"] == FAILED_OUTCOME and int(record.get("attempt", 1)) < attempt:
-                    continue
-                counts[record["status"]] = counts.get(record["status"], 0) + 1
+                if is_final(record, attempt):
+                    counts[record["status"]] = counts.get(record["status"], 0) + 1
             start = page.get("LastEvaluatedKey")
             if not start:
                 return counts
